@@ -1,0 +1,56 @@
+// How a backend (cpu/, cuda/) plugs a path into the router. One PathImpl per (device, path); the
+// router (router.cpp) only ever asks these functions, so "is it supported?", "how much memory?"
+// and "run it" are answered by the same code for planning and for running.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/workspace.hpp"
+#include "longattn/longattn.h"
+
+namespace longattn::detail {
+
+// What the router knows about the device it plans for.
+struct DeviceContext {
+  longattn_device_info info{};
+  int max_threads = 1;          // CPU: worker threads allowed by options (or all cores)
+  int64_t budget = -1;          // bytes of transient memory allowed; -1 = unlimited
+  const longattn_options* options = nullptr;
+};
+
+struct PathImpl {
+  longattn_device device;
+  longattn_path path;
+  // "" when this path can run args on this device; otherwise why not, naming the argument and the
+  // allowed values (e.g. "head_dim_qk=100: the CUDA fused path needs one of 64, 80, ...").
+  std::string (*unsupported)(const longattn_args& args, const DeviceContext& ctx);
+  // Fills plan->threads, block_q, block_k, splits for this path. `threads` is an upper bound the
+  // router may lower to fit a budget; configure must honour plan->threads if already set (> 0).
+  void (*configure)(const longattn_args& args, const DeviceContext& ctx, longattn_plan* plan);
+  // Exact transient bytes for a configured plan: what run() takes from its Arena.
+  int64_t (*workspace_bytes)(const longattn_args& args, const longattn_plan& plan);
+  // Runs the plan. Must take exactly workspace_bytes() from the arena. Throws Failure on error.
+  void (*run)(const longattn_args& args, const longattn_plan& plan, Arena& arena,
+              const longattn_options& options);
+};
+
+// Each backend lists its paths; a backend that is not built returns an empty list.
+struct PathList {
+  const PathImpl* items = nullptr;
+  int count = 0;
+};
+PathList cpu_paths();
+PathList cuda_paths();
+
+// Transient memory of one run. Allocation failures throw Failure(LONGATTN_OUT_OF_MEMORY).
+void* device_alloc(int32_t device, int64_t bytes);
+void cpu_free(void* p);
+void cuda_free(void* p);
+void* cuda_alloc(int64_t bytes);
+
+// Device queries (cpu_features.cpp, cuda backend). Never throw.
+void cpu_device_info(longattn_device_info* info);
+void cuda_device_info(longattn_device_info* info);  // available = 0 when not built or no GPU
+
+}  // namespace longattn::detail

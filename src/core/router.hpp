@@ -1,0 +1,16 @@
+// The router: one pure function from (args, device, options) to a plan. Whether a shape is
+// supported is exactly whether plan_attention returns ok, so support and choice cannot drift.
+#pragma once
+
+#include "longattn/longattn.h"
+
+namespace longattn::detail {
+
+// Validates, then decides. Invalid arguments throw Failure; "unsupported" and "over budget" come
+// back as a plan with ok = 0, status and reason set.
+longattn_plan plan_attention(const longattn_args& args, const longattn_options& options);
+
+// Plans, takes the workspace (the caller's or its own), runs, checks the memory model held.
+longattn_plan run_attention(const longattn_args& args, const longattn_options& options);
+
+}  // namespace longattn::detail

@@ -1,0 +1,184 @@
+#include "core/validate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "core/detail.hpp"
+
+namespace longattn::detail {
+namespace {
+
+#define LONGATTN_REQUIRE(cond, ...) \
+  do {                              \
+    if (!(cond)) fail(LONGATTN_INVALID_ARGUMENT, __VA_ARGS__); \
+  } while (0)
+
+struct Dim {
+  int64_t size, stride;
+};
+
+// Byte extent [0, extent) that a [dims..., inner] tensor touches; fails on int64 overflow.
+int64_t extent_bytes(const Dim* dims, int n, int64_t inner, int64_t elem, const char* name) {
+  int64_t last = inner;  // elements
+  for (int i = 0; i < n; ++i)
+    last = checked_add(last, checked_mul(dims[i].size - 1, dims[i].stride, name), name);
+  return checked_mul(last, elem, name);
+}
+
+void check_strides(const char* name, const longattn_strides& s, int64_t b, int64_t h, int64_t l,
+                   int64_t d, int64_t elem) {
+  LONGATTN_REQUIRE(s.batch >= 0 && s.head >= 0 && s.token >= 0,
+                   "%s = {batch %lld, head %lld, token %lld}: strides must be >= 0 (in elements; "
+                   "the head_dim axis is contiguous)",
+                   name, (long long)s.batch, (long long)s.head, (long long)s.token);
+  Dim dims[3] = {{b, s.batch}, {h, s.head}, {l, s.token}};
+  extent_bytes(dims, 3, d, elem, name);
+}
+
+// Output rows must not overlap each other, or two rows would race and one would be lost.
+void check_no_self_overlap(const char* name, const longattn_strides& s, int64_t b, int64_t h,
+                           int64_t l, int64_t d) {
+  Dim dims[3] = {{b, s.batch}, {h, s.head}, {l, s.token}};
+  std::sort(dims, dims + 3, [](Dim x, Dim y) { return x.stride < y.stride; });
+  int64_t extent = d;  // elements spanned by the inner dims
+  for (const Dim& dim : dims) {
+    if (dim.size == 1) continue;
+    LONGATTN_REQUIRE(dim.stride >= extent,
+                     "%s = {batch %lld, head %lld, token %lld}: output rows overlap (a stride of "
+                     "%lld is smaller than the %lld elements it must step over)",
+                     name, (long long)s.batch, (long long)s.head, (long long)s.token,
+                     (long long)dim.stride, (long long)extent);
+    extent = dim.stride * (dim.size - 1) + extent;
+  }
+}
+
+bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
+  auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + static_cast<uintptr_t>(b_bytes) && y < x + static_cast<uintptr_t>(a_bytes);
+}
+
+}  // namespace
+
+void validate_args(const longattn_args* args) {
+  LONGATTN_REQUIRE(args != nullptr, "args is NULL");
+  const longattn_args& a = *args;
+  LONGATTN_REQUIRE(a.dtype >= LONGATTN_FLOAT32 && a.dtype <= LONGATTN_BFLOAT16,
+                   "dtype = %d: allowed values are LONGATTN_FLOAT32 (0), LONGATTN_FLOAT16 (1), "
+                   "LONGATTN_BFLOAT16 (2)",
+                   a.dtype);
+  LONGATTN_REQUIRE(a.device == LONGATTN_DEVICE_CPU || a.device == LONGATTN_DEVICE_CUDA,
+                   "device = %d: allowed values are LONGATTN_DEVICE_CPU (0), LONGATTN_DEVICE_CUDA (1)",
+                   a.device);
+  LONGATTN_REQUIRE(a.q && a.k && a.v && a.o,
+                   "%s is NULL: q, k, v and o must point to the tensors (lse may be NULL)",
+                   !a.q ? "q" : !a.k ? "k" : !a.v ? "v" : "o");
+  const struct {
+    const char* name;
+    int64_t value;
+  } sizes[] = {{"batch", a.batch},   {"q_heads", a.q_heads}, {"kv_heads", a.kv_heads},
+               {"q_len", a.q_len},   {"kv_len", a.kv_len}};
+  for (const auto& s : sizes)
+    LONGATTN_REQUIRE(s.value >= 1, "%s = %lld: must be >= 1", s.name, (long long)s.value);
+  LONGATTN_REQUIRE(a.head_dim_qk >= 1 && a.head_dim_qk <= kMaxHeadDim,
+                   "head_dim_qk = %lld: allowed values are 1 to %lld", (long long)a.head_dim_qk,
+                   (long long)kMaxHeadDim);
+  LONGATTN_REQUIRE(a.head_dim_v >= 1 && a.head_dim_v <= kMaxHeadDim,
+                   "head_dim_v = %lld: allowed values are 1 to %lld", (long long)a.head_dim_v,
+                   (long long)kMaxHeadDim);
+  LONGATTN_REQUIRE(a.q_heads % a.kv_heads == 0,
+                   "q_heads = %lld, kv_heads = %lld: q_heads must be a multiple of kv_heads (GQA)",
+                   (long long)a.q_heads, (long long)a.kv_heads);
+  LONGATTN_REQUIRE(std::isfinite(a.scale), "scale = %g: must be finite (0 means 1/sqrt(head_dim_qk))",
+                   (double)a.scale);
+  LONGATTN_REQUIRE(std::isfinite(a.softcap) && a.softcap >= 0,
+                   "softcap = %g: must be 0 (off) or a finite value > 0", (double)a.softcap);
+  LONGATTN_REQUIRE(a.window_left >= -1,
+                   "window_left = %lld: must be -1 (no window) or >= 0 (keys before the query)",
+                   (long long)a.window_left);
+  LONGATTN_REQUIRE(a.causal == 0 || a.causal == 1, "causal = %d: must be 0 or 1", a.causal);
+
+  int64_t elem = dtype_bytes(a.dtype);
+  check_strides("q_strides", a.q_strides, a.batch, a.q_heads, a.q_len, a.head_dim_qk, elem);
+  check_strides("k_strides", a.k_strides, a.batch, a.kv_heads, a.kv_len, a.head_dim_qk, elem);
+  check_strides("v_strides", a.v_strides, a.batch, a.kv_heads, a.kv_len, a.head_dim_v, elem);
+  check_strides("o_strides", a.o_strides, a.batch, a.q_heads, a.q_len, a.head_dim_v, elem);
+  check_no_self_overlap("o_strides", a.o_strides, a.batch, a.q_heads, a.q_len, a.head_dim_v);
+  // Byte counts of whole tensors must fit int64 too (they size allocations and copies).
+  checked_mul(checked_mul(checked_mul(a.batch, a.q_heads, "q"), a.q_len, "q"),
+              checked_mul(a.head_dim_qk + a.head_dim_v, elem, "q"), "q");
+  checked_mul(checked_mul(checked_mul(a.batch, a.kv_heads, "k"), a.kv_len, "k"),
+              checked_mul(a.head_dim_qk + a.head_dim_v, elem, "k"), "k");
+
+  // Inputs are never written: the output must not share memory with them.
+  Dim od[3] = {{a.batch, a.o_strides.batch}, {a.q_heads, a.o_strides.head},
+               {a.q_len, a.o_strides.token}};
+  int64_t o_bytes = extent_bytes(od, 3, a.head_dim_v, elem, "o");
+  const struct {
+    const char* name;
+    const void* p;
+    longattn_strides s;
+    int64_t h, l, d;
+  } inputs[] = {{"q", a.q, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk},
+                {"k", a.k, a.k_strides, a.kv_heads, a.kv_len, a.head_dim_qk},
+                {"v", a.v, a.v_strides, a.kv_heads, a.kv_len, a.head_dim_v}};
+  for (const auto& in : inputs) {
+    Dim d[3] = {{a.batch, in.s.batch}, {in.h, in.s.head}, {in.l, in.s.token}};
+    LONGATTN_REQUIRE(!overlaps(a.o, o_bytes, in.p, extent_bytes(d, 3, in.d, elem, in.name)),
+                     "o overlaps %s: the output must not share memory with an input", in.name);
+  }
+  if (a.lse) {
+    int64_t lse_bytes = checked_mul(a.batch * a.q_heads, a.q_len * 4, "lse");
+    LONGATTN_REQUIRE(!overlaps(a.lse, lse_bytes, a.o, o_bytes), "lse overlaps o");
+  }
+
+  const longattn_mask& m = a.mask;
+  LONGATTN_REQUIRE(m.kind >= LONGATTN_MASK_NONE && m.kind <= LONGATTN_MASK_ADDITIVE,
+                   "mask.kind = %d: allowed values are LONGATTN_MASK_NONE (0), "
+                   "LONGATTN_MASK_BOOLEAN (1), LONGATTN_MASK_ADDITIVE (2)",
+                   m.kind);
+  if (m.kind != LONGATTN_MASK_NONE) {
+    LONGATTN_REQUIRE(m.data != nullptr, "mask.data is NULL but mask.kind is %s",
+                     m.kind == LONGATTN_MASK_BOOLEAN ? "BOOLEAN" : "ADDITIVE");
+    const int64_t full[4] = {a.batch, a.q_heads, a.q_len, a.kv_len};
+    const char* axis[4] = {"batch", "q_heads", "q_len", "kv_len"};
+    Dim md[4];
+    for (int i = 0; i < 4; ++i) {
+      LONGATTN_REQUIRE(m.dims[i] == 1 || m.dims[i] == full[i],
+                       "mask.dims[%d] = %lld: must be 1 (broadcast) or %s = %lld to broadcast to "
+                       "[batch, q_heads, q_len, kv_len]",
+                       i, (long long)m.dims[i], axis[i], (long long)full[i]);
+      LONGATTN_REQUIRE(m.dims[i] == 1 || m.strides[i] >= 0,
+                       "mask.strides[%d] = %lld: must be >= 0", i, (long long)m.strides[i]);
+      md[i] = {m.dims[i], m.dims[i] == 1 ? 0 : m.strides[i]};
+    }
+    extent_bytes(md, 4, 1, m.kind == LONGATTN_MASK_BOOLEAN ? 1 : 4, "mask");
+  }
+}
+
+void validate_options(const longattn_options* options) {
+  LONGATTN_REQUIRE(options != nullptr, "options is NULL (use longattn_options_init)");
+  const longattn_options& o = *options;
+  LONGATTN_REQUIRE(o.path >= LONGATTN_PATH_AUTO && o.path <= LONGATTN_PATH_SPLIT_KV,
+                   "options.path = %d: allowed values are AUTO (0), REFERENCE (1), UNFUSED (2), "
+                   "FUSED (3), SPLIT_KV (4)",
+                   o.path);
+  LONGATTN_REQUIRE(o.memory_budget >= -1,
+                   "options.memory_budget = %lld: must be -1 (no limit) or a byte count >= 0",
+                   (long long)o.memory_budget);
+  LONGATTN_REQUIRE(o.num_threads >= 0 && o.num_threads <= 4096,
+                   "options.num_threads = %d: must be 0 (all cores) to 4096", o.num_threads);
+  LONGATTN_REQUIRE(o.workspace_bytes >= 0, "options.workspace_bytes = %lld: must be >= 0",
+                   (long long)o.workspace_bytes);
+  LONGATTN_REQUIRE(o.workspace != nullptr || o.workspace_bytes == 0,
+                   "options.workspace is NULL but options.workspace_bytes = %lld",
+                   (long long)o.workspace_bytes);
+  LONGATTN_REQUIRE(reinterpret_cast<uintptr_t>(o.workspace) % 64 == 0,
+                   "options.workspace must be 64-byte aligned");
+}
+
+float effective_scale(const longattn_args& a) {
+  return a.scale != 0.f ? a.scale : 1.f / std::sqrt(static_cast<float>(a.head_dim_qk));
+}
+
+}  // namespace longattn::detail

@@ -1,0 +1,45 @@
+// What the CPU is: model name, cores, the SIMD features the kernels use, memory.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "core/backend.hpp"
+#include "cpu/paths_cpu.hpp"
+
+namespace longattn::detail {
+
+void cpu_device_info(longattn_device_info* info) {
+  std::memset(info, 0, sizeof *info);
+  info->device = LONGATTN_DEVICE_CPU;
+  info->available = 1;
+  info->cores = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string name = "unknown CPU";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      name = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  std::snprintf(info->name, sizeof info->name, "%s", name.c_str());
+  std::string features = std::string("kernels=") + cpu::active_isa().name;
+  const char* names[] = {"avx512f", "avx512bf16", "avx2", "fma", "f16c"};
+  for (const char* f : names) {
+    bool has = std::strcmp(f, "avx512bf16") == 0 ? __builtin_cpu_supports("avx512bf16")
+               : std::strcmp(f, "avx512f") == 0  ? __builtin_cpu_supports("avx512f")
+               : std::strcmp(f, "avx2") == 0     ? __builtin_cpu_supports("avx2")
+               : std::strcmp(f, "fma") == 0      ? __builtin_cpu_supports("fma")
+                                                 : __builtin_cpu_supports("f16c");
+    if (has) features += std::string(" ") + f;
+  }
+  std::snprintf(info->features, sizeof info->features, "%s", features.c_str());
+  long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+  info->memory_total = int64_t(pages) * size;
+  info->memory_free = int64_t(avail) * size;
+}
+
+}  // namespace longattn::detail

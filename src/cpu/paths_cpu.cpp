@@ -1,0 +1,148 @@
+// The CPU backend's paths: what each supports, its tiles and thread count, its exact memory.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/backend.hpp"
+#include "core/detail.hpp"
+#include "cpu/paths_cpu.hpp"
+
+namespace longattn::cpu {
+
+using detail::ceil_div;
+using detail::checked_add;
+using detail::checked_mul;
+using detail::round_up;
+
+namespace {
+
+// A tile holds about this many query rows: enough rows that converting a K/V tile once pays for
+// itself across them (it costs ~1/rows of the tile's arithmetic), few enough that Q, K^T, S and O
+// of a d=256 tile (~400 KiB) stay in one core's L2.
+constexpr int64_t kRowsPerTile = 64;
+// Keys per tile: a multiple of every ISA's NR * W (32 floats on AVX-512), and S rows of 256 bytes.
+constexpr int64_t kKeysPerTile = 64;
+// split_kv gives each split at least this many keys, so a split's work dwarfs its merge.
+constexpr int64_t kMinKeysPerSplit = 256;
+
+bool packs_gqa(int32_t path) { return path != LONGATTN_PATH_UNFUSED; }
+
+int64_t tile_items(const longattn_args& a, const longattn_plan& p) {
+  int64_t qt = ceil_div(a.q_len, p.block_q);
+  return packs_gqa(p.path) ? a.batch * a.kv_heads * qt : a.batch * a.q_heads * qt;
+}
+
+std::string supported_everywhere(const longattn_args&, const detail::DeviceContext&) { return ""; }
+
+void configure_tiles(const longattn_args& a, const detail::DeviceContext& ctx, longattn_plan* p) {
+  const int64_t g = a.q_heads / a.kv_heads;
+  p->block_k = kKeysPerTile;
+  p->block_q = static_cast<int32_t>(
+      std::min(a.q_len, packs_gqa(p->path) ? std::max<int64_t>(1, kRowsPerTile / g) : kRowsPerTile));
+  p->splits = 1;
+  if (p->path == LONGATTN_PATH_SPLIT_KV) {
+    // Enough (tile, split) items for two per core, so no core idles on the last one. It uses the
+    // core count, not options.num_threads, so the result bits do not depend on the thread count.
+    int64_t tiles = tile_items(a, *p);
+    int64_t want = ceil_div(2 * std::max(1, ctx.info.cores), tiles);
+    p->splits = static_cast<int32_t>(
+        std::clamp<int64_t>(want, 1, std::max<int64_t>(1, a.kv_len / kMinKeysPerSplit)));
+  }
+  int64_t items = p->path == LONGATTN_PATH_REFERENCE ? a.batch * a.q_heads * a.q_len
+                                                     : tile_items(a, *p) * p->splits;
+  int64_t threads = std::min<int64_t>(ctx.max_threads, items);
+  if (p->threads > 0) threads = std::min<int64_t>(p->threads, threads);
+  p->threads = static_cast<int32_t>(std::max<int64_t>(1, threads));
+}
+
+int64_t tiled_bytes(const longattn_args& a, const longattn_plan& p) {
+  return cpu_layout(a, p).total;
+}
+
+void run_tiled(const longattn_args& a, const longattn_plan& p, detail::Arena& arena,
+               const longattn_options&) {
+  const CpuLayout layout = cpu_layout(a, p);
+  const CpuIsa& isa = active_isa();
+  if (p.path == LONGATTN_PATH_FUSED) isa.fused(a, p, layout, arena);
+  if (p.path == LONGATTN_PATH_SPLIT_KV) isa.split_kv(a, p, layout, arena);
+  if (p.path == LONGATTN_PATH_UNFUSED) isa.unfused(a, p, layout, arena);
+}
+
+void run_reference(const longattn_args& a, const longattn_plan& p, detail::Arena& arena,
+                   const longattn_options&) {
+  reference_run(a, p, arena);
+}
+
+const detail::PathImpl kCpuPaths[] = {
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_REFERENCE, supported_everywhere, configure_tiles,
+     reference_workspace_bytes, run_reference},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_tiles, tiled_bytes,
+     run_tiled},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_tiles, tiled_bytes,
+     run_tiled},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_SPLIT_KV, supported_everywhere, configure_tiles,
+     tiled_bytes, run_tiled},
+};
+
+}  // namespace
+
+CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
+  const CpuIsa& isa = active_isa();
+  const int64_t g = a.q_heads / a.kv_heads;
+  CpuLayout L;
+  TileScratch& t = L.tile;
+  t.rows = (packs_gqa(p.path) ? g : 1) * p.block_q;
+  t.dv_pad = round_up(a.head_dim_v, isa.width);
+  // float32 V with a vector-multiple width is read in place; anything else is converted per tile.
+  t.v_copy = a.dtype != LONGATTN_FLOAT32 || t.dv_pad != a.head_dim_v;
+  detail::WorkspaceLayout w;
+  t.q = w.add(t.rows * a.head_dim_qk, 4);
+  t.kt = w.add(a.head_dim_qk * p.block_k, 4);
+  t.krow = w.add(a.head_dim_qk, 4);
+  t.vt = t.v_copy ? w.add(p.block_k * t.dv_pad, 4) : 0;
+  t.s = w.add(t.rows * p.block_k, 4);
+  t.o = w.add(t.rows * t.dv_pad, 4);
+  t.m = w.add(t.rows, 4);
+  t.l = w.add(t.rows, 4);
+  t.bytes = w.total;
+
+  // The order of these terms is the order in which the kernels take them from the arena.
+  detail::WorkspaceLayout total;
+  const int64_t rows_total = checked_mul(a.batch * a.q_heads, a.q_len, "rows");
+  if (p.path == LONGATTN_PATH_UNFUSED)
+    L.scores = total.add(checked_mul(rows_total, a.kv_len, "unfused scores"), 4);
+  if (p.path == LONGATTN_PATH_SPLIT_KV) {
+    L.partial_o = total.add(checked_mul(p.splits * rows_total, a.head_dim_v, "split_kv partials"), 4);
+    L.partial_lse = total.add(p.splits * rows_total, 4);
+  }
+  total.total = checked_add(total.total, checked_mul(t.bytes, p.threads, "scratch"), "workspace");
+  L.total = total.total;
+  return L;
+}
+
+const CpuIsa& active_isa() {
+  static const CpuIsa& isa = [&]() -> const CpuIsa& {
+    const char* want = std::getenv("LONGATTN_CPU_ISA");
+    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl");
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    if (want && std::strcmp(want, "generic") == 0) return kIsaGeneric;
+    if (want && std::strcmp(want, "avx2") == 0) avx512 = false;
+    if (avx512) return kIsaAvx512;
+    if (avx2) return kIsaAvx2;
+    return kIsaGeneric;
+  }();
+  return isa;
+}
+
+}  // namespace longattn::cpu
+
+namespace longattn::detail {
+
+PathList cpu_paths() {
+  return {cpu::kCpuPaths, static_cast<int>(sizeof cpu::kCpuPaths / sizeof cpu::kCpuPaths[0])};
+}
+
+}  // namespace longattn::detail

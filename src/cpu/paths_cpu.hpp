@@ -1,0 +1,48 @@
+// The CPU backend's internals: the scratch layout that both the memory model and the kernels use,
+// and the per-ISA kernel table chosen at run time.
+#pragma once
+
+#include <cstdint>
+
+#include "core/workspace.hpp"
+#include "longattn/longattn.h"
+
+namespace longattn::cpu {
+
+// One worker's scratch for a tile of `rows` query rows (fused, split_kv: the g heads of a KV head
+// times block_q positions; unfused: block_q positions of one head). Offsets in bytes.
+struct TileScratch {
+  int64_t rows = 0;    // row capacity
+  int64_t dv_pad = 0;  // head_dim_v rounded up to the vector width
+  bool v_copy = false; // V tiles are converted/padded (not read in place)
+  int64_t q = 0, kt = 0, krow = 0, vt = 0, s = 0, o = 0, m = 0, l = 0;
+  int64_t bytes = 0;   // per worker
+};
+
+// The whole transient memory of one CPU path: shared buffers first, then one scratch per worker.
+struct CpuLayout {
+  TileScratch tile;
+  int64_t scores = 0;        // unfused: [B, Hq, Lq, Lk] float32
+  int64_t partial_o = 0;     // split_kv: [splits, B, Hq, Lq, Dv] float32
+  int64_t partial_lse = 0;   // split_kv: [splits, B, Hq, Lq] float32
+  int64_t total = 0;
+};
+
+CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p);
+
+// Kernels of one instruction set (kernels_<isa>.cpp, all compiled from kernels_cpu.inc).
+struct CpuIsa {
+  const char* name;
+  int width;      // floats per vector
+  int mr;         // rows of the GEMM micro-kernel
+  void (*fused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
+  void (*split_kv)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
+  void (*unfused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
+};
+extern const CpuIsa kIsaAvx512, kIsaAvx2, kIsaGeneric;
+const CpuIsa& active_isa();  // the best one this CPU runs; LONGATTN_CPU_ISA=avx2|generic lowers it
+
+int64_t reference_workspace_bytes(const longattn_args& a, const longattn_plan& p);
+void reference_run(const longattn_args& a, const longattn_plan& p, detail::Arena& arena);
+
+}  // namespace longattn::cpu

@@ -1,0 +1,62 @@
+// The CUDA fused prefill kernel as the host sees it: its parameters and entry points. Host C++
+// (backend_cuda.cpp, tests) includes this; only the instantiation files include the kernel.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/fused_traits_cuda.hpp"
+
+namespace longattn::cuda {
+
+// The 16-bit type the tensor cores multiply. float32 inputs run on the bf16 kernel: each tile is
+// rounded to bf16 as it is loaded (bf16 keeps float32's range, so nothing overflows).
+enum class Mma16 : int { kBf16 = 0, kF16 = 1 };
+
+// Everything the kernel reads, in elements unless named bytes. Plain data, passed by value.
+struct FusedParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  float* lse;  // [batch, q_heads, q_len] contiguous, or null
+  int64_t q_stride[3], k_stride[3], v_stride[3], o_stride[3];  // batch, head, token
+  int32_t batch, q_heads, kv_heads, group;                     // group = q_heads / kv_heads
+  int32_t q_len, kv_len;
+  int32_t input_f32;  // q, k, v, o are float32 (converted per tile); else the Mma16 type
+  int32_t kv_shared;  // v is k: load each tile once and read it as both
+  float scale;        // natural-log units
+  float softcap;      // 0: off
+  int32_t causal;     // bottom-right aligned
+  int64_t window_left;  // -1: none
+  const float* sinks;   // [q_heads] or null
+  int32_t mask_kind;    // longattn_mask_kind
+  const void* mask;
+  int64_t mask_stride[4];  // b, h, i, j; 0 where the mask broadcasts
+};
+
+// What one compiled kernel is on the current device: the traits of the arch its code was built
+// for (which the launch must use), shared memory, registers and spills, as the driver reports.
+struct FusedKernelInfo {
+  FusedTraits traits;
+  int64_t smem_bytes = 0;
+  int regs = 0;
+  int local_bytes = 0;  // spills: should be 0
+  int arch = 0;         // 80, 90, ...: the virtual arch of the code the driver runs
+};
+
+// One compiled kernel; the generated files in instantiations/ instantiate it.
+template <int kDqk, int kDv, Mma16 kType>
+struct FusedInstance {
+  static cudaError_t info(FusedKernelInfo* info);
+  static cudaError_t launch(const FusedParams& p, cudaStream_t stream);
+};
+
+// Dispatch over the compiled (head_dim_qk, head_dim_v) pairs (fused_dispatch_cuda.cpp).
+bool fused_has_kernel(int64_t dqk, int64_t dv);
+const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info);
+cudaError_t fused_launch(int dqk, int dv, Mma16 type, const FusedParams& p, cudaStream_t stream);
+
+}  // namespace longattn::cuda

@@ -1,0 +1,80 @@
+// Tile shapes of the CUDA fused prefill kernel (fused_kernel_sm80.cuh), one entry per head dim. The
+// kernel and the host (configure, launch, shared-memory sizing) both read this one function, so
+// what the router reports is what runs. Plain C++: included by .cpp files compiled without nvcc.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LONGATTN_HOST_DEVICE __host__ __device__
+#else
+#define LONGATTN_HOST_DEVICE
+#endif
+
+namespace longattn::cuda {
+
+// Shared memory per block: sm_90 (H100/H200) allows 227 KB, sm_80 (A100) 163 KB. The arch class
+// changes only block_k and stages (never the rows or warps), so the grid is the same on both.
+enum class SmemClass { kSm80 = 0, kSm90 = 1 };
+
+struct FusedTraits {
+  int head_dim_qk = 0, head_dim_v = 0;
+  int warps = 0;    // warps per block
+  int split = 1;    // warps sharing one row group: each computes S for block_k / split keys and
+                    // accumulates O for head_dim_v / split columns (keeps O in registers at d=512)
+  int m_tiles = 1;  // 16-row MMA tiles per warp: two halve shared-memory reads of K and V per FLOP
+  int block_k = 0;  // keys per tile
+  int stages = 0;   // K/V tiles in flight (cp.async ring)
+
+  LONGATTN_HOST_DEVICE constexpr int threads() const { return warps * 32; }
+  LONGATTN_HOST_DEVICE constexpr int rows_per_group() const { return 16 * m_tiles; }
+  LONGATTN_HOST_DEVICE constexpr int block_q() const { return warps / split * rows_per_group(); }
+  // Shared rows are padded by 16 bytes so that the 8 rows one ldmatrix reads hit 8 distinct bank
+  // groups (the row pitch in 16-byte units, head_dim/8 + 1, is odd for every head dim we run).
+  LONGATTN_HOST_DEVICE static constexpr int pitch(int cols) { return cols + 8; }
+  LONGATTN_HOST_DEVICE constexpr int64_t q_elems() const {
+    return int64_t(block_q()) * pitch(head_dim_qk);
+  }
+  LONGATTN_HOST_DEVICE constexpr int64_t k_elems() const {
+    return int64_t(block_k) * pitch(head_dim_qk);
+  }
+  LONGATTN_HOST_DEVICE constexpr int64_t v_elems() const {
+    return int64_t(block_k) * pitch(head_dim_v);
+  }
+  LONGATTN_HOST_DEVICE constexpr int64_t stage_elems() const { return k_elems() + v_elems(); }
+  // With split > 1 the row group's warps exchange P (16-bit) and row maxima/sums (float32).
+  LONGATTN_HOST_DEVICE constexpr int64_t p_elems() const {
+    return split > 1 ? int64_t(block_q()) * pitch(block_k) : 0;
+  }
+  LONGATTN_HOST_DEVICE constexpr int64_t reduce_floats() const {
+    return split > 1 ? 2 * int64_t(block_q()) * split : 0;
+  }
+  LONGATTN_HOST_DEVICE constexpr int64_t smem_bytes() const {
+    return 2 * (q_elems() + stages * stage_elems() + p_elems()) + 4 * reduce_floats();
+  }
+};
+
+// Why these shapes: O lives in registers (head_dim_v / 2 floats per thread per m-tile), so wide
+// heads get fewer rows per warp; head_dim 512 splits O across warps. Tiles are as wide as the
+// shared memory of the arch class allows with two stages in flight.
+LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemClass smem) {
+  const bool big = smem == SmemClass::kSm90;
+  FusedTraits t;
+  t.head_dim_qk = dqk;
+  t.head_dim_v = dv;
+  if (dqk <= 128 && dv <= 128) {
+    t.warps = 4, t.split = 1, t.m_tiles = 2, t.block_k = 64, t.stages = dqk <= 64 ? 3 : 2;
+  } else if (dqk <= 256 && dv <= 256) {
+    t.warps = 8, t.split = 1, t.m_tiles = 1, t.block_k = big ? 64 : 32, t.stages = 2;
+  } else {
+    t.warps = 8, t.split = 2, t.m_tiles = 1, t.block_k = 32, t.stages = big ? 2 : 1;
+  }
+  return t;
+}
+
+}  // namespace longattn::cuda
+
+// LONGATTN_FUSED_HEAD_DIMS(X): the (head_dim_qk, head_dim_v) pairs with a compiled kernel.
+// scripts/gen_cuda_instances.py writes it and one instantiation file per pair and dtype from the
+// same table, so the list and the compiled kernels cannot disagree.
+#include "cuda/instantiations/fused_head_dims.inc"
