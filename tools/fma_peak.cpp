@@ -32,7 +32,12 @@ __attribute__((target("avx512f"))) float fma_loop_avx512(int64_t iterations) {
     for (int i = 0; i < kAccumulators512; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
   }
   for (int i = 1; i < kAccumulators512; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
-  return _mm512_reduce_add_ps(acc[0]);
+  // A store, not _mm512_reduce_add_ps: GCC 12 warns about uninitialized values inside that one.
+  float lanes[16];
+  _mm512_storeu_ps(lanes, acc[0]);
+  float sum = 0;
+  for (float x : lanes) sum += x;
+  return sum;
 }
 
 __attribute__((target("avx2,fma"))) float fma_loop_avx2(int64_t iterations) {

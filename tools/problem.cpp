@@ -247,13 +247,13 @@ bool Problem::guards_intact() const {
 std::vector<float> Problem::output() const {
   std::vector<uint8_t> raw(size_t(o_.bytes() - kGuardBytes));
   o_.download(raw.data(), 0, int64_t(raw.size()));
-  std::vector<float> out(size_t(o_count_));
+  std::vector<float> out(static_cast<size_t>(o_count_));
   for (int64_t i = 0; i < o_count_; ++i) out[size_t(i)] = load_as(opt_.dtype, raw.data(), i);
   return out;
 }
 
 std::vector<float> Problem::lse() const {
-  std::vector<float> out(size_t(lse_count_));
+  std::vector<float> out(static_cast<size_t>(lse_count_));
   lse_.download(out.data(), 0, lse_count_ * 4);
   return out;
 }

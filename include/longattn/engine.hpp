@@ -194,8 +194,10 @@ struct PagedLayerView {
   const void* v_blocks = nullptr;  // V of physical block 0 (== k_blocks for k_eq_v)
   int64_t block_size = 0;
   int64_t block_stride = 0;  // elements from one physical block to the next
-  int64_t token_stride = 0;  // elements between tokens inside a block
-  int64_t head_stride = 0;   // elements between kv heads inside a block
+  int64_t token_stride = 0;  // K: elements between tokens inside a block (kv_heads * dqk)
+  int64_t head_stride = 0;   // K: elements between kv heads inside a block (dqk)
+  int64_t v_token_stride = 0;  // V: kv_heads * dv
+  int64_t v_head_stride = 0;   // V: dv
   const int32_t* block_table = nullptr;
   int64_t num_blocks = 0;
   int64_t first_block = 0;  // logical blocks before it were released (sliding window)
@@ -279,6 +281,7 @@ class LONGATTN_API PrefixCache {
   // byte_budget -1: unlimited.
   PrefixCache(int64_t block_size, int64_t byte_budget, EvictFn on_evict);
 
+  static constexpr uint64_t kRootKey = 0x6c6f6e6761747472ull;  // the empty prefix
   static uint64_t chain_key(uint64_t parent, const int32_t* tokens, int64_t n);
   // Keys of the full blocks of tokens[0, n).
   std::vector<uint64_t> block_keys(const int32_t* tokens, int64_t n) const;
@@ -293,10 +296,11 @@ class LONGATTN_API PrefixCache {
   Match lookup(const std::vector<int32_t>& tokens);
   bool contains(uint64_t key) const { return entries_.count(key) != 0; }
 
-  // Adds block `index` of `tokens` (its key chained from block index-1, which must be cached
-  // unless index == 0) with one reference held by the caller. Evicts unused entries to make room;
-  // returns false (nothing added, no reference) when the block is already cached or cannot fit.
-  bool insert(const std::vector<int32_t>& tokens, int64_t index, int64_t handle, int64_t bytes);
+  // Adds one full block whose parent is `parent` (kRootKey for the first block; otherwise it must
+  // be cached) with one reference held by the caller. Evicts unused entries to make room;
+  // returns false (nothing added, no reference) when the key is taken, the parent is missing or
+  // the block cannot fit the budget.
+  bool insert(uint64_t parent, const int32_t* block_tokens, int64_t handle, int64_t bytes);
   void retain(uint64_t key);
   // Drops a reference; an entry that falls to zero becomes evictable. Release a sequence's
   // blocks last to first so that its tail is evicted before its head.

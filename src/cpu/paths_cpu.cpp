@@ -93,18 +93,22 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   CpuLayout L;
   TileScratch& t = L.tile;
   t.rows = (packs_gqa(p.path) ? g : 1) * p.block_q;
+  t.rows_pad = round_up(t.rows, isa.width);
   t.dv_pad = round_up(a.head_dim_v, isa.width);
-  // float32 V with a vector-multiple width is read in place; anything else is converted per tile.
-  t.v_copy = a.dtype != LONGATTN_FLOAT32 || t.dv_pad != a.head_dim_v;
+  // float32 K is read where it lies; other dtypes are converted one tile at a time. V is always
+  // copied: its rows must be padded to whole vectors, and a dense copy streams better than
+  // strided in-place rows (measured: bench/NOTES.md, v0.1).
+  t.k_copy = a.dtype != LONGATTN_FLOAT32;
   detail::WorkspaceLayout w;
-  t.q = w.add(t.rows * a.head_dim_qk, 4);
-  t.kt = w.add(a.head_dim_qk * p.block_k, 4);
-  t.krow = w.add(a.head_dim_qk, 4);
-  t.vt = t.v_copy ? w.add(p.block_k * t.dv_pad, 4) : 0;
-  t.s = w.add(t.rows * p.block_k, 4);
+  t.qt = w.add(a.head_dim_qk * t.rows_pad, 4);
+  t.kf = t.k_copy ? w.add(p.block_k * a.head_dim_qk, 4) : 0;
+  t.vt = w.add(p.block_k * t.dv_pad, 4);
+  t.st = w.add(p.block_k * t.rows_pad, 4);
   t.o = w.add(t.rows * t.dv_pad, 4);
-  t.m = w.add(t.rows, 4);
-  t.l = w.add(t.rows, 4);
+  t.m = w.add(t.rows_pad, 4);
+  t.l = w.add(t.rows_pad, 4);
+  t.alpha = w.add(t.rows_pad, 4);
+  t.row = w.add(std::max(a.head_dim_qk, t.dv_pad), 4);
   t.bytes = w.total;
 
   // The order of these terms is the order in which the kernels take them from the arena.

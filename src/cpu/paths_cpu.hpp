@@ -12,10 +12,11 @@ namespace longattn::cpu {
 // One worker's scratch for a tile of `rows` query rows (fused, split_kv: the g heads of a KV head
 // times block_q positions; unfused: block_q positions of one head). Offsets in bytes.
 struct TileScratch {
-  int64_t rows = 0;    // row capacity
-  int64_t dv_pad = 0;  // head_dim_v rounded up to the vector width
-  bool v_copy = false; // V tiles are converted/padded (not read in place)
-  int64_t q = 0, kt = 0, krow = 0, vt = 0, s = 0, o = 0, m = 0, l = 0;
+  int64_t rows = 0;      // row capacity
+  int64_t rows_pad = 0;  // rows rounded up to whole vectors (scores are [keys][rows_pad])
+  int64_t dv_pad = 0;    // head_dim_v rounded up to whole vectors
+  bool k_copy = false;   // K tiles are converted to float32 (else read in place)
+  int64_t qt = 0, kf = 0, vt = 0, st = 0, o = 0, m = 0, l = 0, alpha = 0, row = 0;
   int64_t bytes = 0;   // per worker
 };
 

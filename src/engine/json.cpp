@@ -354,13 +354,15 @@ Writer& Writer::begin_object() {
   return *this;
 }
 
-Writer& Writer::end_object() {
+Writer& Writer::close(char bracket) {
   bool empty = first_.back();
   first_.pop_back();
   if (!empty) newline();
-  out_ += '}';
+  out_ += bracket;
   return *this;
 }
+
+Writer& Writer::end_object() { return close('}'); }
 
 Writer& Writer::begin_array() {
   before_value();
@@ -369,7 +371,7 @@ Writer& Writer::begin_array() {
   return *this;
 }
 
-Writer& Writer::end_array() { return end_object_like(']'); }
+Writer& Writer::end_array() { return close(']'); }
 
 Writer& Writer::key(const std::string& k) {
   before_value();

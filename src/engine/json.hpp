@@ -49,6 +49,7 @@ class Writer {
  private:
   void before_value();
   void newline();
+  Writer& close(char bracket);
   std::string out_;
   int indent_;
   std::vector<bool> first_;  // per open container: no element written yet

@@ -1,0 +1,495 @@
+// The CUDA fused prefill kernel (flash attention 2 style) on mma.sync tensor cores, sm_80 and newer.
+//
+// One block computes block_q packed rows of one (batch, kv head). GQA packing: packed row R is
+// query R / g of head kv_head * g + R % g, so the g heads that share a KV head read each K/V tile
+// once, and under causal masking a tile's rows span few query positions (a tight band). The block
+// walks the key tiles of its visible band only (tiles outside the causal/window band are never
+// loaded), keeping an online softmax: per row the running max m and sum l, and O in registers.
+//
+// Per tile: S = Q K^T (ldmatrix + mma), scale/softcap/mask, row max, P = exp2(S - m), O += P V.
+// K/V tiles stream through a ring of `stages` shared-memory slots filled by cp.async, one
+// __syncthreads per tile. With split > 1 (head_dim 512) a row group's warps split the keys of S
+// and the columns of O; they exchange row maxima and P through shared memory on a named barrier.
+//
+// Reads: traits (fused_traits_cuda.hpp) -> shared layout -> loaders -> scores -> main loop ->
+// epilogue -> host launch.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#include <cstdint>
+
+#include "cuda/fused_cuda.hpp"
+#include "cuda/ptx_sm80.cuh"
+
+namespace longattn::cuda {
+
+template <Mma16 kType>
+struct MmaElement;
+template <>
+struct MmaElement<Mma16::kBf16> {
+  using Type = __nv_bfloat16;
+};
+template <>
+struct MmaElement<Mma16::kF16> {
+  using Type = __half;
+};
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// The code being compiled is for sm_90 (227 KB of shared memory) or sm_80-class parts.
+__host__ __device__ constexpr SmemClass compiled_smem_class() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return SmemClass::kSm90;
+#else
+  return SmemClass::kSm80;
+#endif
+}
+
+// Loads a [kRows, kCols] tile into shared memory (row pitch kCols + 8). row_ptr(r) is the byte
+// address of row r, or null for a row past the end (written as zeros). 16-bit inputs go through
+// cp.async; float32 inputs are loaded, rounded to the MMA type and stored (synchronously).
+template <int kRows, int kCols, int kThreads, Mma16 kType, class RowPtr>
+__device__ __forceinline__ void load_tile(void* dst, RowPtr row_ptr, const void* any_valid,
+                                          bool input_f32) {
+  using T = typename MmaElement<kType>::Type;
+  constexpr int kChunks = kCols / 8;  // 8 elements: 16 bytes of T, 32 of float
+  constexpr int kTotal = kRows * kChunks;
+  T* tile = static_cast<T*>(dst);
+  if (!input_f32) {
+#pragma unroll
+    for (int base = 0; base < kTotal; base += kThreads) {
+      const int idx = base + int(threadIdx.x);
+      if (kTotal % kThreads != 0 && idx >= kTotal) break;
+      const int r = idx / kChunks, c = idx % kChunks;
+      const char* src = row_ptr(r);
+      ptx::cp_async_16(ptx::smem_addr(tile + r * FusedTraits::pitch(kCols) + c * 8),
+                       src ? src + c * 16 : any_valid, src != nullptr);
+    }
+    return;
+  }
+  // Not unrolled: the loads pass through registers while O is live, and the float32 path is the
+  // convenience one, not the fast one.
+#pragma unroll 1
+  for (int idx = threadIdx.x; idx < kTotal; idx += kThreads) {
+    const int r = idx / kChunks, c = idx % kChunks;
+    const char* src = row_ptr(r);
+    uint4 packed = make_uint4(0, 0, 0, 0);
+    if (src) {
+      const float4* s = reinterpret_cast<const float4*>(src + c * 32);
+      const float4 a = __ldg(s), b = __ldg(s + 1);
+      packed = make_uint4(ptx::pack2<kType>(a.x, a.y), ptx::pack2<kType>(a.z, a.w),
+                          ptx::pack2<kType>(b.x, b.y), ptx::pack2<kType>(b.z, b.w));
+    }
+    *reinterpret_cast<uint4*>(tile + r * FusedTraits::pitch(kCols) + c * 8) = packed;
+  }
+}
+
+// tanh through one exponential: accurate in absolute terms (what a softcapped logit needs), unlike
+// tanh.approx whose ~2^-11 relative error becomes a visible logit error at caps of 30 or 50.
+__device__ __forceinline__ float tanh_abs_accurate(float x) {
+  x = fminf(fmaxf(x, -15.f), 15.f);  // tanh(15) rounds to 1; keeps exp finite
+  return 1.f - __fdividef(2.f, __expf(2.f * x) + 1.f);
+}
+
+// The score of (query i, key j) in log2 units, or -inf where the key is not visible: bounds,
+// causal, window, softcap, then the array mask (DESIGN.md 1). Used on tiles that cut the band.
+__device__ __forceinline__ float masked_score(const FusedParams& p, float dot, int64_t i, int64_t j,
+                                              int head, int b, int64_t off) {
+  bool visible = i < p.q_len && j < p.kv_len;
+  if (p.causal) visible = visible && j <= i + off;
+  if (p.window_left >= 0) visible = visible && j >= i + off - p.window_left;
+  if (!visible) return -CUDART_INF_F;
+  float x = dot * p.scale;
+  if (p.softcap > 0.f) x = p.softcap * tanh_abs_accurate(x / p.softcap);
+  if (p.mask_kind != 0) {
+    const int64_t at = b * p.mask_stride[0] + head * p.mask_stride[1] + i * p.mask_stride[2] +
+                       j * p.mask_stride[3];
+    if (p.mask_kind == 1) {  // LONGATTN_MASK_BOOLEAN
+      if (!static_cast<const uint8_t*>(p.mask)[at]) return -CUDART_INF_F;
+    } else {
+      x += static_cast<const float*>(p.mask)[at];
+    }
+  }
+  return x * kLog2e;
+}
+
+template <int kDqk, int kDv, Mma16 kType>
+__global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).threads())
+    fused_sm80_kernel(const FusedParams p) {
+  using T = typename MmaElement<kType>::Type;
+  constexpr FusedTraits kT = fused_traits(kDqk, kDv, compiled_smem_class());
+  constexpr int kThreads = kT.threads(), kSplit = kT.split, kM = kT.m_tiles;
+  constexpr int kBQ = kT.block_q(), kBK = kT.block_k, kStages = kT.stages;
+  constexpr int kGroupRows = kT.rows_per_group();
+  constexpr int kKeysPerWarp = kBK / kSplit, kDvPerWarp = kDv / kSplit;
+  constexpr int kNS = kKeysPerWarp / 8, kNO = kDvPerWarp / 8;  // n8 blocks of S and of O
+  constexpr int kQP = FusedTraits::pitch(kDqk), kVP = FusedTraits::pitch(kDv);
+  constexpr int kPP = FusedTraits::pitch(kBK);
+  static_assert(kDqk % 16 == 0 && kNS % 2 == 0 && kNO % 2 == 0, "tiles must be 16-aligned");
+  static_assert(kT.threads() == fused_traits(kDqk, kDv, SmemClass::kSm80).threads() &&
+                    kBQ == fused_traits(kDqk, kDv, SmemClass::kSm80).block_q(),
+                "the arch classes must share the grid");
+
+  // Shared layout: Q [block_q][Dqk], then `stages` slots of K [block_k][Dqk] + V [block_k][Dv],
+  // then (split > 1) P [block_q][block_k], row maxima and row sums [block_q][split].
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* s_q = reinterpret_cast<T*>(smem);
+  T* s_kv = s_q + kT.q_elems();
+  T* s_p = s_kv + kStages * kT.stage_elems();
+  float* s_max = reinterpret_cast<float*>(s_p + kT.p_elems());
+  float* s_sum = s_max + kBQ * kSplit;
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int group = warp / kSplit, part = warp % kSplit;
+  const int g = p.group, kv_head = blockIdx.y, b = blockIdx.z;
+  const int64_t rows = int64_t(p.q_len) * g;
+  // Causal blocks late in the sequence have the most tiles: start them first.
+  const int64_t row0 = int64_t(gridDim.x - 1 - blockIdx.x) * kBQ;
+  const int64_t row_end = min(row0 + kBQ, rows);
+  const bool input_f32 = p.input_f32 != 0;
+  const int esize = input_f32 ? 4 : 2;
+
+  // The key band of this block: union of its rows' [i + off - W, i + off] (bottom-right causal).
+  const int64_t off = int64_t(p.kv_len) - p.q_len;
+  const int64_t i_first = row0 / g, i_last = (row_end - 1) / g;
+  int64_t lo = 0, hi = p.kv_len;
+  if (p.causal) hi = min(hi, i_last + off + 1);
+  if (p.window_left >= 0) lo = max(lo, i_first + off - p.window_left);
+  const int t_begin = int(lo / kBK);
+  const int n_tiles = hi > lo ? int((hi + kBK - 1) / kBK) - t_begin : 0;
+
+  const char* q_bytes = static_cast<const char*>(p.q);
+  const char* k_rows = static_cast<const char*>(p.k) +
+                       (b * p.k_stride[0] + int64_t(kv_head) * p.k_stride[1]) * esize;
+  const char* v_rows = static_cast<const char*>(p.v) +
+                       (b * p.v_stride[0] + int64_t(kv_head) * p.v_stride[1]) * esize;
+  auto load_kv = [&](int tile, int slot) {
+    const int64_t j0 = int64_t(t_begin + tile) * kBK;
+    T* s_k = s_kv + slot * kT.stage_elems();
+    load_tile<kBK, kDqk, kThreads, kType>(
+        s_k,
+        [&](int r) { return j0 + r < p.kv_len ? k_rows + (j0 + r) * p.k_stride[2] * esize : nullptr; },
+        p.k, input_f32);
+    if (!p.kv_shared)
+      load_tile<kBK, kDv, kThreads, kType>(
+          s_k + kT.k_elems(),
+          [&](int r) {
+            return j0 + r < p.kv_len ? v_rows + (j0 + r) * p.v_stride[2] * esize : nullptr;
+          },
+          p.v, input_f32);
+  };
+
+  // Prologue: Q and the first tiles in flight (Q rides in the first group).
+  load_tile<kBQ, kDqk, kThreads, kType>(
+      s_q,
+      [&](int r) -> const char* {
+        const int64_t R = row0 + r;
+        if (R >= rows) return nullptr;
+        const int64_t head = int64_t(kv_head) * g + R % g;
+        return q_bytes + (b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2]) * esize;
+      },
+      p.q, input_f32);
+  constexpr int kPrologue = kStages > 1 ? kStages - 1 : 1;
+#pragma unroll
+  for (int s = 0; s < kPrologue; ++s) {
+    if (s < n_tiles) load_kv(s, s);
+    ptx::cp_async_commit();
+  }
+
+  // This thread's rows: MMA fragment rows lane/4 and lane/4 + 8 of each m-tile.
+  int row_i[kM][2], row_head[kM][2];
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t R = row0 + group * kGroupRows + mt * 16 + h * 8 + lane / 4;
+      row_i[mt][h] = R < rows ? int(R / g) : p.q_len;  // q_len marks a padding row
+      row_head[mt][h] = kv_head * g + int(R % g);
+    }
+
+  float o[kM][kNO][4];
+  float m[kM][2], l[kM][2];
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt) {
+#pragma unroll
+    for (int n = 0; n < kNO; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
+    m[mt][0] = m[mt][1] = -CUDART_INF_F;
+    l[mt][0] = l[mt][1] = 0.f;
+  }
+
+  // Per-lane ldmatrix addresses (bytes); the loops below add compile-time offsets.
+  const uint32_t q_lane =
+      ptx::smem_addr(s_q) + ((group * kGroupRows + lane % 16) * kQP + (lane / 16) * 8) * 2;
+  const uint32_t k_lane = ((part * kKeysPerWarp + lane % 8 + (lane / 16) * 8) * kQP +
+                           ((lane / 8) % 2) * 8) * 2;
+  const uint32_t v_lane = ((lane % 8 + ((lane / 8) % 2) * 8) * kVP + part * kDvPerWarp +
+                           (lane / 16) * 8) * 2;
+  const uint32_t p_lane =
+      ptx::smem_addr(s_p) + ((group * kGroupRows + lane % 16) * kPP + (lane / 16) * 8) * 2;
+  const float scale_log2 = p.scale * kLog2e;
+
+  for (int t = 0; t < n_tiles; ++t) {
+    if constexpr (kStages > 1) {
+      ptx::cp_async_wait<kStages - 2>();  // tile t has landed
+      __syncthreads();                    // ... for all threads; tile t-1's slot is free
+      if (t + kStages - 1 < n_tiles) load_kv(t + kStages - 1, (t + kStages - 1) % kStages);
+      ptx::cp_async_commit();
+    } else {
+      if (t > 0) {
+        __syncthreads();  // every warp is done with the only slot
+        load_kv(t, 0);
+        ptx::cp_async_commit();
+      }
+      ptx::cp_async_wait<0>();
+      __syncthreads();
+    }
+    const T* s_k = s_kv + (t % kStages) * kT.stage_elems();
+    const uint32_t k_base = ptx::smem_addr(s_k);
+    const uint32_t v_base = p.kv_shared ? k_base : ptx::smem_addr(s_k + kT.k_elems());
+    const int64_t j0 = int64_t(t_begin + t) * kBK;
+
+    // S = Q K^T for this warp's rows and keys.
+    float s[kM][kNS][4];
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+      for (int n = 0; n < kNS; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kDqk / 16; ++ks) {
+      uint32_t qa[kM][4];
+#pragma unroll
+      for (int mt = 0; mt < kM; ++mt) ptx::ldmatrix_x4(qa[mt], q_lane + (mt * 16 * kQP + ks * 16) * 2);
+#pragma unroll
+      for (int np = 0; np < kNS / 2; ++np) {
+        uint32_t kb[4];
+        ptx::ldmatrix_x4(kb, k_base + k_lane + (np * 16 * kQP + ks * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kM; ++mt) {
+          ptx::mma_16816<kType>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
+          ptx::mma_16816<kType>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+        }
+      }
+    }
+
+    // Scores in log2 units. Tiles inside every row's band, with no softcap or mask, only scale.
+    const bool plain = j0 + kBK <= p.kv_len && (!p.causal || j0 + kBK - 1 <= i_first + off) &&
+                       (p.window_left < 0 || j0 >= i_last + off - p.window_left) &&
+                       p.mask_kind == 0 && p.softcap == 0.f;
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+      for (int n = 0; n < kNS; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (plain) {
+            s[mt][n][e] *= scale_log2;
+          } else {
+            const int64_t j = j0 + part * kKeysPerWarp + n * 8 + 2 * (lane % 4) + e % 2;
+            s[mt][n][e] = masked_score(p, s[mt][n][e], row_i[mt][e / 2], j, row_head[mt][e / 2],
+                                       b, off);
+          }
+        }
+
+    // Online softmax: new row max (over the row group's warps when split), rescale O and l.
+    float mx[kM][2];
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float v = -CUDART_INF_F;
+#pragma unroll
+        for (int n = 0; n < kNS; ++n) v = fmaxf(v, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+        mx[mt][h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+      }
+    if constexpr (kSplit > 1) {
+      if (lane % 4 == 0)
+#pragma unroll
+        for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            s_max[(group * kGroupRows + mt * 16 + h * 8 + lane / 4) * kSplit + part] = mx[mt][h];
+      ptx::named_barrier(1 + group, 32 * kSplit);
+#pragma unroll
+      for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int w = 0; w < kSplit; ++w)
+            mx[mt][h] = fmaxf(mx[mt][h],
+                              s_max[(group * kGroupRows + mt * 16 + h * 8 + lane / 4) * kSplit + w]);
+    }
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float m_new = fmaxf(m[mt][h], mx[mt][h]);
+        // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
+        const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
+        const float corr = ptx::exp2_approx(m[mt][h] - base);
+        m[mt][h] = m_new;
+        l[mt][h] *= corr;
+#pragma unroll
+        for (int n = 0; n < kNO; ++n) o[mt][n][2 * h] *= corr, o[mt][n][2 * h + 1] *= corr;
+#pragma unroll
+        for (int n = 0; n < kNS; ++n) {
+          s[mt][n][2 * h] = ptx::exp2_approx(s[mt][n][2 * h] - base);
+          s[mt][n][2 * h + 1] = ptx::exp2_approx(s[mt][n][2 * h + 1] - base);
+          l[mt][h] += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
+        }
+      }
+
+    // O += P V. The S accumulator layout is the A-fragment layout, so P stays in registers unless
+    // the row group split its keys across warps.
+    if constexpr (kSplit == 1) {
+#pragma unroll
+      for (int kk = 0; kk < kNS / 2; ++kk) {
+        uint32_t pa[kM][4];
+#pragma unroll
+        for (int mt = 0; mt < kM; ++mt) {
+          pa[mt][0] = ptx::pack2<kType>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][1] = ptx::pack2<kType>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][2] = ptx::pack2<kType>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][3] = ptx::pack2<kType>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int np = 0; np < kNO / 2; ++np) {
+          uint32_t vb[4];
+          ptx::ldmatrix_x4_trans(vb, v_base + v_lane + (kk * 16 * kVP + np * 16) * 2);
+#pragma unroll
+          for (int mt = 0; mt < kM; ++mt) {
+            ptx::mma_16816<kType>(o[mt][2 * np], pa[mt], vb[0], vb[1]);
+            ptx::mma_16816<kType>(o[mt][2 * np + 1], pa[mt], vb[2], vb[3]);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+        for (int n = 0; n < kNS; ++n)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = group * kGroupRows + mt * 16 + h * 8 + lane / 4;
+            const int col = part * kKeysPerWarp + n * 8 + 2 * (lane % 4);
+            *reinterpret_cast<uint32_t*>(s_p + row * kPP + col) =
+                ptx::pack2<kType>(s[mt][n][2 * h], s[mt][n][2 * h + 1]);
+          }
+      ptx::named_barrier(1 + group, 32 * kSplit);
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk) {
+        uint32_t pa[kM][4];
+#pragma unroll
+        for (int mt = 0; mt < kM; ++mt) ptx::ldmatrix_x4(pa[mt], p_lane + (mt * 16 * kPP + kk * 16) * 2);
+#pragma unroll
+        for (int np = 0; np < kNO / 2; ++np) {
+          uint32_t vb[4];
+          ptx::ldmatrix_x4_trans(vb, v_base + v_lane + (kk * 16 * kVP + np * 16) * 2);
+#pragma unroll
+          for (int mt = 0; mt < kM; ++mt) {
+            ptx::mma_16816<kType>(o[mt][2 * np], pa[mt], vb[0], vb[1]);
+            ptx::mma_16816<kType>(o[mt][2 * np + 1], pa[mt], vb[2], vb[3]);
+          }
+        }
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();  // nothing may land in shared memory after the block exits
+
+  // Epilogue: full row sums, sinks, 1/l, LSE; each thread stores its fragment columns.
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      l[mt][h] += __shfl_xor_sync(0xffffffffu, l[mt][h], 1);
+      l[mt][h] += __shfl_xor_sync(0xffffffffu, l[mt][h], 2);
+    }
+  if constexpr (kSplit > 1) {
+    if (lane % 4 == 0)
+#pragma unroll
+      for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          s_sum[(group * kGroupRows + mt * 16 + h * 8 + lane / 4) * kSplit + part] = l[mt][h];
+    ptx::named_barrier(1 + group, 32 * kSplit);
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < kSplit; ++w)
+          sum += s_sum[(group * kGroupRows + mt * 16 + h * 8 + lane / 4) * kSplit + w];
+        l[mt][h] = sum;
+      }
+  }
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int i = row_i[mt][h], head = row_head[mt][h];
+      if (i >= p.q_len) continue;
+      float inv = 0.f, lse = -CUDART_INF_F;  // a row that saw no key: O = 0, LSE = -inf
+      if (m[mt][h] != -CUDART_INF_F) {
+        float mm = m[mt][h], ll = l[mt][h], o_scale = 1.f;
+        if (p.sinks) {  // the sink joins the denominator and carries no value
+          const float sink = p.sinks[head] * kLog2e, mf = fmaxf(mm, sink);
+          o_scale = ptx::exp2_approx(mm - mf);
+          ll = ll * o_scale + ptx::exp2_approx(sink - mf);
+          mm = mf;
+        }
+        inv = o_scale / ll;
+        lse = (mm + log2f(ll)) * kLn2;
+      }
+      char* o_row = static_cast<char*>(p.o) +
+                    (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize;
+#pragma unroll
+      for (int n = 0; n < kNO; ++n) {
+        const int col = part * kDvPerWarp + n * 8 + 2 * (lane % 4);
+        const float x = o[mt][n][2 * h] * inv, y = o[mt][n][2 * h + 1] * inv;
+        if (input_f32)
+          *reinterpret_cast<float2*>(o_row + col * 4) = make_float2(x, y);
+        else
+          *reinterpret_cast<uint32_t*>(o_row + col * 2) = ptx::pack2<kType>(x, y);
+      }
+      if (p.lse && lane % 4 == 0 && part == 0)
+        p.lse[(int64_t(b) * p.q_heads + head) * p.q_len + i] = lse;
+    }
+}
+
+template <int kDqk, int kDv, Mma16 kType>
+cudaError_t FusedInstance<kDqk, kDv, kType>::info(FusedKernelInfo* info) {
+  cudaFuncAttributes attr;
+  cudaError_t e = cudaFuncGetAttributes(&attr, fused_sm80_kernel<kDqk, kDv, kType>);
+  if (e != cudaSuccess) return e;
+  // The traits follow the code the driver picked for this device, not the device itself: an
+  // sm_90 GPU running PTX compiled for sm_80 runs the sm_80 tile shapes.
+  info->arch = attr.ptxVersion;
+  info->traits =
+      fused_traits(kDqk, kDv, attr.ptxVersion >= 90 ? SmemClass::kSm90 : SmemClass::kSm80);
+  info->smem_bytes = info->traits.smem_bytes();
+  info->regs = attr.numRegs;
+  info->local_bytes = int(attr.localSizeBytes);
+  return cudaSuccess;
+}
+
+template <int kDqk, int kDv, Mma16 kType>
+cudaError_t FusedInstance<kDqk, kDv, kType>::launch(const FusedParams& p, cudaStream_t stream) {
+  FusedKernelInfo ki;
+  cudaError_t e = info(&ki);
+  if (e != cudaSuccess) return e;
+  auto kernel = fused_sm80_kernel<kDqk, kDv, kType>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(ki.smem_bytes));
+  if (e != cudaSuccess) return e;
+  const int64_t tiles = (int64_t(p.q_len) * p.group + ki.traits.block_q() - 1) / ki.traits.block_q();
+  if (tiles > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(unsigned(tiles), unsigned(p.kv_heads), unsigned(p.batch));
+  kernel<<<grid, ki.traits.threads(), size_t(ki.smem_bytes), stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace longattn::cuda

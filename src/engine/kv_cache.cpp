@@ -1,0 +1,535 @@
+// KV caches: the CPU allocator, the contiguous per-layer cache and the paged cache (block pools
+// and per-sequence block tables).
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "longattn/engine.hpp"
+
+namespace longattn::engine {
+namespace {
+
+constexpr int64_t kAlign = 64;               // a cache line and a full AVX-512 vector
+constexpr int64_t kMinGrowCapacity = 256;    // first buffer of a growing contiguous cache
+constexpr int64_t kMinBlockSize = 16;        // smaller blocks make the table dominate
+constexpr int64_t kMaxBlockSize = 256;       // larger ones waste memory at a sequence's tail
+
+[[noreturn]] void fail(longattn_status status, const std::string& message) {
+  throw Error(status, message);
+}
+
+class CpuAllocator final : public Allocator {
+ public:
+  longattn_device device() const override { return LONGATTN_DEVICE_CPU; }
+  void* allocate(int64_t bytes) override {
+    if (bytes <= 0) return nullptr;
+    size_t size = static_cast<size_t>((bytes + kAlign - 1) / kAlign * kAlign);
+    void* p = std::aligned_alloc(kAlign, size);
+    if (!p)
+      fail(LONGATTN_OUT_OF_MEMORY,
+           "KV cache: could not allocate " + std::to_string(bytes) + " bytes of host memory");
+    return p;
+  }
+  void deallocate(void* p, int64_t) noexcept override { std::free(p); }
+  void copy_2d(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width,
+               int64_t rows, bool) override {
+    if (dst_pitch == width && src_pitch == width) {
+      std::memcpy(dst, src, static_cast<size_t>(width * rows));
+      return;
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char*>(dst) + r * dst_pitch,
+                  static_cast<const char*>(src) + r * src_pitch, static_cast<size_t>(width));
+  }
+};
+
+int64_t next_pow2(int64_t x) {
+  int64_t p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
+void check_positive(int64_t n, const char* what) {
+  if (n < 0) fail(LONGATTN_INVALID_ARGUMENT, std::string(what) + ": must be >= 0");
+}
+
+}  // namespace
+
+std::shared_ptr<Allocator> cpu_allocator() {
+  static std::shared_ptr<Allocator> a = std::make_shared<CpuAllocator>();
+  return a;
+}
+
+std::shared_ptr<Allocator> make_allocator(longattn_device device) {
+  if (device == LONGATTN_DEVICE_CPU) return cpu_allocator();
+  if (device == LONGATTN_DEVICE_CUDA)
+    fail(LONGATTN_UNSUPPORTED,
+         "device = cuda: the engine has no CUDA allocator in this build yet "
+         "(make_allocator in src/engine/kv_cache.cpp is the hook); use device = cpu");
+  fail(LONGATTN_INVALID_ARGUMENT,
+       "device = " + std::to_string(device) + ": must be cpu (0) or cuda (1)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ContiguousKvCache
+// ---------------------------------------------------------------------------------------------
+
+ContiguousKvCache::ContiguousKvCache(const LayerSpec& layer, int32_t dtype,
+                                     std::shared_ptr<Allocator> allocator, int64_t capacity,
+                                     bool fixed_capacity)
+    : layer_(layer), dtype_(dtype), alloc_(std::move(allocator)), fixed_(fixed_capacity) {
+  validate_stack({"contiguous cache", {layer}, ""});
+  elem_ = dtype_size(dtype);
+  token_bytes_ = kv_bytes_per_token(layer, dtype);
+  check_positive(capacity, "capacity");
+  if (fixed_ && capacity == 0)
+    fail(LONGATTN_INVALID_ARGUMENT, "capacity = 0: a fixed-capacity cache needs capacity >= 1");
+  if (capacity > 0) reserve(capacity);
+}
+
+ContiguousKvCache::~ContiguousKvCache() {
+  if (k_) alloc_->deallocate(k_, capacity_ * token_bytes_);
+}
+
+ContiguousKvCache::ContiguousKvCache(ContiguousKvCache&& o) noexcept { *this = std::move(o); }
+
+ContiguousKvCache& ContiguousKvCache::operator=(ContiguousKvCache&& o) noexcept {
+  if (this == &o) return *this;
+  if (k_) alloc_->deallocate(k_, capacity_ * token_bytes_);
+  layer_ = o.layer_;
+  dtype_ = o.dtype_;
+  elem_ = o.elem_;
+  token_bytes_ = o.token_bytes_;
+  alloc_ = std::move(o.alloc_);
+  k_ = o.k_;
+  v_ = o.v_;
+  capacity_ = o.capacity_;
+  fixed_ = o.fixed_;
+  offset_ = o.offset_;
+  start_ = o.start_;
+  length_ = o.length_;
+  o.k_ = o.v_ = nullptr;
+  o.capacity_ = o.offset_ = o.start_ = o.length_ = 0;
+  return *this;
+}
+
+// K and V live in one allocation: K [kv_heads, capacity, dqk] then V [kv_heads, capacity, dv].
+void ContiguousKvCache::reserve(int64_t tokens) {
+  int64_t k_bytes = layer_.kv_heads * tokens * layer_.head_dim_qk * elem_;
+  char* k = static_cast<char*>(alloc_->allocate(tokens * token_bytes_));
+  char* v = layer_.k_eq_v ? k : k + k_bytes;
+  int64_t n = stored();
+  if (n > 0) {  // each head's stored rows move to the front of the new buffer
+    int64_t rk = layer_.head_dim_qk * elem_, rv = layer_.head_dim_v * elem_;
+    for (int64_t h = 0; h < layer_.kv_heads; ++h) {
+      alloc_->copy_2d(k + h * tokens * rk, rk, k_ + (h * capacity_ + offset_) * rk, rk, rk, n,
+                      false);
+      if (!layer_.k_eq_v)
+        alloc_->copy_2d(v + h * tokens * rv, rv, v_ + (h * capacity_ + offset_) * rv, rv, rv, n,
+                        false);
+    }
+  }
+  if (k_) alloc_->deallocate(k_, capacity_ * token_bytes_);
+  k_ = k;
+  v_ = v;
+  capacity_ = tokens;
+  offset_ = 0;
+}
+
+void ContiguousKvCache::append(const void* k, const void* v, int64_t n) {
+  check_positive(n, "append: n");
+  if (n == 0) return;
+  if (!k || (!layer_.k_eq_v && !v))
+    fail(LONGATTN_INVALID_ARGUMENT, "append: k and v must not be null");
+  int64_t need = stored() + n;
+  if (offset_ + need > capacity_) {
+    // Move the stored keys to the front when that is enough room and the regions are disjoint
+    // (a sliding window's buffer is sized for that); otherwise grow.
+    if (need <= capacity_ && offset_ >= stored()) {
+      int64_t rk = layer_.head_dim_qk * elem_, rv = layer_.head_dim_v * elem_;
+      for (int64_t h = 0; h < layer_.kv_heads; ++h) {
+        alloc_->copy_2d(k_ + h * capacity_ * rk, rk, k_ + (h * capacity_ + offset_) * rk, rk, rk,
+                        stored(), false);
+        if (!layer_.k_eq_v)
+          alloc_->copy_2d(v_ + h * capacity_ * rv, rv, v_ + (h * capacity_ + offset_) * rv, rv,
+                          rv, stored(), false);
+      }
+      offset_ = 0;
+    } else if (fixed_) {
+      fail(LONGATTN_OVER_BUDGET, "KV cache: " + std::to_string(need) +
+                                     " tokens exceed the fixed capacity of " +
+                                     std::to_string(capacity_) + " tokens");
+    } else {
+      reserve(std::max(kMinGrowCapacity, next_pow2(need)));
+    }
+  }
+  int64_t rk = layer_.head_dim_qk * elem_, rv = layer_.head_dim_v * elem_;
+  int64_t slot = offset_ + stored();
+  for (int64_t h = 0; h < layer_.kv_heads; ++h) {
+    alloc_->copy_2d(k_ + (h * capacity_ + slot) * rk, rk,
+                    static_cast<const char*>(k) + h * n * rk, rk, rk, n, true);
+    if (!layer_.k_eq_v)
+      alloc_->copy_2d(v_ + (h * capacity_ + slot) * rv, rv,
+                      static_cast<const char*>(v) + h * n * rv, rv, rv, n, true);
+  }
+  length_ += n;
+}
+
+void ContiguousKvCache::release_before(int64_t position) {
+  int64_t p = std::min(std::max(position, start_), length_);
+  offset_ += p - start_;
+  start_ = p;
+}
+
+void ContiguousKvCache::truncate(int64_t length) {
+  if (length > length_ || length < start_)
+    fail(LONGATTN_INVALID_ARGUMENT,
+         "truncate: length = " + std::to_string(length) + ": must be between start (" +
+             std::to_string(start_) + ") and length (" + std::to_string(length_) + ")");
+  length_ = length;
+}
+
+void ContiguousKvCache::clear() {
+  start_ = length_ = offset_ = 0;
+}
+
+void ContiguousKvCache::fill_args(longattn_args* a) const {
+  a->k = k_ + offset_ * layer_.head_dim_qk * elem_;
+  a->v = layer_.k_eq_v ? a->k : v_ + offset_ * layer_.head_dim_v * elem_;
+  a->dtype = dtype_;
+  a->device = alloc_->device();
+  a->kv_heads = layer_.kv_heads;
+  a->kv_len = stored();
+  a->head_dim_qk = layer_.head_dim_qk;
+  a->head_dim_v = layer_.head_dim_v;
+  a->k_strides = {layer_.kv_heads * capacity_ * layer_.head_dim_qk,
+                  capacity_ * layer_.head_dim_qk, layer_.head_dim_qk};
+  a->v_strides = {layer_.kv_heads * capacity_ * layer_.head_dim_v, capacity_ * layer_.head_dim_v,
+                  layer_.head_dim_v};
+}
+
+const void* ContiguousKvCache::key_row(int64_t position, int64_t head) const {
+  if (position < start_ || position >= length_ || head < 0 || head >= layer_.kv_heads)
+    fail(LONGATTN_INVALID_ARGUMENT, "key_row: position or head out of range");
+  return k_ + (head * capacity_ + offset_ + position - start_) * layer_.head_dim_qk * elem_;
+}
+
+const void* ContiguousKvCache::value_row(int64_t position, int64_t head) const {
+  if (layer_.k_eq_v) return key_row(position, head);
+  if (position < start_ || position >= length_ || head < 0 || head >= layer_.kv_heads)
+    fail(LONGATTN_INVALID_ARGUMENT, "value_row: position or head out of range");
+  return v_ + (head * capacity_ + offset_ + position - start_) * layer_.head_dim_v * elem_;
+}
+
+int64_t contiguous_capacity(const LayerSpec& layer, int64_t total_tokens, int64_t max_chunk,
+                            int64_t keep) {
+  if (layer.window_left < 0) return total_tokens;
+  int64_t kept = layer.window_left + keep;
+  return std::min(total_tokens, 2 * kept + max_chunk);
+}
+
+// ---------------------------------------------------------------------------------------------
+// BlockPool
+// ---------------------------------------------------------------------------------------------
+
+BlockPool::BlockPool(std::shared_ptr<Allocator> allocator, int64_t block_bytes,
+                     int64_t capacity_blocks)
+    : alloc_(std::move(allocator)), block_bytes_(block_bytes), capacity_(capacity_blocks) {
+  if (block_bytes_ < 1) fail(LONGATTN_INVALID_ARGUMENT, "block pool: block_bytes must be >= 1");
+  if (capacity_ < 1 || capacity_ > INT32_MAX)
+    fail(LONGATTN_INVALID_ARGUMENT, "block pool: capacity = " + std::to_string(capacity_) +
+                                        " blocks: must be between 1 and 2^31-1");
+  base_ = static_cast<char*>(alloc_->allocate(block_bytes_ * capacity_));
+  refs_.assign(static_cast<size_t>(capacity_), 0);
+  free_.reserve(static_cast<size_t>(capacity_));
+  for (int64_t i = capacity_ - 1; i >= 0; --i) free_.push_back(static_cast<int32_t>(i));
+}
+
+BlockPool::~BlockPool() { alloc_->deallocate(base_, block_bytes_ * capacity_); }
+
+void BlockPool::check(int32_t id, const char* what) const {
+  if (id < 0 || id >= capacity_)
+    fail(LONGATTN_INVALID_ARGUMENT,
+         std::string(what) + ": block " + std::to_string(id) + " is not in the pool");
+  if (refs_[id] == 0)
+    fail(LONGATTN_INTERNAL_ERROR, std::string(what) + ": block " + std::to_string(id) +
+                                      " is free (use after release)");
+}
+
+int32_t BlockPool::allocate() {
+  while (free_.empty()) {
+    if (!reclaim_ || !reclaim_())
+      fail(LONGATTN_OVER_BUDGET, "KV cache: all " + std::to_string(capacity_) + " blocks (" +
+                                     std::to_string(bytes_reserved()) +
+                                     " bytes) are in use and none can be evicted");
+  }
+  int32_t id = free_.back();
+  free_.pop_back();
+  refs_[id] = 1;
+  return id;
+}
+
+void BlockPool::retain(int32_t id) {
+  check(id, "retain");
+  ++refs_[id];
+}
+
+void BlockPool::release(int32_t id) {
+  check(id, "release");
+  if (--refs_[id] == 0) free_.push_back(id);
+}
+
+int32_t BlockPool::refs(int32_t id) const {
+  if (id < 0 || id >= capacity_) return 0;
+  return refs_[id];
+}
+
+char* BlockPool::block(int32_t id) const {
+  check(id, "block");
+  return base_ + static_cast<int64_t>(id) * block_bytes_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PagedKvCache
+// ---------------------------------------------------------------------------------------------
+
+PagedKvCache::PagedKvCache(const ModelPreset& stack, int32_t dtype, int64_t block_size,
+                           int64_t capacity_tokens, std::shared_ptr<Allocator> allocator)
+    : layers_(stack.layers), dtype_(dtype), block_size_(block_size), alloc_(std::move(allocator)) {
+  validate_stack(stack);
+  elem_ = dtype_size(dtype);
+  if (block_size < kMinBlockSize || block_size > kMaxBlockSize)
+    fail(LONGATTN_INVALID_ARGUMENT, "block_size = " + std::to_string(block_size) +
+                                        ": must be between 16 and 256");
+  if (capacity_tokens < 1)
+    fail(LONGATTN_INVALID_ARGUMENT,
+         "capacity_tokens = " + std::to_string(capacity_tokens) + ": must be >= 1");
+  int64_t blocks = (capacity_tokens + block_size - 1) / block_size;
+  for (const auto& l : layers_)
+    pools_.push_back(
+        std::make_unique<BlockPool>(alloc_, kv_bytes_per_token(l, dtype) * block_size, blocks));
+}
+
+int64_t PagedKvCache::capacity_for_bytes(const ModelPreset& stack, int32_t dtype,
+                                         int64_t block_size, int64_t bytes) {
+  int64_t per_block = 0;
+  for (const auto& l : stack.layers) per_block += kv_bytes_per_token(l, dtype) * block_size;
+  return per_block > 0 ? bytes / per_block * block_size : 0;
+}
+
+PagedKvCache::Sequence& PagedKvCache::sequence(SequenceId seq) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end())
+    fail(LONGATTN_INVALID_ARGUMENT, "sequence " + std::to_string(seq) + " does not exist");
+  return it->second;
+}
+
+const PagedKvCache::Sequence& PagedKvCache::sequence(SequenceId seq) const {
+  return const_cast<PagedKvCache*>(this)->sequence(seq);
+}
+
+PagedKvCache::SequenceId PagedKvCache::create_sequence() {
+  SequenceId id = next_id_++;
+  Sequence& s = sequences_[id];
+  s.tables.resize(layers_.size());
+  s.lengths.assign(layers_.size(), 0);
+  return id;
+}
+
+void PagedKvCache::free_sequence(SequenceId seq) {
+  Sequence& s = sequence(seq);
+  for (size_t l = 0; l < s.tables.size(); ++l)
+    for (int32_t id : s.tables[l])
+      if (id >= 0) pools_[l]->release(id);
+  sequences_.erase(seq);
+}
+
+void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* v, int64_t n) {
+  if (layer < 0 || layer >= num_layers())
+    fail(LONGATTN_INVALID_ARGUMENT, "layer = " + std::to_string(layer) + ": must be in [0, " +
+                                        std::to_string(num_layers()) + ")");
+  check_positive(n, "append: n");
+  const LayerSpec& l = layers_[layer];
+  if (n > 0 && (!k || (!l.k_eq_v && !v)))
+    fail(LONGATTN_INVALID_ARGUMENT, "append: k and v must not be null");
+  Sequence& s = sequence(seq);
+  std::vector<int32_t>& table = s.tables[layer];
+  int64_t& len = s.lengths[layer];
+  BlockPool& pool = *pools_[layer];
+
+  // Queries from position len on see keys >= len - W: whole blocks below that are done with.
+  if (l.window_left >= 0) {
+    int64_t dead = std::max<int64_t>(0, len - l.window_left) / block_size_;
+    for (int64_t b = 0; b < dead && b < static_cast<int64_t>(table.size()); ++b) {
+      if (table[b] >= 0) {
+        pool.release(table[b]);
+        table[b] = -1;
+      }
+    }
+  }
+
+  const int64_t rk = l.head_dim_qk * elem_, rv = l.head_dim_v * elem_;
+  const int64_t token_k = l.kv_heads * rk, token_v = l.kv_heads * rv;
+  const int64_t v_offset = block_size_ * token_k;  // V follows K inside a block
+  for (int64_t done = 0; done < n;) {
+    int64_t pos = len + done;
+    int64_t b = pos / block_size_, slot = pos % block_size_;
+    if (b == static_cast<int64_t>(table.size())) table.push_back(pool.allocate());
+    int32_t id = table[b];
+    if (pool.refs(id) != 1)
+      fail(LONGATTN_INTERNAL_ERROR, "append: block " + std::to_string(id) +
+                                        " is shared; only full blocks may be shared");
+    int64_t rows = std::min(n - done, block_size_ - slot);
+    char* blk = pool.block(id);
+    for (int64_t h = 0; h < l.kv_heads; ++h) {
+      alloc_->copy_2d(blk + slot * token_k + h * rk, token_k,
+                      static_cast<const char*>(k) + (h * n + done) * rk, rk, rk, rows, true);
+      if (!l.k_eq_v)
+        alloc_->copy_2d(blk + v_offset + slot * token_v + h * rv, token_v,
+                        static_cast<const char*>(v) + (h * n + done) * rv, rv, rv, rows, true);
+    }
+    done += rows;
+  }
+  len += n;
+}
+
+int64_t PagedKvCache::length(SequenceId seq, int layer) const {
+  return sequence(seq).lengths.at(layer);
+}
+
+PagedLayerView PagedKvCache::view(SequenceId seq, int layer) const {
+  const Sequence& s = sequence(seq);
+  const LayerSpec& l = layers_.at(layer);
+  const std::vector<int32_t>& table = s.tables[layer];
+  int64_t first = 0;
+  while (first < static_cast<int64_t>(table.size()) && table[first] < 0) ++first;
+  PagedLayerView v;
+  v.k_blocks = pools_[layer]->base();
+  v.v_blocks = l.k_eq_v ? v.k_blocks
+                        : pools_[layer]->base() + block_size_ * l.kv_heads * l.head_dim_qk * elem_;
+  v.block_size = block_size_;
+  v.block_stride = pools_[layer]->block_bytes() / elem_;
+  v.token_stride = l.kv_heads * l.head_dim_qk;
+  v.head_stride = l.head_dim_qk;
+  v.v_token_stride = l.k_eq_v ? v.token_stride : l.kv_heads * l.head_dim_v;
+  v.v_head_stride = l.k_eq_v ? v.head_stride : l.head_dim_v;
+  v.block_table = table.data() + first;
+  v.num_blocks = static_cast<int64_t>(table.size()) - first;
+  v.first_block = first;
+  v.kv_len = s.lengths[layer] - first * block_size_;
+  return v;
+}
+
+int32_t PagedKvCache::block_id(SequenceId seq, int layer, int64_t logical_block) const {
+  const auto& table = sequence(seq).tables.at(layer);
+  if (logical_block < 0 || logical_block >= static_cast<int64_t>(table.size())) return -1;
+  return table[logical_block];
+}
+
+const char* PagedKvCache::row(SequenceId seq, int layer, int64_t position, int64_t head,
+                              bool value) const {
+  const LayerSpec& l = layers_.at(layer);
+  int32_t id = block_id(seq, layer, position / block_size_);
+  if (position < 0 || position >= length(seq, layer) || id < 0 || head < 0 || head >= l.kv_heads)
+    fail(LONGATTN_INVALID_ARGUMENT, "row: position or head not stored");
+  int64_t slot = position % block_size_;
+  const char* blk = pools_[layer]->block(id);
+  if (!value || l.k_eq_v) return blk + (slot * l.kv_heads + head) * l.head_dim_qk * elem_;
+  return blk + block_size_ * l.kv_heads * l.head_dim_qk * elem_ +
+         (slot * l.kv_heads + head) * l.head_dim_v * elem_;
+}
+
+const void* PagedKvCache::key_row(SequenceId seq, int layer, int64_t position,
+                                  int64_t head) const {
+  return row(seq, layer, position, head, false);
+}
+
+const void* PagedKvCache::value_row(SequenceId seq, int layer, int64_t position,
+                                    int64_t head) const {
+  return row(seq, layer, position, head, true);
+}
+
+std::vector<int32_t> PagedKvCache::share(SequenceId seq, int64_t logical_block) {
+  Sequence& s = sequence(seq);
+  std::vector<int32_t> ids(layers_.size(), -1);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (s.lengths[l] < (logical_block + 1) * block_size_)
+      fail(LONGATTN_INVALID_ARGUMENT, "share: logical block " + std::to_string(logical_block) +
+                                          " of layer " + std::to_string(l) + " is not full");
+    int32_t id = s.tables[l][logical_block];
+    if (id >= 0) pools_[l]->retain(id);
+    ids[l] = id;
+  }
+  return ids;
+}
+
+void PagedKvCache::unshare(const std::vector<int32_t>& ids) {
+  for (size_t l = 0; l < ids.size() && l < pools_.size(); ++l)
+    if (ids[l] >= 0) pools_[l]->release(ids[l]);
+}
+
+void PagedKvCache::adopt(SequenceId seq, const std::vector<std::vector<int32_t>>& blocks) {
+  Sequence& s = sequence(seq);
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (s.lengths[l] != 0)
+      fail(LONGATTN_INVALID_ARGUMENT, "adopt: sequence " + std::to_string(seq) + " is not empty");
+  int64_t n = static_cast<int64_t>(blocks.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerSpec& spec = layers_[l];
+    // A sliding layer needs only the blocks that queries after the prefix can still see.
+    int64_t dead = spec.window_left >= 0
+                       ? std::max<int64_t>(0, n * block_size_ - spec.window_left) / block_size_
+                       : 0;
+    for (int64_t b = 0; b < n; ++b) {
+      int32_t id = blocks[b].at(l);
+      if (b < dead) {
+        s.tables[l].push_back(-1);
+        continue;
+      }
+      if (id < 0)
+        fail(LONGATTN_INVALID_ARGUMENT, "adopt: layer " + std::to_string(l) + " block " +
+                                            std::to_string(b) + " was released but is needed");
+      pools_[l]->retain(id);
+      s.tables[l].push_back(id);
+    }
+    s.lengths[l] = n * block_size_;
+  }
+}
+
+int64_t PagedKvCache::group_bytes(const std::vector<int32_t>& ids) const {
+  int64_t bytes = 0;
+  for (size_t l = 0; l < ids.size() && l < pools_.size(); ++l)
+    if (ids[l] >= 0) bytes += pools_[l]->block_bytes();
+  return bytes;
+}
+
+int64_t PagedKvCache::bytes_in_use() const {
+  int64_t b = 0;
+  for (const auto& p : pools_) b += p->bytes_in_use();
+  return b;
+}
+
+int64_t PagedKvCache::bytes_reserved() const {
+  int64_t b = 0;
+  for (const auto& p : pools_) b += p->bytes_reserved();
+  return b;
+}
+
+int64_t PagedKvCache::blocks_used() const {
+  int64_t b = 0;
+  for (const auto& p : pools_) b += p->used();
+  return b;
+}
+
+int64_t PagedKvCache::blocks_free() const {
+  int64_t b = 0;
+  for (const auto& p : pools_) b += p->free();
+  return b;
+}
+
+void PagedKvCache::set_reclaimer(std::function<bool()> reclaim) {
+  for (auto& p : pools_) p->set_reclaimer(reclaim);
+}
+
+}  // namespace longattn::engine

@@ -1,0 +1,221 @@
+// `longattn bench`: times each path on one problem; reports median time, GFLOPS and the share of
+// the CPU's fp32 FMA peak, measured by this binary in this run with the same thread count.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+#include "fma_peak.hpp"
+#include "problem.hpp"
+#include "progress.hpp"
+
+namespace longattn::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchSettings {
+  int repeat = 0;         // 0: chosen from the warm-up time to fill `seconds`
+  int warmup = 1;
+  double seconds = 3.0;   // target for all timed runs together
+};
+
+struct PathResult {
+  int32_t path = LONGATTN_PATH_AUTO;
+  longattn_plan plan{};
+  std::string error;     // why it was skipped, in the library's words
+  int64_t needs = -1;    // over budget: what the path would need without a budget
+  std::vector<double> ms;
+  FmaPeak peak;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Runs the path `reps` more times (or, with reps == 0, until the time budget is used), appending
+// milliseconds. The workspace is the caller's, as a runtime's caching allocator would give it, so
+// the timing is the kernel's, not malloc's and the page faults'.
+void time_path(const longattn_args& args, const ProblemOptions& opt, const BenchSettings& set,
+               double seconds_for_path, PathResult* r, Progress& progress, double progress_lo,
+               double progress_hi) {
+  DeviceBuffer workspace(opt.device, r->plan.transient_bytes);
+  longattn_options options = make_options(opt, r->path);
+  options.workspace = r->plan.transient_bytes > 0 ? workspace.data() : nullptr;
+  options.workspace_bytes = r->plan.transient_bytes > 0 ? r->plan.transient_bytes : 0;
+  const std::string name = longattn_path_name(r->path);
+  auto run_once = [&]() {
+    auto start = Clock::now();
+    check_status(longattn_attention(&args, &options, nullptr), name + " path");
+    device_synchronize(opt.device);
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  };
+  double estimate_ms = 0;
+  for (int w = 0; w < set.warmup; ++w) {
+    progress.show(progress_lo, name + " warm-up " + std::to_string(w + 1) + "/" +
+                                   std::to_string(set.warmup));
+    estimate_ms = run_once();
+  }
+  int reps = set.repeat;
+  for (;;) {
+    if (reps == 0 && (estimate_ms > 0 || !r->ms.empty())) {
+      double t = estimate_ms > 0 ? estimate_ms : r->ms.front();
+      reps = int(std::clamp(seconds_for_path * 1e3 / std::max(t, 1e-3), 1.0, 1000.0));
+    }
+    if (reps > 0 && int(r->ms.size()) >= reps) break;
+    double done = reps > 0 ? double(r->ms.size()) / reps : 0.0;
+    progress.show(progress_lo + (progress_hi - progress_lo) * done,
+                  name + " rep " + std::to_string(r->ms.size() + 1) + "/" +
+                      (reps > 0 ? std::to_string(reps) : std::string("?")));
+    r->ms.push_back(run_once());
+  }
+}
+
+void print_header(const ProblemOptions& opt, double flops, const std::string& auto_line) {
+  std::printf("bench %s: %s\n", device_flag_name(opt.device), shape_summary(opt).c_str());
+  std::printf("  %.4g GFLOP per run (2 * B * Hq * visible pairs * (Dqk + Dv))\n", flops * 1e-9);
+  std::printf("  %s\n", auto_line.c_str());
+  std::printf("  %-9s %10s %10s %9s %8s %8s %12s %5s\n", "path", "median ms", "min ms", "GFLOPS",
+              "% peak", "threads", "transient", "reps");
+}
+
+void print_row(const PathResult& r, double flops) {
+  const char* name = longattn_path_name(r.path);
+  if (!r.error.empty()) {
+    std::printf("  %-9s skipped: %s", name, r.error.c_str());
+    if (r.needs >= 0) std::printf(" (%s would need %s)", name, format_bytes(r.needs).c_str());
+    std::printf("\n");
+    return;
+  }
+  double med = median(r.ms), gflops = flops / (med * 1e-3) * 1e-9;
+  char peak[16] = "n/a";
+  if (r.peak.gflops > 0) std::snprintf(peak, sizeof peak, "%.1f%%", 100 * gflops / r.peak.gflops);
+  std::printf("  %-9s %10.3f %10.3f %9.2f %8s %8d %12s %5zu\n", name, med,
+              *std::min_element(r.ms.begin(), r.ms.end()), gflops, peak, r.plan.threads,
+              format_bytes(r.plan.transient_bytes).c_str(), r.ms.size());
+}
+
+void print_json(const ProblemOptions& opt, const PathResult& r, double flops,
+                const longattn_plan& auto_plan, bool auto_ok) {
+  std::string s = "{\"command\":\"bench\",\"path\":" + json_string(longattn_path_name(r.path)) +
+                  "," + shape_json_fields(opt) + ",\"flops\":" + json_number(flops) +
+                  ",\"auto_path\":" +
+                  (auto_ok ? json_string(longattn_path_name(auto_plan.path)) : "null");
+  if (!r.error.empty()) {
+    s += ",\"ok\":false,\"error\":" + json_string(r.error);
+    if (r.needs >= 0) s += ",\"needs_bytes\":" + std::to_string(r.needs);
+    std::printf("%s}\n", s.c_str());
+    return;
+  }
+  double med = median(r.ms), gflops = flops / (med * 1e-3) * 1e-9;
+  s += ",\"ok\":true,\"threads\":" + std::to_string(r.plan.threads) +
+       ",\"block_q\":" + std::to_string(r.plan.block_q) +
+       ",\"block_k\":" + std::to_string(r.plan.block_k) +
+       ",\"splits\":" + std::to_string(r.plan.splits) +
+       ",\"transient_bytes\":" + std::to_string(r.plan.transient_bytes) +
+       ",\"reps\":" + std::to_string(r.ms.size()) + ",\"median_ms\":" + json_number(med) +
+       ",\"min_ms\":" + json_number(*std::min_element(r.ms.begin(), r.ms.end())) +
+       ",\"gflops\":" + json_number(gflops);
+  if (r.peak.gflops > 0)
+    s += ",\"peak_gflops\":" + json_number(r.peak.gflops) + ",\"peak_isa\":" +
+         json_string(r.peak.isa) + ",\"peak_fraction\":" + json_number(gflops / r.peak.gflops);
+  s += ",\"reason\":" + json_string(r.plan.reason) + "}";
+  std::printf("%s\n", s.c_str());
+}
+
+}  // namespace
+
+int run_bench(int argc, char** argv) {
+  ProblemOptions opt;
+  BenchSettings set;
+  std::vector<int32_t> paths = {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED, LONGATTN_PATH_SPLIT_KV};
+  FlagSet flags(
+      "bench",
+      "Times PATHS on random inputs: warm-up, then repeated runs; prints the median, GFLOPS over\n"
+      "the exactly counted visible (query, key) pairs, the share of the CPU's fp32 FMA peak\n"
+      "(measured now, same threads), and the transient memory each path takes. Paths the router\n"
+      "refuses (unsupported, over --budget) are listed with the reason.");
+  add_problem_flags(flags, opt);
+  flags.add("--path", "PATHS",
+            "paths to time, comma-separated (default all = fused,unfused,split_kv)",
+            [&](const std::string& v) { paths = parse_paths("--path", v); });
+  flags.add("--repeat", "N", "timed runs per path (default: enough to fill --seconds)",
+            [&](const std::string& v) { set.repeat = int(parse_int("--repeat", v, 1, 1000000)); });
+  flags.add("--warmup", "N", "untimed runs per path first (default 1)",
+            [&](const std::string& v) { set.warmup = int(parse_int("--warmup", v, 0, 1000)); });
+  flags.add("--seconds", "S", "time budget of the timed runs, all paths together (default 3)",
+            [&](const std::string& v) { set.seconds = parse_float("--seconds", v, 0.0f); });
+  if (!flags.parse(argc, argv, 2)) return kExitOk;
+  resolve_head_dims(opt);
+
+  require_device(opt);
+  Problem problem(opt, /*keep_reference_inputs=*/false);
+  const longattn_args args = problem.args();
+  const double flops = attention_flops(opt);
+
+  longattn_plan auto_plan;
+  longattn_options auto_options = make_options(opt, LONGATTN_PATH_AUTO);
+  const bool auto_ok = longattn_plan_attention(&args, &auto_options, &auto_plan) == LONGATTN_OK;
+  const std::string auto_line = auto_ok ? std::string("router (auto) picks ") +
+                                              longattn_path_name(auto_plan.path) + ": " +
+                                              auto_plan.reason
+                                        : std::string("router (auto): ") + longattn_last_error();
+
+  std::vector<PathResult> results(paths.size());
+  int runnable = 0;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    PathResult& r = results[i];
+    r.path = paths[i];
+    longattn_options options = make_options(opt, r.path);
+    longattn_status s = longattn_plan_attention(&args, &options, &r.plan);
+    if (s == LONGATTN_OK) {
+      ++runnable;
+      continue;
+    }
+    r.error = std::string(longattn_status_string(s)) + ": " + longattn_last_error();
+    int64_t needs = 0;
+    if (s == LONGATTN_OVER_BUDGET &&
+        longattn_transient_bytes(&args, r.path, &options, &needs) == LONGATTN_OK)
+      r.needs = needs;
+  }
+
+  Progress progress(!opt.json);
+  // The peak is measured once per distinct thread count, before the paths, on the same threads.
+  std::map<int, FmaPeak> peaks;
+  if (opt.device == LONGATTN_DEVICE_CPU)
+    for (const PathResult& r : results)
+      if (r.error.empty() && !peaks.count(r.plan.threads)) {
+        progress.show(0, "measuring FMA peak on " + std::to_string(r.plan.threads) + " threads");
+        peaks[r.plan.threads] = measure_fma_peak(r.plan.threads);
+      }
+
+  int done = 0;
+  for (PathResult& r : results) {
+    if (!r.error.empty()) continue;
+    if (peaks.count(r.plan.threads)) r.peak = peaks[r.plan.threads];
+    time_path(args, opt, set, set.seconds / runnable, &r, progress, double(done) / runnable,
+              double(done + 1) / runnable);
+    ++done;
+  }
+  progress.clear();
+
+  if (opt.json) {
+    for (const PathResult& r : results) print_json(opt, r, flops, auto_plan, auto_ok);
+  } else {
+    print_header(opt, flops, auto_line);
+    for (const PathResult& r : results) print_row(r, flops);
+    for (const auto& [threads, peak] : peaks)
+      std::printf("  %% peak is of the fp32 FMA peak measured now: %.1f GFLOPS (%s, %d threads)\n",
+                  peak.gflops, peak.isa, threads);
+  }
+  // Every requested path refused is a failure (the reasons are printed above); some ran is not.
+  return runnable > 0 ? kExitOk : kExitFailure;
+}
+
+}  // namespace longattn::cli
