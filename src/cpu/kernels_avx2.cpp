@@ -4,4 +4,5 @@
 #define LONGATTN_ISA_TABLE kIsaAvx2
 #define LONGATTN_WIDTH 8
 #define LONGATTN_MR 6
+#define LONGATTN_BF16_DOT 0
 #include "cpu/kernels_cpu.inc"

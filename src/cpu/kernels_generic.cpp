@@ -4,4 +4,5 @@
 #define LONGATTN_ISA_TABLE kIsaGeneric
 #define LONGATTN_WIDTH 4
 #define LONGATTN_MR 4
+#define LONGATTN_BF16_DOT 0
 #include "cpu/kernels_cpu.inc"

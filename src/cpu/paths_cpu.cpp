@@ -132,8 +132,11 @@ const CpuIsa& active_isa() {
                   __builtin_cpu_supports("avx512vl");
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                 __builtin_cpu_supports("f16c");
+    bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
     if (want && std::strcmp(want, "generic") == 0) return kIsaGeneric;
-    if (want && std::strcmp(want, "avx2") == 0) avx512 = false;
+    if (want && std::strcmp(want, "avx2") == 0) avx512 = bf16 = false;
+    if (want && std::strcmp(want, "avx512") == 0) bf16 = false;
+    if (bf16) return kIsaAvx512Bf16;
     if (avx512) return kIsaAvx512;
     if (avx2) return kIsaAvx2;
     return kIsaGeneric;

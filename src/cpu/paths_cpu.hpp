@@ -40,8 +40,8 @@ struct CpuIsa {
   void (*split_kv)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*unfused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
 };
-extern const CpuIsa kIsaAvx512, kIsaAvx2, kIsaGeneric;
-const CpuIsa& active_isa();  // the best one this CPU runs; LONGATTN_CPU_ISA=avx2|generic lowers it
+extern const CpuIsa kIsaAvx512Bf16, kIsaAvx512, kIsaAvx2, kIsaGeneric;
+const CpuIsa& active_isa();  // the best one this CPU runs; LONGATTN_CPU_ISA=avx512|avx2|generic lowers it
 
 int64_t reference_workspace_bytes(const longattn_args& a, const longattn_plan& p);
 void reference_run(const longattn_args& a, const longattn_plan& p, detail::Arena& arena);

@@ -4,9 +4,11 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/fused_traits_cuda.hpp"
+#include "longattn/longattn.h"
 
 namespace longattn::cuda {
 
@@ -35,6 +37,38 @@ struct FusedParams {
   const void* mask;
   int64_t mask_stride[4];  // b, h, i, j; 0 where the mask broadcasts
 };
+
+// The kernel's view of validated args (shared by the backend and the standalone GPU test).
+inline FusedParams make_fused_params(const longattn_args& a) {
+  FusedParams p{};
+  p.q = a.q, p.k = a.k, p.v = a.v, p.o = a.o, p.lse = a.lse;
+  const longattn_strides* from[4] = {&a.q_strides, &a.k_strides, &a.v_strides, &a.o_strides};
+  int64_t* to[4] = {p.q_stride, p.k_stride, p.v_stride, p.o_stride};
+  for (int t = 0; t < 4; ++t) {
+    to[t][0] = from[t]->batch, to[t][1] = from[t]->head, to[t][2] = from[t]->token;
+  }
+  p.batch = int32_t(a.batch), p.q_heads = int32_t(a.q_heads), p.kv_heads = int32_t(a.kv_heads);
+  p.group = int32_t(a.q_heads / a.kv_heads);
+  p.q_len = int32_t(a.q_len), p.kv_len = int32_t(a.kv_len);
+  p.input_f32 = a.dtype == LONGATTN_FLOAT32;
+  p.kv_shared = a.k == a.v && a.head_dim_qk == a.head_dim_v &&
+                a.k_strides.batch == a.v_strides.batch && a.k_strides.head == a.v_strides.head &&
+                a.k_strides.token == a.v_strides.token;
+  p.scale = a.scale != 0.f ? a.scale : 1.f / std::sqrt(float(a.head_dim_qk));  // as validate.cpp
+  p.softcap = a.softcap;
+  p.causal = a.causal;
+  p.window_left = a.window_left;
+  p.sinks = a.sinks;
+  p.mask_kind = a.mask.kind;
+  p.mask = a.mask.data;
+  for (int d = 0; d < 4; ++d)
+    p.mask_stride[d] = a.mask.kind != LONGATTN_MASK_NONE && a.mask.dims[d] != 1 ? a.mask.strides[d] : 0;
+  return p;
+}
+
+inline Mma16 mma_type_for(int32_t dtype) {
+  return dtype == LONGATTN_FLOAT16 ? Mma16::kF16 : Mma16::kBf16;
+}
 
 // What one compiled kernel is on the current device: the traits of the arch its code was built
 // for (which the launch must use), shared memory, registers and spills, as the driver reports.

@@ -94,26 +94,15 @@ __device__ __forceinline__ float tanh_abs_accurate(float x) {
   return 1.f - __fdividef(2.f, __expf(2.f * x) + 1.f);
 }
 
-// The score of (query i, key j) in log2 units, or -inf where the key is not visible: bounds,
-// causal, window, softcap, then the array mask (DESIGN.md 1). Used on tiles that cut the band.
-__device__ __forceinline__ float masked_score(const FusedParams& p, float dot, int64_t i, int64_t j,
-                                              int head, int b, int64_t off) {
-  bool visible = i < p.q_len && j < p.kv_len;
-  if (p.causal) visible = visible && j <= i + off;
-  if (p.window_left >= 0) visible = visible && j >= i + off - p.window_left;
-  if (!visible) return -CUDART_INF_F;
-  float x = dot * p.scale;
+// softcap, then the array mask (DESIGN.md 1), in natural-log units; `at` is the mask element.
+__device__ __forceinline__ float capped_masked(const FusedParams& p, float x, int64_t at) {
   if (p.softcap > 0.f) x = p.softcap * tanh_abs_accurate(x / p.softcap);
-  if (p.mask_kind != 0) {
-    const int64_t at = b * p.mask_stride[0] + head * p.mask_stride[1] + i * p.mask_stride[2] +
-                       j * p.mask_stride[3];
-    if (p.mask_kind == 1) {  // LONGATTN_MASK_BOOLEAN
-      if (!static_cast<const uint8_t*>(p.mask)[at]) return -CUDART_INF_F;
-    } else {
-      x += static_cast<const float*>(p.mask)[at];
-    }
+  if (p.mask_kind == 1) {  // LONGATTN_MASK_BOOLEAN
+    if (!static_cast<const uint8_t*>(p.mask)[at]) x = -CUDART_INF_F;
+  } else if (p.mask_kind == 2) {  // LONGATTN_MASK_ADDITIVE
+    x += static_cast<const float*>(p.mask)[at];
   }
-  return x * kLog2e;
+  return x;
 }
 
 template <int kDqk, int kDv, Mma16 kType>
@@ -278,20 +267,44 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
     const bool plain = j0 + kBK <= p.kv_len && (!p.causal || j0 + kBK - 1 <= i_first + off) &&
                        (p.window_left < 0 || j0 >= i_last + off - p.window_left) &&
                        p.mask_kind == 0 && p.softcap == 0.f;
+    if (plain) {
 #pragma unroll
-    for (int mt = 0; mt < kM; ++mt)
+      for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
-      for (int n = 0; n < kNS; ++n)
+        for (int n = 0; n < kNS; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (plain) {
-            s[mt][n][e] *= scale_log2;
-          } else {
-            const int64_t j = j0 + part * kKeysPerWarp + n * 8 + 2 * (lane % 4) + e % 2;
-            s[mt][n][e] = masked_score(p, s[mt][n][e], row_i[mt][e / 2], j, row_head[mt][e / 2],
-                                       b, off);
-          }
+          for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale_log2;
+    } else {
+      const bool elementwise = p.mask_kind != 0 || p.softcap > 0.f;
+#pragma unroll
+      for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window.
+          const int64_t i = row_i[mt][h];
+          int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
+          if (p.causal) hi_j = min(hi_j, i + off + 1);
+          if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
+          const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kBK)));
+          const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kBK)));
+          const int64_t mask_row = b * p.mask_stride[0] + row_head[mt][h] * p.mask_stride[1] +
+                                   i * p.mask_stride[2];
+#pragma unroll
+          for (int n = 0; n < kNS; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int col = part * kKeysPerWarp + n * 8 + 2 * (lane % 4) + e;
+              float& x = s[mt][n][2 * h + e];
+              if (col < c_lo || col >= c_hi) {
+                x = -CUDART_INF_F;
+              } else if (elementwise) {
+                x = capped_masked(p, x * p.scale, mask_row + (j0 + col) * p.mask_stride[3]) * kLog2e;
+              } else {
+                x *= scale_log2;
+              }
+            }
         }
+    }
 
     // Online softmax: new row max (over the row group's warps when split), rescale O and l.
     float mx[kM][2];

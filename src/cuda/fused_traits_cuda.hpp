@@ -62,10 +62,12 @@ LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemCla
   FusedTraits t;
   t.head_dim_qk = dqk;
   t.head_dim_v = dv;
-  if (dqk <= 128 && dv <= 128) {
-    t.warps = 4, t.split = 1, t.m_tiles = 2, t.block_k = 64, t.stages = dqk <= 64 ? 3 : 2;
+  if (dqk <= 64 && dv <= 64) {
+    t.warps = 4, t.split = 1, t.m_tiles = 2, t.block_k = 64, t.stages = 3;
   } else if (dqk <= 256 && dv <= 256) {
-    t.warps = 8, t.split = 1, t.m_tiles = 1, t.block_k = big ? 64 : 32, t.stages = 2;
+    // Two m-tiles per warp would spill here (O + S need over 200 registers at d=128).
+    t.warps = 8, t.split = 1, t.m_tiles = 1, t.block_k = dqk <= 192 || big ? 64 : 32;
+    t.stages = 2;
   } else {
     t.warps = 8, t.split = 2, t.m_tiles = 1, t.block_k = 32, t.stages = big ? 2 : 1;
   }

@@ -1,0 +1,48 @@
+// Host dispatch from runtime head dims and dtype to the compiled fused kernels (the generated
+// list in instantiations/fused_head_dims.inc).
+#include <string>
+
+#include "cuda/fused_cuda.hpp"
+
+namespace longattn::cuda {
+
+bool fused_has_kernel(int64_t dqk, int64_t dv) {
+#define LONGATTN_X(a, b) \
+  if (dqk == a && dv == b) return true;
+  LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+  return false;
+}
+
+const char* fused_head_dims_list() {
+  static const std::string list = [] {
+    std::string s;
+#define LONGATTN_X(a, b) s += (s.empty() ? "" : ", ") + std::to_string(a) + "/" + std::to_string(b);
+    LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+    return s;
+  }();
+  return list.c_str();
+}
+
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info) {
+#define LONGATTN_X(a, b)                                          \
+  if (dqk == a && dv == b)                                        \
+    return type == Mma16::kF16 ? FusedInstance<a, b, Mma16::kF16>::info(info) \
+                               : FusedInstance<a, b, Mma16::kBf16>::info(info);
+  LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t fused_launch(int dqk, int dv, Mma16 type, const FusedParams& p, cudaStream_t stream) {
+#define LONGATTN_X(a, b)                                                     \
+  if (dqk == a && dv == b)                                                   \
+    return type == Mma16::kF16 ? FusedInstance<a, b, Mma16::kF16>::launch(p, stream) \
+                               : FusedInstance<a, b, Mma16::kBf16>::launch(p, stream);
+  LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace longattn::cuda

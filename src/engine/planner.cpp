@@ -1,0 +1,247 @@
+// The prefill planner: per chunk, the largest chunk size whose KV cache + attention transient +
+// chunk buffers fit the memory budget. The transient bytes come from the library itself
+// (longattn_transient_bytes), so the guard uses the same numbers the router and kernels use.
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+
+#include "longattn/engine.hpp"
+
+namespace longattn::engine {
+namespace {
+
+[[noreturn]] void invalid(const std::string& message) {
+  throw Error(LONGATTN_INVALID_ARGUMENT, message);
+}
+
+// longattn_transient_bytes only plans, it never dereferences: any distinct, aligned, non-null
+// addresses far apart (so no overlap check can trip) describe the shape.
+void* fake_pointer(int i) {
+  return reinterpret_cast<void*>(static_cast<uintptr_t>(i + 1) << 40);
+}
+
+}  // namespace
+
+std::string format_bytes(int64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while ((v >= 1024 || v <= -1024) && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%" PRId64 " B", bytes);
+  else
+    std::snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v,
+                  units[u]);
+  return buf;
+}
+
+const char* cache_kind_name(CacheKind kind) {
+  return kind == CacheKind::kPaged ? "paged" : "contiguous";
+}
+
+PrefillPlanner::PrefillPlanner(ModelPreset stack, PlannerConfig config)
+    : stack_(std::move(stack)), config_(std::move(config)) {
+  validate_stack(stack_);
+  dtype_size(config_.dtype);
+  if (config_.path != LONGATTN_PATH_FUSED && config_.path != LONGATTN_PATH_UNFUSED &&
+      config_.path != LONGATTN_PATH_SPLIT_KV)
+    invalid(std::string("path = ") + longattn_path_name(config_.path) +
+            ": the planner needs a fixed path (fused, unfused or split_kv) so that its memory "
+            "is known before it runs");
+  if (config_.max_chunk < 1)
+    invalid("max_chunk = " + std::to_string(config_.max_chunk) + ": must be >= 1");
+  for (int64_t c : config_.candidates)
+    if (c < 1) invalid("chunk candidate " + std::to_string(c) + ": must be >= 1");
+  if (config_.block_size < 16 || config_.block_size > 256)
+    invalid("block_size = " + std::to_string(config_.block_size) +
+            ": must be between 16 and 256");
+  if (config_.total_tokens < 0)
+    invalid("total_tokens = " + std::to_string(config_.total_tokens) + ": must be >= 0");
+  if (config_.candidates.empty()) {
+    config_.candidates.push_back(config_.max_chunk);
+    for (int64_t c = int64_t(1) << 62; c >= 1; c /= 2)
+      if (c < config_.max_chunk) config_.candidates.push_back(c);
+  }
+  std::sort(config_.candidates.rbegin(), config_.candidates.rend());
+  config_.candidates.erase(std::unique(config_.candidates.begin(), config_.candidates.end()),
+                           config_.candidates.end());
+
+  budget_ = config_.budget_bytes;
+  if (budget_ == -1) {
+    DeviceInfo info = device_info(config_.device);
+    budget_ = info.memory_free;
+    if (budget_ <= 0)
+      invalid(std::string("budget = -1 asks for the free memory of the ") +
+              (config_.device == LONGATTN_DEVICE_CUDA ? "GPU" : "CPU") +
+              ", which it does not report; give a budget in bytes");
+  } else if (budget_ < 0) {
+    invalid("budget = " + std::to_string(budget_) + ": must be -1 (free memory) or >= 0 bytes");
+  }
+  for (const auto& l : stack_.layers)
+    if (std::find(shapes_.begin(), shapes_.end(), l) == shapes_.end()) shapes_.push_back(l);
+}
+
+int64_t PrefillPlanner::layer_kv_len(const LayerSpec& l, int64_t start, int64_t chunk) const {
+  if (l.window_left < 0) return start + chunk;
+  int64_t first = 0;
+  if (config_.cache == CacheKind::kPaged) {
+    first = std::max<int64_t>(0, start - l.window_left) / config_.block_size * config_.block_size;
+  } else {  // the driver keeps the window plus one block for a prefix-cache rollback
+    first = std::max<int64_t>(0, start - l.window_left - keep_tokens());
+  }
+  return start + chunk - first;
+}
+
+int64_t PrefillPlanner::total_tokens(int64_t start, int64_t chunk) const {
+  return config_.total_tokens > 0 ? std::max(config_.total_tokens, start + chunk) : start + chunk;
+}
+
+int64_t PrefillPlanner::cache_bytes(int64_t start, int64_t chunk) const {
+  int64_t bytes = 0;
+  const int64_t bs = config_.block_size;
+  for (const auto& l : stack_.layers) {
+    int64_t tokens;
+    if (config_.cache == CacheKind::kContiguous) {
+      tokens = contiguous_capacity(l, total_tokens(start, chunk), config_.max_chunk, keep_tokens());
+    } else {  // live blocks once the chunk is appended
+      int64_t end_block = (start + chunk + bs - 1) / bs;
+      int64_t first = l.window_left < 0 ? 0 : std::max<int64_t>(0, start - l.window_left) / bs;
+      tokens = (end_block - first) * bs;
+    }
+    bytes += tokens * kv_bytes_per_token(l, config_.dtype);
+  }
+  return bytes;
+}
+
+ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
+  ChunkDecision d;
+  d.start = start;
+  d.chunk = chunk;
+  d.kv_len = start + chunk;
+  d.cache_bytes = cache_bytes(start, chunk);
+  d.budget_bytes = budget_;
+  const int64_t elem = dtype_size(config_.dtype);
+  Options options = default_options();
+  options.num_threads = config_.num_threads;
+  int64_t worst = -1;
+  for (const auto& l : shapes_) {
+    AttentionArgs a = make_args(1, l.q_heads, l.kv_heads, chunk, layer_kv_len(l, start, chunk),
+                                l.head_dim_qk, l.head_dim_v);
+    a.q = fake_pointer(0);
+    a.k = fake_pointer(1);
+    a.v = l.k_eq_v ? a.k : fake_pointer(2);
+    a.o = fake_pointer(3);
+    a.sinks = l.sinks ? static_cast<const float*>(fake_pointer(4)) : nullptr;
+    a.dtype = config_.dtype;
+    a.device = config_.device;
+    a.causal = 1;
+    a.window_left = l.window_left;
+    int64_t transient = 0;
+    longattn_status s = longattn_transient_bytes(&a, config_.path, &options, &transient);
+    if (s != LONGATTN_OK)
+      throw Error(s, std::string("planner: ") + longattn_path_name(config_.path) +
+                         " path for a layer of " + std::to_string(l.q_heads) + "q/" +
+                         std::to_string(l.kv_heads) + "kv d=" + std::to_string(l.head_dim_qk) +
+                         ": " + longattn_last_error());
+    int64_t io = elem * chunk *
+                 (l.q_heads * (l.head_dim_qk + l.head_dim_v) +
+                  l.kv_heads * (l.head_dim_qk + l.head_dim_v));
+    if (transient + io > worst) {
+      worst = transient + io;
+      d.transient_bytes = transient;
+      d.io_bytes = io;
+    }
+  }
+  d.total_bytes = d.cache_bytes + d.transient_bytes + d.io_bytes;
+  return d;
+}
+
+ChunkDecision PrefillPlanner::next(int64_t cached, int64_t remaining, int64_t index) const {
+  if (cached < 0) invalid("cached = " + std::to_string(cached) + ": must be >= 0");
+  if (remaining < 1) invalid("remaining = " + std::to_string(remaining) + ": must be >= 1");
+  const int64_t limit = std::min(config_.max_chunk, remaining);
+  auto fits = [&](const ChunkDecision& d) { return d.total_bytes <= budget_; };
+
+  ChunkDecision best, rejected;
+  bool found = false, have_rejected = false;
+  if (config_.exact_search) {  // memory grows with the chunk, so the fitting sizes are a prefix
+    int64_t lo = 1, hi = limit;
+    ChunkDecision d = cost(cached, hi);
+    if (fits(d)) {
+      best = d;
+      found = true;
+    } else {
+      rejected = d;
+      have_rejected = true;
+      while (lo <= hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        ChunkDecision m = cost(cached, mid);
+        if (fits(m)) {
+          best = m;
+          found = true;
+          lo = mid + 1;
+        } else {
+          rejected = m;
+          hi = mid - 1;
+        }
+      }
+    }
+  } else {
+    std::vector<int64_t> sizes;
+    if (limit < config_.max_chunk) sizes.push_back(limit);  // the last, shorter chunk
+    for (int64_t c : config_.candidates)
+      if (c <= limit) sizes.push_back(c);
+    std::sort(sizes.rbegin(), sizes.rend());
+    sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+    for (int64_t c : sizes) {
+      ChunkDecision d = cost(cached, c);
+      if (fits(d)) {
+        best = d;
+        found = true;
+        break;
+      }
+      rejected = d;
+      have_rejected = true;
+    }
+  }
+
+  const char* path = longattn_path_name(config_.path);
+  auto breakdown = [](const ChunkDecision& d) {
+    return "cache " + format_bytes(d.cache_bytes) + " + transient " +
+           format_bytes(d.transient_bytes) + " + chunk buffers " + format_bytes(d.io_bytes) +
+           " = " + format_bytes(d.total_bytes);
+  };
+  if (!found) {
+    ChunkDecision one = cost(cached, 1);
+    throw Error(LONGATTN_OVER_BUDGET,
+                std::string("prefill over budget: with ") + std::to_string(cached) +
+                    " tokens cached, even a 1-token chunk on the " + path + " path needs " +
+                    breakdown(one) + " > budget " + format_bytes(budget_) +
+                    (config_.path == LONGATTN_PATH_UNFUSED
+                         ? "; the fused path needs no scores buffer (--path fused)"
+                         : "; raise the budget or shorten the prompt"));
+  }
+  best.index = index;
+  best.reason = std::string(path) + ": chunk " + std::to_string(best.chunk) + " fits (" +
+                breakdown(best) + " <= budget " + format_bytes(budget_) + ")";
+  if (have_rejected && rejected.chunk > best.chunk)
+    best.reason += "; chunk " + std::to_string(rejected.chunk) + " would need " +
+                   format_bytes(rejected.total_bytes) + " (transient " +
+                   format_bytes(rejected.transient_bytes) + ")";
+  return best;
+}
+
+std::vector<ChunkDecision> PrefillPlanner::plan(int64_t cached, int64_t tokens) const {
+  std::vector<ChunkDecision> out;
+  for (int64_t done = 0; done < tokens;) {
+    out.push_back(next(cached + done, tokens - done, static_cast<int64_t>(out.size())));
+    done += out.back().chunk;
+  }
+  return out;
+}
+
+}  // namespace longattn::engine
