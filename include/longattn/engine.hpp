@@ -66,6 +66,8 @@ LONGATTN_API std::string stack_to_json(const ModelPreset& stack);
 LONGATTN_API int64_t dtype_size(int32_t dtype);
 // Bytes one token occupies in a layer's KV cache (K and V, or K alone when k_eq_v).
 LONGATTN_API int64_t kv_bytes_per_token(const LayerSpec& layer, int32_t dtype);
+// "1.50 GiB", "12.0 MiB", "512 B": for messages and tables.
+LONGATTN_API std::string format_bytes(int64_t bytes);
 
 // ------------------------------------------------------------------------------------------------
 // 2. KV caches
@@ -441,6 +443,7 @@ struct PrefillConfig {
   int64_t prefix_cache_bytes = -1;   // prefix index budget; -1 unlimited
   uint64_t seed = 0x10a77e;
   int num_threads = 0;
+  bool checksum_outputs = false;  // hash every O (CPU) into PathReport::output_checksum
 };
 
 struct ChunkRecord {
@@ -475,6 +478,7 @@ struct PathReport {
   int64_t peak_bytes = 0;  // max over chunks of cache + transient + io
   int64_t peak_transient_bytes = 0;
   int64_t prefix_hits = 0, prefix_misses = 0, prefix_evictions = 0;
+  uint64_t output_checksum = 0;  // with PrefillConfig::checksum_outputs
 };
 
 struct PrefillReport {
@@ -504,11 +508,18 @@ LONGATTN_API PrefillReport run_prefill(const PrefillConfig& config,
                                        const ProgressCallback& progress = {});
 LONGATTN_API std::string report_to_json(const PrefillReport& report);
 
-// The paged-cache hook: attention of one chunk reading K/V in place from a paged cache. Needs a
-// kernel that takes PagedLayerView (issue #5); until then it throws UNSUPPORTED and the driver
-// rejects CacheKind::kPaged. Gathering into a contiguous copy is deliberately not offered.
+// The paged-cache hook: attention of one chunk reading K/V in place from a paged cache, given
+// chunk_args with q, o, q/o strides, heads, q_len, dtype, device, causal, window and sinks set
+// (k, v, kv_len and their strides are for the kernel to take from the view). A backend installs
+// its implementation with set_paged_attention; until one does, attention_over_paged_cache throws
+// UNSUPPORTED and a driver run with CacheKind::kPaged stops with that message. Gathering the
+// blocks into a contiguous copy is deliberately not offered: it costs the memory paging saves.
+using PagedAttentionFn = void (*)(const longattn_args& chunk_args, const PagedLayerView& view,
+                                  const longattn_options& options, longattn_plan* plan);
+LONGATTN_API void set_paged_attention(PagedAttentionFn fn);
 LONGATTN_API void attention_over_paged_cache(const longattn_args& chunk_args,
                                              const PagedLayerView& view,
-                                             const longattn_options& options);
+                                             const longattn_options& options,
+                                             longattn_plan* plan);
 
 }  // namespace longattn::engine

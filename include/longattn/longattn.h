@@ -98,7 +98,7 @@ typedef void (*longattn_log_fn)(void* user, const char* message);
 
 typedef struct longattn_options {
   int32_t path;           /* longattn_path; AUTO lets the router choose */
-  int64_t memory_budget;  /* bytes of transient memory allowed; -1: no limit (CUDA: free memory) */
+  int64_t memory_budget;  /* bytes of transient memory allowed; -1: what the device has available */
   int32_t num_threads;    /* CPU threads; 0: all cores */
   void* workspace;        /* optional caller memory for transient data (same device as args) */
   int64_t workspace_bytes;

@@ -160,10 +160,10 @@ longattn_status longattn_transient_bytes(const longattn_args* args, int32_t path
     validate_options(options);
     longattn_options o = *options;
     o.path = path;
-    o.memory_budget = -1;  // the question is what the path needs, not whether it fits
     validate_options(&o);
     validate_args(args);
-    longattn_plan p = plan_attention(*args, o);
+    // The question is what the path needs, not whether it fits a budget.
+    longattn_plan p = plan_attention(*args, o, /*enforce_budget=*/false);
     if (!p.ok) fail(static_cast<longattn_status>(p.status), "%s", p.reason);
     *bytes = p.transient_bytes;
   });

@@ -25,7 +25,7 @@ const PathImpl* find_impl(const PathList& list, int32_t path) {
   return nullptr;
 }
 
-DeviceContext make_context(const longattn_args& a, const longattn_options& o) {
+DeviceContext make_context(const longattn_args& a, const longattn_options& o, bool enforce_budget) {
   DeviceContext ctx;
   ctx.options = &o;
   if (a.device == LONGATTN_DEVICE_CPU)
@@ -35,10 +35,11 @@ DeviceContext make_context(const longattn_args& a, const longattn_options& o) {
   int cores = std::max(1, ctx.info.cores);
   ctx.max_threads = a.device == LONGATTN_DEVICE_CPU ? (o.num_threads > 0 ? o.num_threads : cores)
                                                     : 1;
+  // With no explicit budget, the memory the device has available is the budget: a plan that
+  // cannot be allocated is refused here with a reason instead of failing (or swapping) later.
   ctx.budget = o.memory_budget;
-  // On a GPU with no explicit budget, free device memory is the budget.
-  if (ctx.budget < 0 && a.device == LONGATTN_DEVICE_CUDA && ctx.info.memory_free > 0)
-    ctx.budget = ctx.info.memory_free;
+  if (ctx.budget < 0 && ctx.info.memory_free > 0) ctx.budget = ctx.info.memory_free;
+  if (!enforce_budget) ctx.budget = -1;
   return ctx;
 }
 
@@ -87,7 +88,8 @@ bool configure_within_budget(const PathImpl& impl, const longattn_args& a,
 
 }  // namespace
 
-longattn_plan plan_attention(const longattn_args& a, const longattn_options& o) {
+longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
+                             bool enforce_budget) {
   validate_args(&a);
   validate_options(&o);
   longattn_plan plan{};
@@ -95,7 +97,7 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o) 
   plan.path = o.path;
   plan.splits = 1;
 
-  DeviceContext ctx = make_context(a, o);
+  DeviceContext ctx = make_context(a, o, enforce_budget);
   PathList paths = a.device == LONGATTN_DEVICE_CPU ? cpu_paths() : cuda_paths();
   if (!ctx.info.available || paths.count == 0) {
     plan.status = LONGATTN_UNSUPPORTED;
@@ -132,8 +134,11 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o) 
           return p;
         }
         over_budget = true;
-        why = format("needs at least %lld transient bytes, over the memory budget of %lld",
-                     (long long)p.transient_bytes, (long long)ctx.budget);
+        why = format("needs at least %lld transient bytes, over the memory budget of %lld (%s)",
+                     (long long)p.transient_bytes, (long long)ctx.budget,
+                     o.memory_budget >= 0 ? "options.memory_budget"
+                                          : "memory available on the device; options.memory_budget "
+                                            "sets another");
       }
     }
     if (!refusals.empty()) refusals += "; ";

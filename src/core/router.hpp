@@ -8,7 +8,9 @@ namespace longattn::detail {
 
 // Validates, then decides. Invalid arguments throw Failure; "unsupported" and "over budget" come
 // back as a plan with ok = 0, status and reason set.
-longattn_plan plan_attention(const longattn_args& args, const longattn_options& options);
+// enforce_budget = false answers "what would each path need" (longattn_transient_bytes).
+longattn_plan plan_attention(const longattn_args& args, const longattn_options& options,
+                             bool enforce_budget = true);
 
 // Plans, takes the workspace (the caller's or its own), runs, checks the memory model held.
 longattn_plan run_attention(const longattn_args& args, const longattn_options& options);

@@ -37,9 +37,12 @@ void cpu_device_info(longattn_device_info* info) {
     if (has) features += std::string(" ") + f;
   }
   std::snprintf(info->features, sizeof info->features, "%s", features.c_str());
-  long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+  long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
   info->memory_total = int64_t(pages) * size;
-  info->memory_free = int64_t(avail) * size;
+  // MemAvailable (free plus reclaimable cache) is what an allocation can get without swapping.
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);)
+    if (line.rfind("MemAvailable:", 0) == 0) info->memory_free = std::stoll(line.substr(13)) * 1024;
 }
 
 }  // namespace longattn::detail

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what a build needs and is missing (Debian/Ubuntu): compiler, CMake, GoogleTest,
+# Google Benchmark, and matplotlib for the plots. Already-present packages are left alone.
+set -euo pipefail
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+command -v g++ >/dev/null || need+=(g++)
+command -v cmake >/dev/null || need+=(cmake)
+command -v make >/dev/null || need+=(make)
+have_pkg libgtest-dev || [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
+have_pkg libgmock-dev || [ -f /usr/include/gmock/gmock.h ] || need+=(libgmock-dev)
+have_pkg libbenchmark-dev || [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+python3 -c 'import matplotlib' 2>/dev/null || have_pkg python3-matplotlib || need+=(python3-matplotlib)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi

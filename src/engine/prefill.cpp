@@ -1,0 +1,466 @@
+// The prefill driver: prefills a prompt (and, with turns, a growing conversation) through a layer
+// stack in planned chunks, attention only, and records what every chunk cost.
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "longattn/engine.hpp"
+
+namespace longattn::engine {
+namespace {
+
+constexpr int64_t kVocab = 262144;  // token ids are drawn from a Gemma-sized vocabulary
+// Rows of Q/K/V are windows into one table of random values, picked by a hash of (layer, tensor,
+// head, position, token): as varied as a full generator for attention's purposes, and a memcpy
+// per row, so generating inputs never dominates the attention being measured.
+constexpr int64_t kTableRows = int64_t(1) << 16;
+constexpr int64_t kMaxDim = 512;
+
+enum Tensor { kQ = 1, kK = 2, kV = 3, kSink = 4, kToken = 5 };
+
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t hash(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0,
+              uint64_t e = 0) {
+  return mix(mix(mix(mix(mix(seed ^ a) ^ b) ^ c) ^ d) ^ e);
+}
+
+float uniform(uint64_t bits) {  // [-1, 1)
+  return static_cast<float>(static_cast<double>(bits >> 11) * 0x1.0p-52 - 1.0);
+}
+
+uint16_t to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);  // round to nearest even
+}
+
+uint16_t to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u, mant = x & 0x7fffffu;
+  int32_t exp = static_cast<int32_t>((x >> 23) & 0xffu) - 127 + 15;
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (exp <= 0) {  // subnormal half
+    if (exp < -10) return static_cast<uint16_t>(sign);
+    mant |= 0x800000u;
+    int shift = 14 - exp;
+    uint32_t half = mant >> shift, rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1u))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  uint32_t half = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13), rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;  // a carry rounds up the exponent
+  return static_cast<uint16_t>(half);
+}
+
+class Generator {
+ public:
+  Generator(uint64_t seed, int32_t dtype) : seed_(seed), elem_(dtype_size(dtype)) {
+    table_.resize(static_cast<size_t>((kTableRows + kMaxDim) * elem_));
+    for (int64_t i = 0; i < kTableRows + kMaxDim; ++i) {
+      float v = uniform(hash(seed, 0x7ab1e, static_cast<uint64_t>(i)));
+      char* dst = table_.data() + i * elem_;
+      if (dtype == LONGATTN_FLOAT32) {
+        std::memcpy(dst, &v, 4);
+      } else {
+        uint16_t h = dtype == LONGATTN_BFLOAT16 ? to_bf16(v) : to_f16(v);
+        std::memcpy(dst, &h, 2);
+      }
+    }
+  }
+
+  int32_t token(int64_t position) const {
+    return static_cast<int32_t>(hash(seed_, kToken, static_cast<uint64_t>(position)) % kVocab);
+  }
+
+  // [heads, n, dim] rows for the tokens at positions [p0, p0 + n).
+  void fill(char* dst, int layer, Tensor t, int64_t heads, int64_t dim, int64_t p0, int64_t n,
+            const int32_t* tokens) const {
+    const int64_t row = dim * elem_;
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < n; ++i) {
+        uint64_t pick = hash(seed_, static_cast<uint64_t>(layer), t, static_cast<uint64_t>(h),
+                             static_cast<uint64_t>(p0 + i), static_cast<uint32_t>(tokens[i]));
+        std::memcpy(dst + (h * n + i) * row, table_.data() + (pick % kTableRows) * elem_,
+                    static_cast<size_t>(row));
+      }
+  }
+
+  float sink(int layer, int64_t head) const {
+    return uniform(hash(seed_, static_cast<uint64_t>(layer), kSink, static_cast<uint64_t>(head)));
+  }
+
+ private:
+  uint64_t seed_;
+  int64_t elem_;
+  std::vector<char> table_;
+};
+
+// Device memory for one buffer, freed on scope exit.
+struct DeviceBuffer {
+  std::shared_ptr<Allocator> alloc;
+  int64_t bytes;
+  char* p;
+  DeviceBuffer(std::shared_ptr<Allocator> a, int64_t n)
+      : alloc(std::move(a)), bytes(n), p(static_cast<char*>(alloc->allocate(n))) {}
+  ~DeviceBuffer() { alloc->deallocate(p, bytes); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+void validate_config(const PrefillConfig& c) {
+  auto invalid = [](const std::string& m) { throw Error(LONGATTN_INVALID_ARGUMENT, m); };
+  validate_stack(c.stack);
+  dtype_size(c.dtype);
+  if (c.tokens < 1) invalid("tokens = " + std::to_string(c.tokens) + ": must be >= 1");
+  if (c.turns < 1) invalid("turns = " + std::to_string(c.turns) + ": must be >= 1");
+  if (c.turn_tokens < 0)
+    invalid("turn_tokens = " + std::to_string(c.turn_tokens) + ": must be >= 0");
+  if (c.paths.empty()) invalid("paths: give at least one of fused, unfused");
+  if (c.block_size < 16 || c.block_size > 256)
+    invalid("block_size = " + std::to_string(c.block_size) + ": must be between 16 and 256");
+  if (c.prefix_cache_bytes < -1)
+    invalid("prefix_cache_bytes = " + std::to_string(c.prefix_cache_bytes) +
+            ": must be -1 (unlimited) or >= 0");
+}
+
+PagedAttentionFn& paged_attention_fn() {
+  static PagedAttentionFn fn = nullptr;
+  return fn;
+}
+
+// One path's run. Storage is either one contiguous cache per layer (its prefix index's handles
+// are block numbers of the conversation) or a paged cache with a PagedPrefixCache.
+class PathRun {
+ public:
+  PathRun(const PrefillConfig& cfg, longattn_path path, const Generator& gen,
+          std::shared_ptr<Allocator> alloc, const ProgressCallback& progress)
+      : cfg_(cfg),
+        gen_(gen),
+        alloc_(std::move(alloc)),
+        progress_(progress),
+        total_(cfg.tokens + int64_t(cfg.turns - 1) * turn_tokens()),
+        planner_(cfg.stack, planner_config(cfg, path, total_)),
+        index_(cfg.block_size, cfg.prefix_cache_bytes, nullptr) {
+    report_.path = path;
+  }
+
+  PathReport run() {
+    auto wall0 = std::chrono::steady_clock::now();
+    try {
+      setup();
+      for (int t = 1; t <= cfg_.turns; ++t) run_turn(t);
+    } catch (const Error& e) {
+      report_.ok = false;
+      report_.error = e.what();
+    } catch (const std::bad_alloc&) {
+      report_.ok = false;
+      report_.error = "out of host memory";
+    }
+    report_.wall_seconds = seconds_since(wall0);
+    report_.tokens_per_second = report_.attention_seconds > 0
+                                    ? report_.prefilled_tokens / report_.attention_seconds
+                                    : 0;
+    const PrefixCache& index = paged_prefix_ ? paged_prefix_->index() : index_;
+    report_.prefix_hits = index.hits();
+    report_.prefix_misses = index.misses();
+    report_.prefix_evictions = index.evictions();
+    if (paged_prefix_) paged_prefix_.reset();  // before the cache it refers to
+    return report_;
+  }
+
+  int64_t budget() const { return planner_.budget_bytes(); }
+
+ private:
+  int64_t turn_tokens() const { return cfg_.turn_tokens > 0 ? cfg_.turn_tokens : cfg_.tokens; }
+
+  static PlannerConfig planner_config(const PrefillConfig& c, longattn_path path, int64_t total) {
+    PlannerConfig p;
+    p.path = path;
+    p.dtype = c.dtype;
+    p.device = c.device;
+    p.budget_bytes = c.budget_bytes;
+    p.max_chunk = c.max_chunk;
+    p.candidates = c.chunk_candidates;
+    p.exact_search = c.exact_chunk_search;
+    p.num_threads = c.num_threads;
+    p.cache = c.cache;
+    p.block_size = c.block_size;
+    p.total_tokens = total;
+    return p;
+  }
+
+  static double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  void setup() {
+    const auto& layers = cfg_.stack.layers;
+    if (cfg_.cache == CacheKind::kContiguous) {
+      for (const auto& l : layers)
+        caches_.emplace_back(
+            l, cfg_.dtype, alloc_,
+            contiguous_capacity(l, total_, cfg_.max_chunk, planner_.keep_tokens()), true);
+    } else {
+      paged_ = std::make_unique<PagedKvCache>(cfg_.stack, cfg_.dtype, cfg_.block_size, total_,
+                                              alloc_);
+      paged_prefix_ = std::make_unique<PagedPrefixCache>(*paged_, cfg_.prefix_cache_bytes);
+    }
+    for (size_t l = 0; l < layers.size(); ++l) {
+      sinks_.emplace_back();
+      if (!layers[l].sinks) continue;
+      std::vector<float> host(static_cast<size_t>(layers[l].q_heads));
+      for (int64_t h = 0; h < layers[l].q_heads; ++h) host[h] = gen_.sink(static_cast<int>(l), h);
+      int64_t bytes = layers[l].q_heads * 4;
+      sinks_.back() = std::make_unique<DeviceBuffer>(alloc_, bytes);
+      alloc_->copy_2d(sinks_.back()->p, bytes, host.data(), bytes, bytes, 1, true);
+    }
+  }
+
+  int64_t cache_bytes() const {
+    if (paged_) return paged_->bytes_in_use();
+    int64_t b = 0;
+    for (const auto& c : caches_) b += c.bytes_reserved();
+    return b;
+  }
+
+  // Tokens the storage still holds that the prefix cache vouches for; rolls the rest back.
+  int64_t reuse_contiguous() {
+    PrefixCache::Match m = index_.lookup(conversation_);
+    int64_t reuse = std::min(m.tokens, caches_.empty() ? 0 : caches_[0].length());
+    bool ok = true;
+    for (const auto& c : caches_) ok = ok && reuse >= c.start();
+    if (!ok) reuse = 0;  // a sliding layer no longer holds the keys the rollback point needs
+    for (auto& c : caches_) {
+      if (reuse == 0)
+        c.clear();
+      else
+        c.truncate(reuse);
+    }
+    // Blocks past the reuse point will be recomputed and registered again.
+    while (static_cast<int64_t>(held_.size()) * cfg_.block_size > reuse) {
+      index_.release(held_.back());
+      held_.pop_back();
+    }
+    return reuse;
+  }
+
+  void publish_contiguous(int64_t length) {
+    const int64_t bs = cfg_.block_size;
+    for (int64_t b = static_cast<int64_t>(held_.size()); (b + 1) * bs <= length; ++b) {
+      uint64_t parent = b == 0 ? PrefixCache::kRootKey : held_.back();
+      int64_t bytes = 0;
+      for (const auto& l : cfg_.stack.layers) bytes += kv_bytes_per_token(l, cfg_.dtype) * bs;
+      uint64_t key = PrefixCache::chain_key(parent, conversation_.data() + b * bs, bs);
+      if (index_.contains(key))  // registered before a rollback: the same tokens, so reuse it
+        index_.retain(key);
+      else if (!index_.insert(parent, conversation_.data() + b * bs, b, bytes))
+        return;  // over the prefix budget: later blocks cannot chain from here
+      held_.push_back(key);
+    }
+  }
+
+  void run_turn(int turn) {
+    const int64_t new_tokens = turn == 1 ? cfg_.tokens : turn_tokens();
+    for (int64_t i = 0; i < new_tokens; ++i)
+      conversation_.push_back(gen_.token(static_cast<int64_t>(conversation_.size())));
+    const int64_t length = static_cast<int64_t>(conversation_.size());
+
+    int64_t reuse;
+    if (paged_) {
+      if (seq_) {  // the previous turn's request is over; its blocks live on in the prefix cache
+        paged_prefix_->detach(seq_);
+        paged_->free_sequence(seq_);
+      }
+      seq_ = paged_->create_sequence();
+      reuse = paged_prefix_->attach(seq_, conversation_);
+    } else {
+      reuse = reuse_contiguous();
+    }
+
+    TurnRecord tr;
+    tr.turn = turn;
+    tr.conversation_tokens = length;
+    tr.new_tokens = new_tokens;
+    tr.reused_tokens = reuse;
+    tr.prefilled_tokens = length - reuse;
+    report_.turns.push_back(tr);
+    for (int64_t done = reuse; done < length;) {
+      ChunkDecision d = planner_.next(done, length - done, chunk_index_++);
+      ChunkRecord rec = run_chunk(turn, d);
+      done += d.chunk;
+      if (paged_)
+        paged_prefix_->publish(seq_, std::vector<int32_t>(conversation_.begin(),
+                                                          conversation_.begin() + done));
+      else
+        publish_contiguous(done);
+      report_.turns.back().seconds += rec.seconds;
+      report_.chunks.push_back(rec);
+      if (progress_) {
+        ProgressEvent ev;
+        ev.path = report_.path;
+        ev.turn = turn;
+        ev.turns = cfg_.turns;
+        ev.done_tokens = done - reuse;
+        ev.turn_tokens = length - reuse;
+        ev.chunk = &report_.chunks.back();
+        progress_(ev);
+      }
+    }
+  }
+
+  ChunkRecord run_chunk(int turn, const ChunkDecision& d) {
+    ChunkRecord rec;
+    rec.turn = turn;
+    rec.index = d.index;
+    rec.start = d.start;
+    rec.chunk = d.chunk;
+    rec.kv_len = d.kv_len;
+    rec.predicted_transient_bytes = d.transient_bytes;
+    rec.reason = d.reason;
+    const int64_t elem = dtype_size(cfg_.dtype);
+    const int32_t* tokens = conversation_.data() + d.start;
+    const int64_t n = d.chunk;
+    Options options = default_options();
+    options.path = report_.path;
+    options.num_threads = cfg_.num_threads;
+
+    for (size_t li = 0; li < cfg_.stack.layers.size(); ++li) {
+      const LayerSpec& l = cfg_.stack.layers[li];
+      const int layer = static_cast<int>(li);
+      const int64_t q_bytes = l.q_heads * n * l.head_dim_qk * elem;
+      const int64_t o_bytes = l.q_heads * n * l.head_dim_v * elem;
+      const int64_t k_bytes = l.kv_heads * n * l.head_dim_qk * elem;
+      const int64_t v_bytes = l.kv_heads * n * l.head_dim_v * elem;
+      DeviceBuffer q(alloc_, q_bytes), o(alloc_, o_bytes);
+      std::vector<char> k(static_cast<size_t>(k_bytes)), v(static_cast<size_t>(v_bytes));
+      if (alloc_->device() == LONGATTN_DEVICE_CPU) {
+        gen_.fill(q.p, layer, kQ, l.q_heads, l.head_dim_qk, d.start, n, tokens);
+      } else {
+        std::vector<char> host(static_cast<size_t>(q_bytes));
+        gen_.fill(host.data(), layer, kQ, l.q_heads, l.head_dim_qk, d.start, n, tokens);
+        alloc_->copy_2d(q.p, q_bytes, host.data(), q_bytes, q_bytes, 1, true);
+      }
+      gen_.fill(k.data(), layer, kK, l.kv_heads, l.head_dim_qk, d.start, n, tokens);
+      if (!l.k_eq_v) gen_.fill(v.data(), layer, kV, l.kv_heads, l.head_dim_v, d.start, n, tokens);
+
+      AttentionArgs a = make_args(1, l.q_heads, l.kv_heads, n, 1, l.head_dim_qk, l.head_dim_v);
+      a.q = q.p;
+      a.o = o.p;
+      a.dtype = cfg_.dtype;
+      a.device = alloc_->device();
+      a.causal = 1;
+      a.window_left = l.window_left;
+      a.sinks = l.sinks ? reinterpret_cast<const float*>(sinks_[li]->p) : nullptr;
+
+      longattn_plan plan{};
+      std::chrono::steady_clock::time_point t0;
+      if (paged_) {
+        paged_->append(seq_, layer, k.data(), v.data(), n);
+        options.memory_budget =
+            std::max<int64_t>(0, budget() - cache_bytes() - q_bytes - o_bytes - k_bytes - v_bytes);
+        PagedLayerView view = paged_->view(seq_, layer);
+        t0 = std::chrono::steady_clock::now();
+        attention_over_paged_cache(a, view, options, &plan);
+      } else {
+        ContiguousKvCache& c = caches_[li];
+        // Keys no query from d.start on can see, keeping one block for a prefix rollback.
+        if (l.window_left >= 0) c.release_before(d.start - l.window_left - planner_.keep_tokens());
+        c.append(k.data(), v.data(), n);
+        c.fill_args(&a);
+        options.memory_budget =
+            std::max<int64_t>(0, budget() - cache_bytes() - q_bytes - o_bytes - k_bytes - v_bytes);
+        t0 = std::chrono::steady_clock::now();
+        longattn_status s = longattn_attention(&a, &options, &plan);
+        if (s != LONGATTN_OK)
+          throw Error(s, "layer " + std::to_string(layer) + ", chunk at " +
+                             std::to_string(d.start) + ": " + longattn_last_error());
+      }
+      alloc_->synchronize();
+      rec.seconds += seconds_since(t0);
+      rec.transient_bytes = std::max(rec.transient_bytes, plan.allocated_bytes);
+      rec.io_bytes = std::max(rec.io_bytes, q_bytes + o_bytes + k_bytes + v_bytes);
+      if (cfg_.checksum_outputs && alloc_->device() == LONGATTN_DEVICE_CPU) {
+        uint64_t h = report_.output_checksum;
+        for (int64_t i = 0; i + 8 <= o_bytes; i += 8) {
+          uint64_t w;
+          std::memcpy(&w, o.p + i, 8);
+          h = mix(h ^ w);
+        }
+        report_.output_checksum = h;
+      }
+    }
+    rec.cache_bytes = cache_bytes();
+    rec.total_bytes = rec.cache_bytes + rec.transient_bytes + rec.io_bytes;
+    report_.prefilled_tokens += n;
+    report_.attention_seconds += rec.seconds;
+    report_.peak_bytes = std::max(report_.peak_bytes, rec.total_bytes);
+    report_.peak_transient_bytes = std::max(report_.peak_transient_bytes, rec.transient_bytes);
+    return rec;
+  }
+
+  const PrefillConfig& cfg_;
+  const Generator& gen_;
+  std::shared_ptr<Allocator> alloc_;
+  const ProgressCallback& progress_;
+  int64_t total_;
+  PrefillPlanner planner_;
+  PathReport report_;
+  std::vector<int32_t> conversation_;
+  int64_t chunk_index_ = 0;
+  // Contiguous storage: one cache per layer, the index, and the keys the conversation holds.
+  std::vector<ContiguousKvCache> caches_;
+  PrefixCache index_;
+  std::vector<uint64_t> held_;
+  // Paged storage.
+  std::unique_ptr<PagedKvCache> paged_;
+  std::unique_ptr<PagedPrefixCache> paged_prefix_;
+  PagedKvCache::SequenceId seq_ = 0;
+  std::vector<std::unique_ptr<DeviceBuffer>> sinks_;
+};
+
+}  // namespace
+
+const char* prefill_disclaimer() {
+  return "attention only: Q/K/V come from a seeded generator (no weights, no model output); "
+         "times cover the attention calls of every layer";
+}
+
+void set_paged_attention(PagedAttentionFn fn) { paged_attention_fn() = fn; }
+
+void attention_over_paged_cache(const longattn_args& chunk_args, const PagedLayerView& view,
+                                const longattn_options& options, longattn_plan* plan) {
+  PagedAttentionFn fn = paged_attention_fn();
+  if (!fn)
+    throw Error(LONGATTN_UNSUPPORTED,
+                "cache = paged: no attention kernel in this build reads K/V from a paged cache "
+                "yet (issue #5); use cache = contiguous");
+  fn(chunk_args, view, options, plan);
+}
+
+PrefillReport run_prefill(const PrefillConfig& config, const ProgressCallback& progress) {
+  validate_config(config);
+  auto alloc = make_allocator(config.device);
+  PrefillReport report;
+  report.stack_name = config.stack.name;
+  report.stack_notes = config.stack.notes;
+  report.num_layers = static_cast<int>(config.stack.layers.size());
+  report.device_name = device_info(config.device).name;
+  report.config = config;
+  report.disclaimer = prefill_disclaimer();
+  Generator gen(config.seed, config.dtype);
+  for (longattn_path path : config.paths) {
+    PathRun run(config, path, gen, alloc, progress);  // invalid settings throw from here
+    report.budget_bytes = run.budget();
+    report.paths.push_back(run.run());
+  }
+  return report;
+}
+
+}  // namespace longattn::engine
