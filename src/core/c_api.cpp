@@ -191,8 +191,9 @@ longattn_status longattn_merge_states(int64_t n, int64_t rows, int64_t dv, const
     if (!o_parts || !lse_parts || !o)
       fail(LONGATTN_INVALID_ARGUMENT, "%s is NULL",
            !o_parts ? "o_parts" : !lse_parts ? "lse_parts" : "o");
-    int64_t part = checked_mul(rows, dv, "o_parts");
-    checked_mul(part, n * 4, "o_parts");
+    // Byte counts of o_parts [n, rows, dv] and lse_parts [n, rows] must fit int64.
+    const int64_t part = checked_mul(rows, dv, "rows * dv");
+    checked_mul(checked_mul(part, n, "n * rows * dv"), 4, "o_parts");
     parallel_for(rows, 1, [&](int64_t r, int) {
       float l = merge_row(n, dv, o_parts + r * dv, part, lse_parts + r, rows, o + r * dv);
       if (lse) lse[r] = l;

@@ -58,13 +58,15 @@ std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx
     int64_t items = a.batch * a.kv_heads * ceil_div(a.q_len, std::max(1, p.block_q));
     int64_t workers = a.device == LONGATTN_DEVICE_CPU ? ctx.max_threads : ctx.info.cores;
     if (items < workers && a.kv_len >= kMinKeysForSplit) {
-      *why = format("%lld (batch, kv head, query tile) items for %lld workers: splitting %lld keys "
-                    "keeps every worker busy",
-                    (long long)items, (long long)workers, (long long)a.kv_len);
+      *why = format("%lld (batch, kv head, query tile) item%s for %lld workers: splitting %lld "
+                    "keys keeps every worker busy",
+                    (long long)items, items == 1 ? "" : "s", (long long)workers,
+                    (long long)a.kv_len);
       return {LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
     }
-    *why = format("%lld (batch, kv head, query tile) items keep %lld workers busy",
-                  (long long)items, (long long)workers);
+    *why = format("%lld (batch, kv head, query tile) item%s for %lld worker%s",
+                  (long long)items, items == 1 ? "" : "s", (long long)workers,
+                  workers == 1 ? "" : "s");
   }
   return {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
 }
@@ -125,10 +127,14 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
           p.ok = 1;
           p.status = LONGATTN_OK;
           std::string reason = format(
-              "%s on %s (%s): %d thread(s), tiles %dx%d, %d split(s), %lld transient bytes",
-              longattn_path_name(path), a.device == LONGATTN_DEVICE_CPU ? "cpu" : "cuda",
+              "%s on %s (%s): %d thread%s, ", longattn_path_name(path),
+              a.device == LONGATTN_DEVICE_CPU ? "cpu" : "cuda",
               o.path == LONGATTN_PATH_AUTO ? auto_why.c_str() : "forced by options.path",
-              p.threads, p.block_q, p.block_k, p.splits, (long long)p.transient_bytes);
+              p.threads, p.threads == 1 ? "" : "s");
+          if (path != LONGATTN_PATH_REFERENCE)
+            reason += format("tiles of %d queries x %d keys, %d split%s, ", p.block_q, p.block_k,
+                             p.splits, p.splits == 1 ? "" : "s");
+          reason += format("%lld transient bytes", (long long)p.transient_bytes);
           if (!refusals.empty()) reason += " (not taken: " + refusals + ")";
           set_reason(&p, reason);
           return p;

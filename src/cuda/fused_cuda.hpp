@@ -36,6 +36,12 @@ struct FusedParams {
   int32_t mask_kind;    // longattn_mask_kind
   const void* mask;
   int64_t mask_stride[4];  // b, h, i, j; 0 where the mask broadcasts
+  // split_kv: each row's visible tiles are shared among `splits` blocks, which write float32
+  // partials o_part [splits, B, Hq, Lq, Dv] and lse_part [splits, B, Hq, Lq] (no sinks) for
+  // merge_kernel. splits == 1: the blocks write O and LSE themselves.
+  int32_t splits;
+  float* o_part;
+  float* lse_part;
 };
 
 // The kernel's view of validated args (shared by the backend and the standalone GPU test).
@@ -63,6 +69,7 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.mask = a.mask.data;
   for (int d = 0; d < 4; ++d)
     p.mask_stride[d] = a.mask.kind != LONGATTN_MASK_NONE && a.mask.dims[d] != 1 ? a.mask.strides[d] : 0;
+  p.splits = 1;
   return p;
 }
 
@@ -78,10 +85,12 @@ struct FusedKernelInfo {
   int regs = 0;
   int local_bytes = 0;  // spills: should be 0
   int arch = 0;         // 80, 90, ...: the virtual arch of the code the driver runs
+  int blocks_per_sm = 0;  // occupancy; 0 when the device's shared memory is too small
 };
 
-// One compiled kernel; the generated files in instantiations/ instantiate it.
-template <int kDqk, int kDv, Mma16 kType>
+// One compiled kernel; the generated files in instantiations/ instantiate it. kDecode selects the
+// decode tile shapes (fused_traits).
+template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 struct FusedInstance {
   static cudaError_t info(FusedKernelInfo* info);
   static cudaError_t launch(const FusedParams& p, cudaStream_t stream);
@@ -90,7 +99,12 @@ struct FusedInstance {
 // Dispatch over the compiled (head_dim_qk, head_dim_v) pairs (fused_dispatch_cuda.cpp).
 bool fused_has_kernel(int64_t dqk, int64_t dv);
 const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
-cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info);
-cudaError_t fused_launch(int dqk, int dv, Mma16 type, const FusedParams& p, cudaStream_t stream);
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info);
+cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
+                         cudaStream_t stream);
+// Whether the decode shapes serve these args: few query rows per KV head.
+inline bool fused_use_decode(const longattn_args& a) {
+  return a.q_len * (a.q_heads / a.kv_heads) <= kDecodeRows;
+}
 
 }  // namespace longattn::cuda

@@ -25,21 +25,26 @@ const char* fused_head_dims_list() {
   return list.c_str();
 }
 
-cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info) {
-#define LONGATTN_X(a, b)                                          \
-  if (dqk == a && dv == b)                                        \
-    return type == Mma16::kF16 ? FusedInstance<a, b, Mma16::kF16>::info(info) \
-                               : FusedInstance<a, b, Mma16::kBf16>::info(info);
+// One (head dims) entry: the four compiled kernels (type x decode).
+#define LONGATTN_PICK(a, b, call)                                             \
+  if (dqk == a && dv == b) {                                                  \
+    if (type == Mma16::kF16)                                                  \
+      return decode ? FusedInstance<a, b, Mma16::kF16, true>::call            \
+                    : FusedInstance<a, b, Mma16::kF16, false>::call;          \
+    return decode ? FusedInstance<a, b, Mma16::kBf16, true>::call             \
+                  : FusedInstance<a, b, Mma16::kBf16, false>::call;           \
+  }
+
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info) {
+#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, info(info))
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
   return cudaErrorInvalidValue;
 }
 
-cudaError_t fused_launch(int dqk, int dv, Mma16 type, const FusedParams& p, cudaStream_t stream) {
-#define LONGATTN_X(a, b)                                                     \
-  if (dqk == a && dv == b)                                                   \
-    return type == Mma16::kF16 ? FusedInstance<a, b, Mma16::kF16>::launch(p, stream) \
-                               : FusedInstance<a, b, Mma16::kBf16>::launch(p, stream);
+cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
+                         cudaStream_t stream) {
+#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, launch(p, stream))
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
   return cudaErrorInvalidValue;

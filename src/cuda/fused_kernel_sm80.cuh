@@ -87,6 +87,31 @@ __device__ __forceinline__ void load_tile(void* dst, RowPtr row_ptr, const void*
   }
 }
 
+// A K or V tile: rows j0 + r at `rows` + r * row_bytes, valid while r < valid_rows. The address
+// steps by a constant per iteration, which keeps the unrolled cp.async loop to few registers.
+template <int kRows, int kCols, int kThreads, Mma16 kType>
+__device__ __forceinline__ void load_kv_tile(void* dst, const char* rows, int64_t row_bytes,
+                                             int64_t valid_rows, bool input_f32) {
+  constexpr int kChunks = kCols / 8;
+  if (input_f32 || kThreads % kChunks != 0) {
+    load_tile<kRows, kCols, kThreads, kType>(
+        dst, [&](int r) { return r < valid_rows ? rows + r * row_bytes : nullptr; }, rows,
+        input_f32);
+    return;
+  }
+  using T = typename MmaElement<kType>::Type;
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  const int r0 = int(threadIdx.x) / kChunks, c = int(threadIdx.x) % kChunks;
+  const char* src = rows + r0 * row_bytes + c * 16;
+  uint32_t d = ptx::smem_addr(static_cast<T*>(dst) + r0 * FusedTraits::pitch(kCols) + c * 8);
+#pragma unroll 4
+  for (int r = r0; r < kRows; r += kRowsPerPass) {
+    ptx::cp_async_16(d, r < valid_rows ? src : rows, r < valid_rows);
+    src += kRowsPerPass * row_bytes;
+    d += kRowsPerPass * FusedTraits::pitch(kCols) * int(sizeof(T));
+  }
+}
+
 // tanh through one exponential: accurate in absolute terms (what a softcapped logit needs), unlike
 // tanh.approx whose ~2^-11 relative error becomes a visible logit error at caps of 30 or 50.
 __device__ __forceinline__ float tanh_abs_accurate(float x) {
@@ -105,11 +130,12 @@ __device__ __forceinline__ float capped_masked(const FusedParams& p, float x, in
   return x;
 }
 
-template <int kDqk, int kDv, Mma16 kType>
-__global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).threads())
+template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+__global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode).threads())
     fused_sm80_kernel(const FusedParams p) {
   using T = typename MmaElement<kType>::Type;
-  constexpr FusedTraits kT = fused_traits(kDqk, kDv, compiled_smem_class());
+  constexpr FusedTraits kT = fused_traits(kDqk, kDv, compiled_smem_class(), kDecode);
+  constexpr FusedTraits kT80 = fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode);
   constexpr int kThreads = kT.threads(), kSplit = kT.split, kM = kT.m_tiles;
   constexpr int kBQ = kT.block_q(), kBK = kT.block_k, kStages = kT.stages;
   constexpr int kGroupRows = kT.rows_per_group();
@@ -118,8 +144,7 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
   constexpr int kQP = FusedTraits::pitch(kDqk), kVP = FusedTraits::pitch(kDv);
   constexpr int kPP = FusedTraits::pitch(kBK);
   static_assert(kDqk % 16 == 0 && kNS % 2 == 0 && kNO % 2 == 0, "tiles must be 16-aligned");
-  static_assert(kT.threads() == fused_traits(kDqk, kDv, SmemClass::kSm80).threads() &&
-                    kBQ == fused_traits(kDqk, kDv, SmemClass::kSm80).block_q(),
+  static_assert(kT.threads() == kT80.threads() && kBQ == kT80.block_q(),
                 "the arch classes must share the grid");
 
   // Shared layout: Q [block_q][Dqk], then `stages` slots of K [block_k][Dqk] + V [block_k][Dv],
@@ -135,8 +160,10 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
   const int group = warp / kSplit, part = warp % kSplit;
   const int g = p.group, kv_head = blockIdx.y, b = blockIdx.z;
   const int64_t rows = int64_t(p.q_len) * g;
-  // Causal blocks late in the sequence have the most tiles: start them first.
-  const int64_t row0 = int64_t(gridDim.x - 1 - blockIdx.x) * kBQ;
+  // blockIdx.x = query tile x K/V split. Causal blocks late in the sequence have the most tiles:
+  // start them first.
+  const int split = int(blockIdx.x % p.splits);
+  const int64_t row0 = int64_t(gridDim.x / p.splits - 1 - blockIdx.x / p.splits) * kBQ;
   const int64_t row_end = min(row0 + kBQ, rows);
   const bool input_f32 = p.input_f32 != 0;
   const int esize = input_f32 ? 4 : 2;
@@ -147,8 +174,13 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
   int64_t lo = 0, hi = p.kv_len;
   if (p.causal) hi = min(hi, i_last + off + 1);
   if (p.window_left >= 0) lo = max(lo, i_first + off - p.window_left);
-  const int t_begin = int(lo / kBK);
-  const int n_tiles = hi > lo ? int((hi + kBK - 1) / kBK) - t_begin : 0;
+  int t_begin = int(lo / kBK);
+  int n_tiles = hi > lo ? int((hi + kBK - 1) / kBK) - t_begin : 0;
+  if (p.splits > 1) {  // split_kv: this block takes an equal share of the band's tiles
+    const int per = (n_tiles + p.splits - 1) / p.splits;
+    t_begin += split * per;
+    n_tiles = max(0, min(per, n_tiles - split * per));
+  }
 
   const char* q_bytes = static_cast<const char*>(p.q);
   const char* k_rows = static_cast<const char*>(p.k) +
@@ -158,17 +190,12 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
   auto load_kv = [&](int tile, int slot) {
     const int64_t j0 = int64_t(t_begin + tile) * kBK;
     T* s_k = s_kv + slot * kT.stage_elems();
-    load_tile<kBK, kDqk, kThreads, kType>(
-        s_k,
-        [&](int r) { return j0 + r < p.kv_len ? k_rows + (j0 + r) * p.k_stride[2] * esize : nullptr; },
-        p.k, input_f32);
+    load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, k_rows + j0 * p.k_stride[2] * esize,
+                                             p.k_stride[2] * esize, p.kv_len - j0, input_f32);
     if (!p.kv_shared)
-      load_tile<kBK, kDv, kThreads, kType>(
-          s_k + kT.k_elems(),
-          [&](int r) {
-            return j0 + r < p.kv_len ? v_rows + (j0 + r) * p.v_stride[2] * esize : nullptr;
-          },
-          p.v, input_f32);
+      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(),
+                                              v_rows + j0 * p.v_stride[2] * esize,
+                                              p.v_stride[2] * esize, p.kv_len - j0, input_f32);
   };
 
   // Prologue: Q and the first tiles in flight (Q rides in the first group).
@@ -448,7 +475,7 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
       float inv = 0.f, lse = -CUDART_INF_F;  // a row that saw no key: O = 0, LSE = -inf
       if (m[mt][h] != -CUDART_INF_F) {
         float mm = m[mt][h], ll = l[mt][h], o_scale = 1.f;
-        if (p.sinks) {  // the sink joins the denominator and carries no value
+        if (p.sinks && p.splits == 1) {  // the sink joins the denominator and carries no value
           const float sink = p.sinks[head] * kLog2e, mf = fmaxf(mm, sink);
           o_scale = ptx::exp2_approx(mm - mf);
           ll = ll * o_scale + ptx::exp2_approx(sink - mf);
@@ -456,6 +483,20 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
         }
         inv = o_scale / ll;
         lse = (mm + log2f(ll)) * kLn2;
+      }
+      const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
+      if (p.splits > 1) {
+        // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
+        const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
+        float* o_row = p.o_part + part_row * kDv;
+#pragma unroll
+        for (int n = 0; n < kNO; ++n) {
+          const int col = part * kDvPerWarp + n * 8 + 2 * (lane % 4);
+          *reinterpret_cast<float2*>(o_row + col) =
+              make_float2(o[mt][n][2 * h] * inv, o[mt][n][2 * h + 1] * inv);
+        }
+        if (lane % 4 == 0 && part == 0) p.lse_part[part_row] = lse;
+        continue;
       }
       char* o_row = static_cast<char*>(p.o) +
                     (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize;
@@ -468,40 +509,53 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80).thre
         else
           *reinterpret_cast<uint32_t*>(o_row + col * 2) = ptx::pack2<kType>(x, y);
       }
-      if (p.lse && lane % 4 == 0 && part == 0)
-        p.lse[(int64_t(b) * p.q_heads + head) * p.q_len + i] = lse;
+      if (p.lse && lane % 4 == 0 && part == 0) p.lse[row] = lse;
     }
 }
 
-template <int kDqk, int kDv, Mma16 kType>
-cudaError_t FusedInstance<kDqk, kDv, kType>::info(FusedKernelInfo* info) {
+template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info) {
+  auto kernel = fused_sm80_kernel<kDqk, kDv, kType, kDecode>;
   cudaFuncAttributes attr;
-  cudaError_t e = cudaFuncGetAttributes(&attr, fused_sm80_kernel<kDqk, kDv, kType>);
+  cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
   if (e != cudaSuccess) return e;
   // The traits follow the code the driver picked for this device, not the device itself: an
   // sm_90 GPU running PTX compiled for sm_80 runs the sm_80 tile shapes.
   info->arch = attr.ptxVersion;
-  info->traits =
-      fused_traits(kDqk, kDv, attr.ptxVersion >= 90 ? SmemClass::kSm90 : SmemClass::kSm80);
+  info->traits = fused_traits(kDqk, kDv,
+                              attr.ptxVersion >= 90 ? SmemClass::kSm90 : SmemClass::kSm80, kDecode);
   info->smem_bytes = info->traits.smem_bytes();
   info->regs = attr.numRegs;
   info->local_bytes = int(attr.localSizeBytes);
-  return cudaSuccess;
+  int device = 0, optin = 0;
+  if ((e = cudaGetDevice(&device)) != cudaSuccess) return e;
+  if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) !=
+      cudaSuccess)
+    return e;
+  info->blocks_per_sm = 0;
+  if (info->smem_bytes > optin) return cudaSuccess;  // the caller reports it as unsupported
+  if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                int(info->smem_bytes))) != cudaSuccess)
+    return e;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&info->blocks_per_sm, kernel,
+                                                       info->traits.threads(),
+                                                       size_t(info->smem_bytes));
 }
 
-template <int kDqk, int kDv, Mma16 kType>
-cudaError_t FusedInstance<kDqk, kDv, kType>::launch(const FusedParams& p, cudaStream_t stream) {
+template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& p,
+                                                             cudaStream_t stream) {
   FusedKernelInfo ki;
   cudaError_t e = info(&ki);
   if (e != cudaSuccess) return e;
-  auto kernel = fused_sm80_kernel<kDqk, kDv, kType>;
-  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(ki.smem_bytes));
-  if (e != cudaSuccess) return e;
-  const int64_t tiles = (int64_t(p.q_len) * p.group + ki.traits.block_q() - 1) / ki.traits.block_q();
-  if (tiles > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535) return cudaErrorInvalidValue;
-  const dim3 grid(unsigned(tiles), unsigned(p.kv_heads), unsigned(p.batch));
-  kernel<<<grid, ki.traits.threads(), size_t(ki.smem_bytes), stream>>>(p);
+  if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
+  const int64_t tiles =
+      (int64_t(p.q_len) * p.group + ki.traits.block_q() - 1) / ki.traits.block_q();
+  if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
+    return cudaErrorInvalidValue;
+  const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
+  fused_sm80_kernel<kDqk, kDv, kType, kDecode>
+      <<<grid, ki.traits.threads(), size_t(ki.smem_bytes), stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -54,15 +54,31 @@ struct FusedTraits {
   }
 };
 
-// Why these shapes: O lives in registers (head_dim_v / 2 floats per thread per m-tile), so wide
-// heads get fewer rows per warp; head_dim 512 splits O across warps. Tiles are as wide as the
-// shared memory of the arch class allows with two stages in flight.
-LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemClass smem) {
+// Rows of a decode block: query rows x GQA group at most this many take the decode shapes.
+constexpr int kDecodeRows = 16;
+
+// Why these shapes. Prefill: O lives in registers (head_dim_v / 2 floats per thread per m-tile),
+// so wide heads get fewer rows per warp; head_dim 512 splits O across two warps. Tiles are as
+// wide as the arch class's shared memory allows with two stages in flight.
+// Decode (query rows x group <= 16): one 16-row tile whose warps split the keys and the columns
+// of O, so no tensor-core work is spent on empty rows and the kernel stays bound by reading K/V;
+// up to 3 stages keep enough bytes in flight.
+LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemClass smem,
+                                                        bool decode) {
   const bool big = smem == SmemClass::kSm90;
   FusedTraits t;
   t.head_dim_qk = dqk;
   t.head_dim_v = dv;
-  if (dqk <= 64 && dv <= 64) {
+  if (decode) {
+    // The widest split whose O columns per warp stay a multiple of 16 (ldmatrix.x4.trans).
+    t.split = dv % 64 == 0 ? 4 : dv % 32 == 0 ? 2 : 1;
+    if (dv > 256) t.split = 2;  // 16 keys per warp need block_k = 32 x split; 512 fits 32 only
+    t.warps = t.split, t.m_tiles = 1;
+    t.block_k = dv > 256 ? 32 : 64;
+    const int64_t budget = big ? 200 * 1024 : 140 * 1024;
+    const int64_t fit = (budget - 2 * t.q_elems()) / (2 * t.stage_elems());
+    t.stages = int(fit >= 3 ? 3 : fit >= 2 ? 2 : 1);
+  } else if (dqk <= 64 && dv <= 64) {
     t.warps = 4, t.split = 1, t.m_tiles = 2, t.block_k = 64, t.stages = 3;
   } else if (dqk <= 256 && dv <= 256) {
     // Two m-tiles per warp would spill here (O + S need over 200 registers at d=128).

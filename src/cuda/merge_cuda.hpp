@@ -1,0 +1,25 @@
+// Combines the split_kv partial results through their LSEs (DESIGN.md 1, "Merging"), on the GPU.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace longattn::cuda {
+
+struct MergeParams {
+  const float* o_part;    // [splits, B, Hq, Lq, Dv]
+  const float* lse_part;  // [splits, B, Hq, Lq], natural log; -inf: the split saw no key
+  int32_t splits;
+  void* o;                // [B, Hq, Lq, Dv] with o_stride, dtype below
+  int64_t o_stride[3];    // batch, head, token (elements)
+  float* lse;             // [B, Hq, Lq] or null
+  int32_t dtype;          // longattn_dtype of o
+  int32_t batch, q_heads, q_len, head_dim_v;
+  const float* sinks;     // [Hq] or null: joins the denominator once, here
+};
+
+// head_dim_v must be a multiple of 4 (every fused head dim is).
+cudaError_t merge_launch(const MergeParams& p, cudaStream_t stream);
+
+}  // namespace longattn::cuda
