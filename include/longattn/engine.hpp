@@ -195,9 +195,9 @@ struct PagedLayerView {
   const void* k_blocks = nullptr;  // K of physical block 0
   const void* v_blocks = nullptr;  // V of physical block 0 (== k_blocks for k_eq_v)
   int64_t block_size = 0;
-  int64_t block_stride = 0;  // elements from one physical block to the next
-  int64_t token_stride = 0;  // K: elements between tokens inside a block (kv_heads * dqk)
-  int64_t head_stride = 0;   // K: elements between kv heads inside a block (dqk)
+  int64_t block_stride = 0;    // elements from one physical block to the next
+  int64_t token_stride = 0;    // K: elements between tokens inside a block (kv_heads * dqk)
+  int64_t head_stride = 0;     // K: elements between kv heads inside a block (dqk)
   int64_t v_token_stride = 0;  // V: kv_heads * dv
   int64_t v_head_stride = 0;   // V: dv
   const int32_t* block_table = nullptr;
@@ -213,8 +213,8 @@ class LONGATTN_API PagedKvCache {
  public:
   using SequenceId = int64_t;
   // block_size 16..256; each layer's pool holds capacity_tokens (rounded up to blocks).
-  PagedKvCache(const ModelPreset& stack, int32_t dtype, int64_t block_size,
-               int64_t capacity_tokens, std::shared_ptr<Allocator> allocator);
+  PagedKvCache(const ModelPreset& stack, int32_t dtype, int64_t block_size, int64_t capacity_tokens,
+               std::shared_ptr<Allocator> allocator);
   // The per-layer token capacity whose pools together take at most `bytes`.
   static int64_t capacity_for_bytes(const ModelPreset& stack, int32_t dtype, int64_t block_size,
                                     int64_t bytes);
@@ -289,8 +289,8 @@ class LONGATTN_API PrefixCache {
   std::vector<uint64_t> block_keys(const int32_t* tokens, int64_t n) const;
 
   struct Match {
-    int64_t tokens = 0;               // leading tokens cached (a multiple of block_size)
-    std::vector<uint64_t> keys;       // one per cached block, in order
+    int64_t tokens = 0;          // leading tokens cached (a multiple of block_size)
+    std::vector<uint64_t> keys;  // one per cached block, in order
     std::vector<int64_t> handles;
   };
   // Longest cached prefix; counts one hit per cached block and one miss per full block after it,
@@ -380,8 +380,8 @@ struct PlannerConfig {
   bool exact_search = false;  // binary search over [1, max_chunk] instead of candidates
   int num_threads = 0;        // as in longattn_options (CPU transient depends on it)
   CacheKind cache = CacheKind::kContiguous;
-  int64_t block_size = 256;   // paged block; also the prefix-cache block
-  int64_t total_tokens = 0;   // contiguous: tokens each global layer preallocates (0: the plan's)
+  int64_t block_size = 256;  // paged block; also the prefix-cache block
+  int64_t total_tokens = 0;  // contiguous: tokens each global layer preallocates (0: the plan's)
 };
 
 struct ChunkDecision {
@@ -410,6 +410,8 @@ class LONGATTN_API PrefillPlanner {
   // Keys a layer attends to when a chunk starts at `start` (what the driver's cache stores).
   int64_t layer_kv_len(const LayerSpec& layer, int64_t start, int64_t chunk) const;
   int64_t budget_bytes() const { return budget_; }
+  // Keys a contiguous sliding layer keeps beyond its window: one prefix-cache block, so a turn
+  // can roll back to the last full block and recompute from there.
   int64_t keep_tokens() const { return config_.block_size; }
   const PlannerConfig& config() const { return config_; }
 
@@ -428,9 +430,9 @@ class LONGATTN_API PrefillPlanner {
 
 struct PrefillConfig {
   ModelPreset stack;
-  int64_t tokens = 4096;      // prompt tokens of the first turn
-  int turns = 1;              // turns > 1: each re-submits the whole conversation
-  int64_t turn_tokens = 0;    // new tokens each later turn adds (0: same as `tokens`)
+  int64_t tokens = 4096;    // prompt tokens of the first turn
+  int turns = 1;            // turns > 1: each re-submits the whole conversation
+  int64_t turn_tokens = 0;  // new tokens each later turn adds (0: same as `tokens`)
   int64_t max_chunk = 2048;
   std::vector<int64_t> chunk_candidates;  // empty: powers of two up to max_chunk
   bool exact_chunk_search = false;
@@ -439,8 +441,8 @@ struct PrefillConfig {
   longattn_device device = LONGATTN_DEVICE_CPU;
   int64_t budget_bytes = -1;  // see PlannerConfig::budget_bytes
   CacheKind cache = CacheKind::kContiguous;
-  int64_t block_size = 256;          // prefix-cache (and paged) block, 16..256
-  int64_t prefix_cache_bytes = -1;   // prefix index budget; -1 unlimited
+  int64_t block_size = 256;         // prefix-cache (and paged) block, 16..256
+  int64_t prefix_cache_bytes = -1;  // prefix index budget; -1 unlimited
   uint64_t seed = 0x10a77e;
   int num_threads = 0;
   bool checksum_outputs = false;  // hash every O (CPU) into PathReport::output_checksum
@@ -519,7 +521,6 @@ using PagedAttentionFn = void (*)(const longattn_args& chunk_args, const PagedLa
 LONGATTN_API void set_paged_attention(PagedAttentionFn fn);
 LONGATTN_API void attention_over_paged_cache(const longattn_args& chunk_args,
                                              const PagedLayerView& view,
-                                             const longattn_options& options,
-                                             longattn_plan* plan);
+                                             const longattn_options& options, longattn_plan* plan);
 
 }  // namespace longattn::engine

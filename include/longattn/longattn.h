@@ -92,6 +92,14 @@ typedef struct longattn_args {
   float softcap;      /* 0: none; > 0: s = softcap * tanh(s / softcap) */
   const float* sinks; /* optional [Hq] float32 logits that join the softmax denominator */
   longattn_mask mask;
+  /* Optional paged K/V (a KV cache of fixed-size blocks). When block_table is not NULL, token j of
+   * batch b lives in block block_table[b * block_table_stride + j / page_size], at slot
+   * j % page_size; k and v point at the block pools, whose strides are {batch: one block,
+   * head, token: one slot}. Blocks are num_blocks; entries must be in [0, num_blocks). */
+  const int32_t* block_table;
+  int64_t block_table_stride;
+  int64_t page_size;
+  int64_t num_blocks;
 } longattn_args;
 
 typedef void (*longattn_log_fn)(void* user, const char* message);

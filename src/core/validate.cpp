@@ -98,10 +98,33 @@ void validate_args(const longattn_args* args) {
                    (long long)a.window_left);
   LONGATTN_REQUIRE(a.causal == 0 || a.causal == 1, "causal = %d: must be 0 or 1", a.causal);
 
+  const bool paged = a.block_table != nullptr;
+  if (paged) {
+    LONGATTN_REQUIRE(a.page_size >= 1, "page_size = %lld: a paged K/V needs page_size >= 1",
+                     (long long)a.page_size);
+    LONGATTN_REQUIRE(a.num_blocks >= 1, "num_blocks = %lld: a paged K/V needs num_blocks >= 1",
+                     (long long)a.num_blocks);
+    const int64_t pages = ceil_div(a.kv_len, a.page_size);
+    LONGATTN_REQUIRE(a.batch == 1 || a.block_table_stride >= pages,
+                     "block_table_stride = %lld: must be >= ceil(kv_len / page_size) = %lld",
+                     (long long)a.block_table_stride, (long long)pages);
+    // The table lives in host memory for CPU runs: every entry a run will read is checked.
+    if (a.device == LONGATTN_DEVICE_CPU)
+      for (int64_t b = 0; b < a.batch; ++b)
+        for (int64_t p = 0; p < pages; ++p) {
+          int64_t id = a.block_table[b * a.block_table_stride + p];
+          LONGATTN_REQUIRE(id >= 0 && id < a.num_blocks,
+                           "block_table[%lld][%lld] = %lld: block ids must be in [0, num_blocks = "
+                           "%lld)",
+                           (long long)b, (long long)p, (long long)id, (long long)a.num_blocks);
+        }
+  }
+  // A paged K/V spans [num_blocks, kv_heads, page_size] (its batch stride steps between blocks).
+  const int64_t kv_outer = paged ? a.num_blocks : a.batch, kv_tokens = paged ? a.page_size : a.kv_len;
   int64_t elem = dtype_bytes(a.dtype);
   check_strides("q_strides", a.q_strides, a.batch, a.q_heads, a.q_len, a.head_dim_qk, elem);
-  check_strides("k_strides", a.k_strides, a.batch, a.kv_heads, a.kv_len, a.head_dim_qk, elem);
-  check_strides("v_strides", a.v_strides, a.batch, a.kv_heads, a.kv_len, a.head_dim_v, elem);
+  check_strides("k_strides", a.k_strides, kv_outer, a.kv_heads, kv_tokens, a.head_dim_qk, elem);
+  check_strides("v_strides", a.v_strides, kv_outer, a.kv_heads, kv_tokens, a.head_dim_v, elem);
   check_strides("o_strides", a.o_strides, a.batch, a.q_heads, a.q_len, a.head_dim_v, elem);
   check_no_self_overlap("o_strides", a.o_strides, a.batch, a.q_heads, a.q_len, a.head_dim_v);
   // Byte counts of whole tensors must fit int64 too (they size allocations and copies).
@@ -119,11 +142,12 @@ void validate_args(const longattn_args* args) {
     const void* p;
     longattn_strides s;
     int64_t h, l, d;
-  } inputs[] = {{"q", a.q, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk},
-                {"k", a.k, a.k_strides, a.kv_heads, a.kv_len, a.head_dim_qk},
-                {"v", a.v, a.v_strides, a.kv_heads, a.kv_len, a.head_dim_v}};
+    int64_t outer;
+  } inputs[] = {{"q", a.q, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk, a.batch},
+                {"k", a.k, a.k_strides, a.kv_heads, kv_tokens, a.head_dim_qk, kv_outer},
+                {"v", a.v, a.v_strides, a.kv_heads, kv_tokens, a.head_dim_v, kv_outer}};
   for (const auto& in : inputs) {
-    Dim d[3] = {{a.batch, in.s.batch}, {in.h, in.s.head}, {in.l, in.s.token}};
+    Dim d[3] = {{in.outer, in.s.batch}, {in.h, in.s.head}, {in.l, in.s.token}};
     LONGATTN_REQUIRE(!overlaps(a.o, o_bytes, in.p, extent_bytes(d, 3, in.d, elem, in.name)),
                      "o overlaps %s: the output must not share memory with an input", in.name);
   }

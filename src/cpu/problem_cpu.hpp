@@ -33,6 +33,15 @@ inline int64_t elem_offset(const longattn_strides& s, int64_t b, int64_t h, int6
   return b * s.batch + h * s.head + l * s.token;
 }
 
+// Element offset of token j of K or V (strides s) for batch b, KV head h: through the block table
+// when the K/V is paged.
+inline int64_t kv_offset(const longattn_args& a, const longattn_strides& s, int64_t b, int64_t h,
+                         int64_t j) {
+  if (!a.block_table) return elem_offset(s, b, h, j);
+  const int64_t block = a.block_table[b * a.block_table_stride + j / a.page_size];
+  return block * s.batch + h * s.head + (j % a.page_size) * s.token;
+}
+
 // The mask of one (b, h, i) row: value j is at data[j * step].
 struct MaskRow {
   int32_t kind = LONGATTN_MASK_NONE;

@@ -29,7 +29,7 @@ void reference_row(const longattn_args& a, int64_t b, int64_t h, int64_t i, doub
   for (int64_t j = 0; j < a.kv_len; ++j) {
     double s = -INFINITY;
     if (j >= band.lo && j < band.hi) {
-      const int64_t k_off = elem_offset(a.k_strides, b, kvh, j);
+      const int64_t k_off = kv_offset(a, a.k_strides, b, kvh, j);
       double dot = 0;
       for (int64_t c = 0; c < a.head_dim_qk; ++c)
         dot += load(a.q, a.dtype, q_off + c) * load(a.k, a.dtype, k_off + c);
@@ -49,7 +49,7 @@ void reference_row(const longattn_args& a, int64_t b, int64_t h, int64_t i, doub
       if (scores[j] == -INFINITY) continue;
       double p = std::exp(scores[j] - ref);
       denom += p;
-      const int64_t v_off = elem_offset(a.v_strides, b, kvh, j);
+      const int64_t v_off = kv_offset(a, a.v_strides, b, kvh, j);
       for (int64_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * load(a.v, a.dtype, v_off + d);
     }
     for (int64_t d = 0; d < a.head_dim_v; ++d) acc[d] /= denom;
