@@ -354,10 +354,12 @@ TEST(ErrorsCpu, MergeStatesArguments) {
 // that a crash here cannot hide the other checks).
 TEST(ErrorsCpu, MergeStatesOverflowingSizes) {
   std::vector<float> parts(2 * 3 * 4, 0.5f), lses(2 * 3, 0.0f), o(3 * 4);
-  EXPECT_EQ(longattn_merge_states(INT64_MAX / 2, 3, 4, parts.data(), lses.data(), o.data(), nullptr),
-            LONGATTN_INVALID_ARGUMENT);
-  EXPECT_EQ(longattn_merge_states(2, INT64_MAX / 2, 4, parts.data(), lses.data(), o.data(), nullptr),
-            LONGATTN_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      longattn_merge_states(INT64_MAX / 2, 3, 4, parts.data(), lses.data(), o.data(), nullptr),
+      LONGATTN_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      longattn_merge_states(2, INT64_MAX / 2, 4, parts.data(), lses.data(), o.data(), nullptr),
+      LONGATTN_INVALID_ARGUMENT);
 }
 
 }  // namespace

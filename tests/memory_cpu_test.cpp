@@ -11,12 +11,14 @@ namespace {
 constexpr int32_t kPaths[] = {LONGATTN_PATH_REFERENCE, LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED,
                               LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_AUTO};
 constexpr uint8_t kWorkspaceSentinel = 0x5a;
-constexpr int64_t kSlack = 4096;  // workspace bytes beyond the prediction, which must stay untouched
+constexpr int64_t kSlack =
+    4096;  // workspace bytes beyond the prediction, which must stay untouched
 
 // Caller workspace: 64-byte aligned (the library requires it) with sentinel bytes on both sides.
 class Workspace {
  public:
-  explicit Workspace(int64_t bytes) : storage_(size_t(bytes + 2 * kGuardBytes + 64), kWorkspaceSentinel) {
+  explicit Workspace(int64_t bytes)
+      : storage_(size_t(bytes + 2 * kGuardBytes + 64), kWorkspaceSentinel) {
     uintptr_t p = reinterpret_cast<uintptr_t>(storage_.data()) + kGuardBytes;
     base_ = storage_.data() + kGuardBytes + (64 - p % 64) % 64;
   }
@@ -88,9 +90,9 @@ TEST_P(MemoryCpu, PredictionEqualsAllocationAndWorkspaceUse) {
       const RunOutput in_short = fx.run(path, options);
       EXPECT_EQ(in_short.status, LONGATTN_INVALID_ARGUMENT);
       EXPECT_NE(in_short.message.find("workspace"), std::string::npos) << in_short.message;
-      EXPECT_TRUE(std::all_of(in_short.o.bytes().begin(), in_short.o.bytes().end(),
-                              [](uint8_t b) { return b == kOutputSentinel; }))
-          << "O written although the workspace was refused";
+      EXPECT_TRUE(std::all_of(in_short.o.bytes().begin(), in_short.o.bytes().end(), [](uint8_t b) {
+        return b == kOutputSentinel;
+      })) << "O written although the workspace was refused";
     }
   }
   EXPECT_EQ(fx.inputs_changed(), "");
@@ -98,19 +100,18 @@ TEST_P(MemoryCpu, PredictionEqualsAllocationAndWorkspaceUse) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MemoryCpu,
-    ::testing::Values(
-        Case("prefill_f32").shape(1, 4, 2, 113, 1023).dims(64).is_causal(),
-        Case("decode_bf16").shape(1, 8, 2, 1, 2048).dims(128).type(LONGATTN_BFLOAT16),
-        Case("d512_f16_mask")
-            .shape(2, 2, 1, 7, 113)
-            .dims(512)
-            .type(LONGATTN_FLOAT16)
-            .mask(LONGATTN_MASK_ADDITIVE, 1, 1, 1, 1)
-            .sinks(1.0f),
-        Case("d192x128_strided_f32")
-            .shape(2, 4, 4, 113, 300)
-            .dims(192, 128)
-            .layout(Layout::kTokensMajorPadded, Layout::kPadded)),
+    ::testing::Values(Case("prefill_f32").shape(1, 4, 2, 113, 1023).dims(64).is_causal(),
+                      Case("decode_bf16").shape(1, 8, 2, 1, 2048).dims(128).type(LONGATTN_BFLOAT16),
+                      Case("d512_f16_mask")
+                          .shape(2, 2, 1, 7, 113)
+                          .dims(512)
+                          .type(LONGATTN_FLOAT16)
+                          .mask(LONGATTN_MASK_ADDITIVE, 1, 1, 1, 1)
+                          .sinks(1.0f),
+                      Case("d192x128_strided_f32")
+                          .shape(2, 4, 4, 113, 300)
+                          .dims(192, 128)
+                          .layout(Layout::kTokensMajorPadded, Layout::kPadded)),
     [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
 
 // Args for a shape that is only planned, never run: the pointers are distinct addresses far apart
@@ -196,7 +197,9 @@ TEST(MemoryCpu, BudgetIsHonoured) {
       longattn_plan p;
       longattn_status s = longattn_plan_attention(&fx.args(), &forced, &p);
       EXPECT_TRUE(s == LONGATTN_OK || s == LONGATTN_OVER_BUDGET) << longattn_last_error();
-      if (s == LONGATTN_OK && budget >= 0) EXPECT_LE(p.transient_bytes, budget);
+      if (s == LONGATTN_OK && budget >= 0) {
+        EXPECT_LE(p.transient_bytes, budget);
+      }
       some_path_fits = some_path_fits || s == LONGATTN_OK;
     }
     longattn_plan plan;
@@ -206,10 +209,14 @@ TEST(MemoryCpu, BudgetIsHonoured) {
       EXPECT_EQ(s, LONGATTN_OVER_BUDGET);
       continue;
     }
-    if (budget >= 0) EXPECT_LE(plan.transient_bytes, budget);
+    if (budget >= 0) {
+      EXPECT_LE(plan.transient_bytes, budget);
+    }
     out = fx.run(LONGATTN_PATH_AUTO, options);
     ASSERT_EQ(out.status, LONGATTN_OK) << out.message;
-    if (budget >= 0) EXPECT_LE(out.plan.allocated_bytes, budget);
+    if (budget >= 0) {
+      EXPECT_LE(out.plan.allocated_bytes, budget);
+    }
     EXPECT_EQ(out.plan.allocated_bytes, out.plan.transient_bytes);
   }
 }

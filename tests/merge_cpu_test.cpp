@@ -1,5 +1,5 @@
-// longattn_merge_states: attention over disjoint key sets, merged through the LSEs, equals attention
-// over all keys (the identity split-KV, chunked prefill and context parallelism rest on).
+// longattn_merge_states: attention over disjoint key sets, merged through the LSEs, equals
+// attention over all keys (the identity split-KV, chunked prefill and context parallelism rest on).
 #include <gtest/gtest.h>
 
 #include "reference_test_util.hpp"
@@ -26,9 +26,9 @@ void expect_merge_equals_full(const Fixture& fx, const std::vector<RunOutput>& p
     lse_parts.insert(lse_parts.end(), part.lse_dense.begin(), part.lse_dense.end());
   }
   std::vector<float> o(size_t(rows * p.Dv), std::nanf("")), lse(size_t(rows), std::nanf(""));
-  ASSERT_EQ(longattn_merge_states(n, rows, p.Dv, o_parts.data(), lse_parts.data(), o.data(),
-                                  lse.data()),
-            LONGATTN_OK)
+  ASSERT_EQ(
+      longattn_merge_states(n, rows, p.Dv, o_parts.data(), lse_parts.data(), o.data(), lse.data()),
+      LONGATTN_OK)
       << longattn_last_error();
   RefResult as_full;  // the full run seen as a "reference" for measure()
   as_full.o.assign(full.o_dense.begin(), full.o_dense.end());
@@ -50,12 +50,13 @@ void expect_merge_equals_full(const Fixture& fx, const std::vector<RunOutput>& p
 // Key slices [start, end) as separate K/V views (pointer offsets, same strides): exact for
 // non-causal attention, in 2 and 3 parts of uneven sizes.
 TEST(MergeCpu, KeySlicesMergeToFullAttention) {
-  const Fixture fx(
-      Case("merge_slices").shape(2, 4, 2, 113, 1023).dims(64).sinks(0).layout(
-          Layout::kTokensMajorPadded, Layout::kContiguous));
+  const Fixture fx(Case("merge_slices")
+                       .shape(2, 4, 2, 113, 1023)
+                       .dims(64)
+                       .layout(Layout::kTokensMajorPadded, Layout::kContiguous));
   const RunOutput full = run_part(fx, fx.args());
-  for (std::vector<int64_t> cuts : {std::vector<int64_t>{0, 400, 1023},
-                                    std::vector<int64_t>{0, 1, 700, 1023}}) {
+  for (std::vector<int64_t> cuts :
+       {std::vector<int64_t>{0, 400, 1023}, std::vector<int64_t>{0, 1, 700, 1023}}) {
     SCOPED_TRACE(std::to_string(cuts.size() - 1) + " parts");
     std::vector<RunOutput> parts;
     for (size_t i = 0; i + 1 < cuts.size(); ++i) {
@@ -99,15 +100,15 @@ TEST(MergeCpu, MaskedPartsWithEmptyRowsMergeToFullAttention) {
 TEST(MergeCpu, MergeStatesFormula) {
   const int64_t n = 3, rows = 4, dv = 5;
   const float inf = INFINITY;
-  const std::vector<float> lse_parts = {1000.0f, -inf, 0.5f, -inf,    // part 0
-                                        1000.5f, 2.0f, 0.5f, -inf,    // part 1
+  const std::vector<float> lse_parts = {1000.0f, -inf, 0.5f,  -inf,   // part 0
+                                        1000.5f, 2.0f, 0.5f,  -inf,   // part 1
                                         -inf,    1.0f, -3.0f, -inf};  // part 2
   std::vector<float> o_parts(size_t(n * rows * dv));
   for (size_t i = 0; i < o_parts.size(); ++i) o_parts[i] = float(std::sin(double(i) * 0.7));
   std::vector<float> o(size_t(rows * dv), std::nanf("")), lse(size_t(rows), std::nanf(""));
-  ASSERT_EQ(longattn_merge_states(n, rows, dv, o_parts.data(), lse_parts.data(), o.data(),
-                                  lse.data()),
-            LONGATTN_OK)
+  ASSERT_EQ(
+      longattn_merge_states(n, rows, dv, o_parts.data(), lse_parts.data(), o.data(), lse.data()),
+      LONGATTN_OK)
       << longattn_last_error();
   for (int64_t r = 0; r < rows; ++r) {
     double m = -kInf;
@@ -131,14 +132,14 @@ TEST(MergeCpu, MergeStatesFormula) {
   }
   // lse may be NULL; O is the same.
   std::vector<float> o2(size_t(rows * dv));
-  ASSERT_EQ(longattn_merge_states(n, rows, dv, o_parts.data(), lse_parts.data(), o2.data(),
-                                  nullptr),
-            LONGATTN_OK);
+  ASSERT_EQ(
+      longattn_merge_states(n, rows, dv, o_parts.data(), lse_parts.data(), o2.data(), nullptr),
+      LONGATTN_OK);
   EXPECT_TRUE(o2 == o);
   // One part is the identity; zero rows is a no-op.
-  ASSERT_EQ(longattn_merge_states(1, rows, dv, o_parts.data(), lse_parts.data(), o2.data(),
-                                  lse.data()),
-            LONGATTN_OK);
+  ASSERT_EQ(
+      longattn_merge_states(1, rows, dv, o_parts.data(), lse_parts.data(), o2.data(), lse.data()),
+      LONGATTN_OK);
   for (int64_t r = 0; r < rows; ++r) {
     if (lse_parts[size_t(r)] == -inf) continue;
     EXPECT_EQ(lse[size_t(r)], lse_parts[size_t(r)]);

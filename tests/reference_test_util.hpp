@@ -92,11 +92,16 @@ inline const char* dtype_label(int32_t dtype) {
 
 inline const char* path_label(int32_t path) {
   switch (path) {
-    case LONGATTN_PATH_AUTO: return "auto";
-    case LONGATTN_PATH_REFERENCE: return "reference";
-    case LONGATTN_PATH_UNFUSED: return "unfused";
-    case LONGATTN_PATH_FUSED: return "fused";
-    case LONGATTN_PATH_SPLIT_KV: return "split_kv";
+    case LONGATTN_PATH_AUTO:
+      return "auto";
+    case LONGATTN_PATH_REFERENCE:
+      return "reference";
+    case LONGATTN_PATH_UNFUSED:
+      return "unfused";
+    case LONGATTN_PATH_FUSED:
+      return "fused";
+    case LONGATTN_PATH_SPLIT_KV:
+      return "split_kv";
   }
   return "?";
 }
@@ -110,22 +115,28 @@ enum class Layout { kContiguous, kPadded, kTokensMajor, kTokensMajorPadded };
 
 inline const char* layout_label(Layout l) {
   switch (l) {
-    case Layout::kContiguous: return "contiguous";
-    case Layout::kPadded: return "padded";
-    case Layout::kTokensMajor: return "tokens_major";
-    case Layout::kTokensMajorPadded: return "tokens_major_padded";
+    case Layout::kContiguous:
+      return "contiguous";
+    case Layout::kPadded:
+      return "padded";
+    case Layout::kTokensMajor:
+      return "tokens_major";
+    case Layout::kTokensMajorPadded:
+      return "tokens_major_padded";
   }
   return "?";
 }
 
 inline longattn_strides make_strides(Layout layout, int64_t h, int64_t l, int64_t d) {
   switch (layout) {
-    case Layout::kContiguous: return {h * l * d, l * d, d};
+    case Layout::kContiguous:
+      return {h * l * d, l * d, d};
     case Layout::kPadded: {
       int64_t token = d + 3, head = l * token + 5;
       return {h * head + 7, head, token};
     }
-    case Layout::kTokensMajor: return {l * h * d, d, h * d};
+    case Layout::kTokensMajor:
+      return {l * h * d, d, h * d};
     case Layout::kTokensMajorPadded: {
       int64_t head = d + 2, token = h * head + 1;
       return {l * token + 9, head, token};
@@ -196,8 +207,7 @@ class Tensor {
     std::vector<uint8_t> inside(size_t(body_elems_), 0);
     for (int64_t b = 0; b < b_; ++b)
       for (int64_t h = 0; h < h_; ++h)
-        for (int64_t l = 0; l < l_; ++l)
-          std::fill_n(inside.begin() + offset(b, h, l, 0), d_, 1);
+        for (int64_t l = 0; l < l_; ++l) std::fill_n(inside.begin() + offset(b, h, l, 0), d_, 1);
     const int64_t es = dtype_size(dtype_);
     for (int64_t i = 0; i < int64_t(bytes_.size()); ++i) {
       int64_t rel = i - kGuardBytes;
@@ -206,8 +216,8 @@ class Tensor {
       if (bytes_[size_t(i)] != fill) {
         std::ostringstream s;
         s << (guard ? (rel < 0 ? "guard before" : "guard after") : "gap between rows")
-          << " modified at byte offset " << rel << " (value 0x" << std::hex << int(bytes_[size_t(i)])
-          << ")";
+          << " modified at byte offset " << rel << " (value 0x" << std::hex
+          << int(bytes_[size_t(i)]) << ")";
         return s.str();
       }
     }
@@ -234,7 +244,7 @@ struct Case {
   int64_t window = -1;
   int32_t mask_kind = LONGATTN_MASK_NONE;
   bool mask_full[4] = {true, true, true, true};  // false: that mask dim is 1 (broadcast)
-  bool mask_padded = false;                     // mask strides with gaps
+  bool mask_padded = false;                      // mask strides with gaps
   Layout in_layout = Layout::kContiguous, out_layout = Layout::kContiguous;
 
   explicit Case(std::string n) : name(std::move(n)) {}
@@ -248,6 +258,7 @@ struct Case {
   Case& win(int64_t w) { return window = w, *this; }
   Case& cap(float c, float amp) { return softcap = c, q_amp = amp, *this; }
   Case& with_scale(float s) { return scale = s, *this; }
+  Case& amp(float a) { return q_amp = a, *this; }  // larger scores: a peaked softmax
   Case& sinks(float amp) { return sink_amp = amp, *this; }
   Case& mask(int32_t kind, bool b, bool h, bool q, bool k, bool padded = false) {
     mask_kind = kind, mask_full[0] = b, mask_full[1] = h, mask_full[2] = q, mask_full[3] = k;
@@ -269,7 +280,8 @@ struct Case {
       << " Lk=" << kv_len << " Dqk=" << dqk << " Dv=" << dv << " " << dtype_label(dtype);
     if (causal) s << " causal";
     if (window >= 0) s << " window_left=" << window;
-    if (softcap > 0) s << " softcap=" << softcap << " q_amp=" << q_amp;
+    if (softcap > 0) s << " softcap=" << softcap;
+    if (q_amp != 1.0f) s << " q_amp=" << q_amp;
     if (scale != 0) s << " scale=" << scale;
     if (sink_amp > 0) s << " sinks(amp " << sink_amp << ")";
     if (mask_kind != LONGATTN_MASK_NONE) {
@@ -386,7 +398,7 @@ struct RunOutput {
   longattn_status status = LONGATTN_INTERNAL_ERROR;
   std::string message;
   longattn_plan plan{};
-  Tensor o, lse;              // the raw output buffers (with guards), for bit comparisons
+  Tensor o, lse;               // the raw output buffers (with guards), for bit comparisons
   std::vector<float> o_dense;  // [B, Hq, Lq, Dv]
   std::vector<float> lse_dense;
   std::string guard_problem;  // "" when nothing outside O and LSE was written
@@ -408,13 +420,19 @@ class Fixture {
     }
     p_.B = c.batch, p_.Hq = c.q_heads, p_.Hkv = c.kv_heads, p_.Lq = c.q_len, p_.Lk = c.kv_len;
     p_.Dqk = c.dqk, p_.Dv = c.dv, p_.dtype = c.dtype;
-    p_.scale = c.scale != 0 ? double(c.scale) : 1.0 / std::sqrt(double(c.dqk));
+    // args.scale is a float32, so the default is the float32 1/sqrt(d): an IEEE square root and
+    // division, each correctly rounded. The reference then computes exactly with that value.
+    p_.scale = double(c.scale != 0 ? c.scale : 1.0f / std::sqrt(float(c.dqk)));
     p_.causal = c.causal, p_.window = c.window, p_.softcap = c.softcap;
     if (c.sink_amp > 0)
       for (int64_t h = 0; h < c.q_heads; ++h) p_.sinks.push_back(c.sink_amp * normal(rng));
     if (c.mask_kind != LONGATTN_MASK_NONE) build_mask(rng);
 
     longattn_args_init(&args_);
+    o_ = new_output();  // so that args() is complete; run() points O and LSE at fresh buffers
+    lse_ = new_lse();
+    args_.o = o_.data();
+    args_.lse = c.lse ? static_cast<float*>(lse_.data()) : nullptr;
     args_.q = q_.data();
     args_.k = k_.data();
     args_.v = c.k_eq_v ? k_.data() : v_.data();
@@ -457,7 +475,9 @@ class Fixture {
   }
 
   // Runs `path` on fresh outputs (run_with: on edited args, e.g. a K/V slice).
-  RunOutput run(int32_t path, longattn_options options) const { return run_with(path, options, args_); }
+  RunOutput run(int32_t path, longattn_options options) const {
+    return run_with(path, options, args_);
+  }
   RunOutput run_with(int32_t path, longattn_options options, longattn_args args) const {
     RunOutput out;
     out.o = new_output();
@@ -468,8 +488,7 @@ class Fixture {
     out.status = longattn_attention(&args, &options, &out.plan);
     out.message = longattn_last_error();
     out.guard_problem = out.o.untouched_outside(kOutputSentinel);
-    if (out.guard_problem.empty())
-      out.guard_problem = out.lse.untouched_outside(kOutputSentinel);
+    if (out.guard_problem.empty()) out.guard_problem = out.lse.untouched_outside(kOutputSentinel);
     if (!out.guard_problem.empty()) out.guard_problem = "after " + out.guard_problem;
     if (!c_.lse && out.guard_problem.empty())  // lse == NULL: no byte of the buffer may change
       for (uint8_t byte : out.lse.bytes())
@@ -502,7 +521,8 @@ class Fixture {
     for (int64_t b = 0; b < c_.batch; ++b)
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t l = 0; l < len; ++l)
-          for (int64_t x = 0; x < d; ++x) (*dense)[n++] = t.set(t.offset(b, h, l, x), amp * normal(rng));
+          for (int64_t x = 0; x < d; ++x)
+            (*dense)[n++] = t.set(t.offset(b, h, l, x), amp * normal(rng));
     return t;
   }
 
@@ -550,7 +570,7 @@ class Fixture {
 
   Case c_;
   Problem p_;
-  Tensor q_, k_, v_;
+  Tensor q_, k_, v_, o_, lse_;
   std::vector<uint8_t> mask_bytes_;
   longattn_args args_{};
   std::vector<std::vector<uint8_t>> snapshot_;
@@ -580,10 +600,10 @@ inline std::string check_empty_rows(const Problem& p, const RefResult& ref, cons
 }
 
 struct Errors {
-  double o_abs = 0;       // max |o - ref|; inf if anything is NaN
-  double ref_max = 0;     // max |ref|
-  size_t o_where = 0;     // index of the worst element
-  double lse_rel = 0;     // max |lse - ref| / (1 + |ref|) over rows that see a key
+  double o_abs = 0;    // max |o - ref|; inf if anything is NaN
+  double ref_max = 0;  // max |ref|
+  size_t o_where = 0;  // index of the worst element
+  double lse_rel = 0;  // max |lse - ref| / (1 + |ref|) over rows that see a key
   size_t lse_where = 0;
   double o_got = 0, o_want = 0, lse_got = 0, lse_want = 0;
 };
@@ -614,11 +634,10 @@ Errors measure(const RefResult& ref, const OVec& o, const LVec* lse) {
 inline std::string describe(const Errors& e, const Problem& p) {
   std::ostringstream s;
   s.precision(9);
-  s << "max|o-ref|=" << e.o_abs << " (rel " << e.o_abs / std::max(e.ref_max, 1e-300)
-    << ") at row " << e.o_where / size_t(p.Dv) << " col " << e.o_where % size_t(p.Dv)
-    << " got " << e.o_got << " want " << e.o_want << "; max|ref|=" << e.ref_max
-    << "; lse rel err " << e.lse_rel << " at row " << e.lse_where << " got " << e.lse_got
-    << " want " << e.lse_want;
+  s << "max|o-ref|=" << e.o_abs << " (rel " << e.o_abs / std::max(e.ref_max, 1e-300) << ") at row "
+    << e.o_where / size_t(p.Dv) << " col " << e.o_where % size_t(p.Dv) << " got " << e.o_got
+    << " want " << e.o_want << "; max|ref|=" << e.ref_max << "; lse rel err " << e.lse_rel
+    << " at row " << e.lse_where << " got " << e.lse_got << " want " << e.lse_want;
   return s.str();
 }
 

@@ -152,7 +152,7 @@ void validate_args(const longattn_args* args) {
                      "o overlaps %s: the output must not share memory with an input", in.name);
   }
   if (a.lse) {
-    int64_t lse_bytes = checked_mul(a.batch * a.q_heads, a.q_len * 4, "lse");
+    int64_t lse_bytes = checked_mul(checked_mul(a.batch, a.q_heads, "lse"), checked_mul(a.q_len, 4, "lse"), "lse");
     LONGATTN_REQUIRE(!overlaps(a.lse, lse_bytes, a.o, o_bytes), "lse overlaps o");
   }
 
