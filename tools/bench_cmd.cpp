@@ -17,18 +17,20 @@ namespace longattn::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// A median needs three runs; that minimum overrides --seconds for runs of up to a second.
+constexpr double kMinRepsMaxMs = 1000;
 
 struct BenchSettings {
-  int repeat = 0;         // 0: chosen from the warm-up time to fill `seconds`
+  int repeat = 0;  // 0: chosen from the warm-up time to fill `seconds`
   int warmup = 1;
-  double seconds = 3.0;   // target for all timed runs together
+  double seconds = 3.0;  // target for all timed runs together
 };
 
 struct PathResult {
   int32_t path = LONGATTN_PATH_AUTO;
   longattn_plan plan{};
-  std::string error;     // why it was skipped, in the library's words
-  int64_t needs = -1;    // over budget: what the path would need without a budget
+  std::string error;   // why it was skipped, in the library's words
+  int64_t needs = -1;  // over budget: what the path would need without a budget
   std::vector<double> ms;
   FmaPeak peak;
 };
@@ -58,15 +60,16 @@ void time_path(const longattn_args& args, const ProblemOptions& opt, const Bench
   };
   double estimate_ms = 0;
   for (int w = 0; w < set.warmup; ++w) {
-    progress.show(progress_lo, name + " warm-up " + std::to_string(w + 1) + "/" +
-                                   std::to_string(set.warmup));
+    progress.show(progress_lo,
+                  name + " warm-up " + std::to_string(w + 1) + "/" + std::to_string(set.warmup));
     estimate_ms = run_once();
   }
   int reps = set.repeat;
   for (;;) {
     if (reps == 0 && (estimate_ms > 0 || !r->ms.empty())) {
       double t = estimate_ms > 0 ? estimate_ms : r->ms.front();
-      reps = int(std::clamp(seconds_for_path * 1e3 / std::max(t, 1e-3), 1.0, 1000.0));
+      const double min_reps = t <= kMinRepsMaxMs ? 3.0 : 1.0;
+      reps = int(std::clamp(seconds_for_path * 1e3 / std::max(t, 1e-3), min_reps, 1000.0));
     }
     if (reps > 0 && int(r->ms.size()) >= reps) break;
     double done = reps > 0 ? double(r->ms.size()) / reps : 0.0;
@@ -85,12 +88,20 @@ void print_header(const ProblemOptions& opt, double flops, const std::string& au
               "% peak", "threads", "transient", "reps");
 }
 
-void print_row(const PathResult& r, double flops) {
+void print_row(const ProblemOptions& opt, const PathResult& r, double flops) {
   const char* name = longattn_path_name(r.path);
+  if (r.needs >= 0) {  // the library's message is in the JSON; here the numbers say it all
+    // Without --budget the library's budget is the memory the device has available.
+    std::string budget = format_bytes(opt.budget);
+    longattn_device_info info;
+    if (opt.budget < 0 && longattn_device_query(opt.device, &info) == LONGATTN_OK)
+      budget = format_bytes(info.memory_free) + " (the memory available)";
+    std::printf("  %-9s skipped: over budget: %s would need %s, the budget is %s\n", name, name,
+                format_bytes(r.needs).c_str(), budget.c_str());
+    return;
+  }
   if (!r.error.empty()) {
-    std::printf("  %-9s skipped: %s", name, r.error.c_str());
-    if (r.needs >= 0) std::printf(" (%s would need %s)", name, format_bytes(r.needs).c_str());
-    std::printf("\n");
+    std::printf("  %-9s skipped: %s\n", name, r.error.c_str());
     return;
   }
   double med = median(r.ms), gflops = flops / (med * 1e-3) * 1e-9;
@@ -103,10 +114,10 @@ void print_row(const PathResult& r, double flops) {
 
 void print_json(const ProblemOptions& opt, const PathResult& r, double flops,
                 const longattn_plan& auto_plan, bool auto_ok) {
-  std::string s = "{\"command\":\"bench\",\"path\":" + json_string(longattn_path_name(r.path)) +
-                  "," + shape_json_fields(opt) + ",\"flops\":" + json_number(flops) +
-                  ",\"auto_path\":" +
-                  (auto_ok ? json_string(longattn_path_name(auto_plan.path)) : "null");
+  std::string s =
+      "{\"command\":\"bench\",\"path\":" + json_string(longattn_path_name(r.path)) + "," +
+      shape_json_fields(opt) + ",\"flops\":" + json_number(flops) +
+      ",\"auto_path\":" + (auto_ok ? json_string(longattn_path_name(auto_plan.path)) : "null");
   if (!r.error.empty()) {
     s += ",\"ok\":false,\"error\":" + json_string(r.error);
     if (r.needs >= 0) s += ",\"needs_bytes\":" + std::to_string(r.needs);
@@ -123,8 +134,9 @@ void print_json(const ProblemOptions& opt, const PathResult& r, double flops,
        ",\"min_ms\":" + json_number(*std::min_element(r.ms.begin(), r.ms.end())) +
        ",\"gflops\":" + json_number(gflops);
   if (r.peak.gflops > 0)
-    s += ",\"peak_gflops\":" + json_number(r.peak.gflops) + ",\"peak_isa\":" +
-         json_string(r.peak.isa) + ",\"peak_fraction\":" + json_number(gflops / r.peak.gflops);
+    s += ",\"peak_gflops\":" + json_number(r.peak.gflops) +
+         ",\"clock_ghz\":" + json_number(r.peak.ghz) + ",\"peak_isa\":" + json_string(r.peak.isa) +
+         ",\"peak_fraction\":" + json_number(gflops / r.peak.gflops);
   s += ",\"reason\":" + json_string(r.plan.reason) + "}";
   std::printf("%s\n", s.c_str());
 }
@@ -161,7 +173,11 @@ int run_bench(int argc, char** argv) {
 
   longattn_plan auto_plan;
   longattn_options auto_options = make_options(opt, LONGATTN_PATH_AUTO);
-  const bool auto_ok = longattn_plan_attention(&args, &auto_options, &auto_plan) == LONGATTN_OK;
+  const longattn_status auto_status = longattn_plan_attention(&args, &auto_options, &auto_plan);
+  // Arguments the library finds invalid are wrong for every path: say so once, as an error.
+  if (auto_status == LONGATTN_INVALID_ARGUMENT)
+    throw RunError(std::string("invalid argument: ") + longattn_last_error());
+  const bool auto_ok = auto_status == LONGATTN_OK;
   const std::string auto_line = auto_ok ? std::string("router (auto) picks ") +
                                               longattn_path_name(auto_plan.path) + ": " +
                                               auto_plan.reason
@@ -209,10 +225,12 @@ int run_bench(int argc, char** argv) {
     for (const PathResult& r : results) print_json(opt, r, flops, auto_plan, auto_ok);
   } else {
     print_header(opt, flops, auto_line);
-    for (const PathResult& r : results) print_row(r, flops);
+    for (const PathResult& r : results) print_row(opt, r, flops);
     for (const auto& [threads, peak] : peaks)
-      std::printf("  %% peak is of the fp32 FMA peak measured now: %.1f GFLOPS (%s, %d threads)\n",
-                  peak.gflops, peak.isa, threads);
+      std::printf(
+          "  %% peak is of the fp32 FMA peak measured now: %.1f GFLOPS (%s, %d thread(s), "
+          "%.1f flops/cycle/thread at %.2f GHz)\n",
+          peak.gflops, peak.isa, threads, peak.flops_per_cycle(), peak.ghz);
   }
   // Every requested path refused is a failure (the reasons are printed above); some ran is not.
   return runnable > 0 ? kExitOk : kExitFailure;

@@ -56,7 +56,7 @@ int64_t parse_int(const std::string& flag, const std::string& text, int64_t min,
 uint64_t parse_uint64(const std::string& flag, const std::string& text);
 float parse_float(const std::string& flag, const std::string& text, float min);
 // Bytes with an optional suffix: K/M/G/T and KiB/MiB/GiB/TiB (powers of 1024), KB/MB/GB/TB
-// (powers of 1000); "-1", "none" or "unlimited" give -1 (no limit).
+// (powers of 1000); "-1" or "auto" give -1 (the library's default: the memory available).
 int64_t parse_bytes(const std::string& flag, const std::string& text);
 // A comma-separated list of path names; "all" means fused,unfused,split_kv.
 std::vector<int32_t> parse_paths(const std::string& flag, const std::string& text);
@@ -64,16 +64,16 @@ std::vector<int32_t> parse_paths(const std::string& flag, const std::string& tex
 // The problem `check` and `bench` run. Defaults are issue #2's benchmark shape.
 struct ProblemOptions {
   int64_t batch = 1, q_heads = 16, kv_heads = 8, q_len = 512, kv_len = 4096;
-  int64_t head_dim = 256;                    // --head-dim: both, unless given one by one
-  int64_t head_dim_qk = 0, head_dim_v = 0;   // --head-dim-qk/-v; resolve_head_dims fills 0s
+  int64_t head_dim = 256;                   // --head-dim: both, unless given one by one
+  int64_t head_dim_qk = 0, head_dim_v = 0;  // --head-dim-qk/-v; resolve_head_dims fills 0s
   int32_t dtype = LONGATTN_FLOAT32;
   int32_t device = LONGATTN_DEVICE_CPU;
   bool causal = true;
   int64_t window_left = -1;
   float softcap = 0.0f;
   bool sinks = false;
-  int threads = 0;       // 0: all cores
-  int64_t budget = -1;   // bytes; -1: no limit
+  int threads = 0;      // 0: all cores
+  int64_t budget = -1;  // bytes; -1: the library's default (the memory available)
   uint64_t seed = 1;
   bool json = false;
 };
@@ -91,10 +91,10 @@ double attention_flops(const ProblemOptions& opt);
 
 const char* dtype_flag_name(int32_t dtype);  // "f32", "f16", "bf16"
 const char* device_flag_name(int32_t device);
-std::string format_bytes(int64_t bytes);  // "1.50 MiB"
+std::string format_bytes(int64_t bytes);        // "1.50 MiB"
 std::string json_string(const std::string& s);  // quoted and escaped
-std::string json_number(double x);  // null when not finite (JSON has no inf or NaN)
-std::string shape_summary(const ProblemOptions& opt);  // "B=1 Hq=16 ... f32 causal"
+std::string json_number(double x);              // null when not finite (JSON has no inf or NaN)
+std::string shape_summary(const ProblemOptions& opt);      // "B=1 Hq=16 ... f32 causal"
 std::string shape_json_fields(const ProblemOptions& opt);  // "\"batch\":1,...", no braces
 
 int run_info(int argc, char** argv);

@@ -39,8 +39,8 @@ bool FlagSet::parse(int argc, char** argv, int first) const {
       value = token.substr(eq + 1);
       inline_value = true;
     }
-    auto flag = std::find_if(flags_.begin(), flags_.end(),
-                             [&](const Flag& f) { return f.name == name; });
+    auto flag =
+        std::find_if(flags_.begin(), flags_.end(), [&](const Flag& f) { return f.name == name; });
     if (flag == flags_.end())
       throw UsageError("unknown flag '" + name + "' for 'longattn " + command_ + "'");
     if (flag->value_name.empty()) {
@@ -57,20 +57,24 @@ bool FlagSet::parse(int argc, char** argv, int first) const {
 
 std::string FlagSet::help() const {
   std::string s = "usage: longattn " + command_ + " [flags]\n\n" + summary_ + "\n\nflags:\n";
-  for (const Flag& f : flags_) {
-    std::string left = "  " + f.name + (f.value_name.empty() ? "" : " " + f.value_name);
-    if (left.size() < 24) left.resize(24, ' ');
-    else left += "\n" + std::string(24, ' ');
-    s += left + f.help + "\n";
-  }
-  s += "  --help, -h              this text\n";
+  auto line = [&s](std::string left, const std::string& help) {
+    constexpr size_t kHelpColumn = 24;
+    left = "  " + left;
+    if (left.size() < kHelpColumn)
+      left.resize(kHelpColumn, ' ');
+    else
+      left += "\n" + std::string(kHelpColumn, ' ');
+    s += left + help + "\n";
+  };
+  for (const Flag& f : flags_)
+    line(f.name + (f.value_name.empty() ? "" : " " + f.value_name), f.help);
+  line("--help, -h", "this text");
   return s;
 }
 
 int64_t parse_int(const std::string& flag, const std::string& text, int64_t min, int64_t max) {
   std::string allowed = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
-  if (max == std::numeric_limits<int64_t>::max())
-    allowed = "an integer >= " + std::to_string(min);
+  if (max == std::numeric_limits<int64_t>::max()) allowed = "an integer >= " + std::to_string(min);
   errno = 0;
   char* end = nullptr;
   long long v = std::strtoll(text.c_str(), &end, 10);
@@ -108,8 +112,8 @@ float parse_float(const std::string& flag, const std::string& text, float min) {
 int64_t parse_bytes(const std::string& flag, const std::string& text) {
   const std::string allowed =
       "a byte count such as 4096, 512K, 1.5GiB (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, "
-      "KB/MB/GB/TB powers of 1000), or -1/none/unlimited for no limit";
-  if (text == "-1" || text == "none" || text == "unlimited") return -1;
+      "KB/MB/GB/TB powers of 1000), or -1/auto for the library's default (the memory available)";
+  if (text == "-1" || text == "auto") return -1;
   char* end = nullptr;
   errno = 0;
   double number = std::strtod(text.c_str(), &end);
@@ -120,9 +124,9 @@ int64_t parse_bytes(const std::string& flag, const std::string& text) {
   static const struct {
     const char* name;
     double factor;
-  } kSuffixes[] = {{"", 1},       {"B", 1},       {"K", 0x1p10},   {"KIB", 0x1p10},
-                   {"KB", 1e3},   {"M", 0x1p20},  {"MIB", 0x1p20}, {"MB", 1e6},
-                   {"G", 0x1p30}, {"GIB", 0x1p30}, {"GB", 1e9},    {"T", 0x1p40},
+  } kSuffixes[] = {{"", 1},         {"B", 1},        {"K", 0x1p10},   {"KIB", 0x1p10},
+                   {"KB", 1e3},     {"M", 0x1p20},   {"MIB", 0x1p20}, {"MB", 1e6},
+                   {"G", 0x1p30},   {"GIB", 0x1p30}, {"GB", 1e9},     {"T", 0x1p40},
                    {"TIB", 0x1p40}, {"TB", 1e12}};
   for (const auto& s : kSuffixes) {
     if (suffix != s.name) continue;
@@ -192,10 +196,9 @@ void add_problem_flags(FlagSet& f, ProblemOptions& o) {
   size_flag("--head-dim-v", "head dim of V and O (overrides --head-dim)", &o.head_dim_v, 1);
   f.add("--dtype", "f32|f16|bf16", "element type of Q, K, V, O (default f32)",
         [&o](const std::string& v) {
-          o.dtype = parse_choice("--dtype", v,
-                                 {{"f32", LONGATTN_FLOAT32},
-                                  {"f16", LONGATTN_FLOAT16},
-                                  {"bf16", LONGATTN_BFLOAT16}});
+          o.dtype = parse_choice(
+              "--dtype", v,
+              {{"f32", LONGATTN_FLOAT32}, {"f16", LONGATTN_FLOAT16}, {"bf16", LONGATTN_BFLOAT16}});
         });
   f.add("--device", "cpu|cuda", "where the tensors live and the path runs (default cpu)",
         [&o](const std::string& v) {
@@ -213,7 +216,8 @@ void add_problem_flags(FlagSet& f, ProblemOptions& o) {
         [&o](const std::string&) { o.sinks = true; });
   f.add("--threads", "N", "CPU worker threads (0: all cores, the default)",
         [&o](const std::string& v) { o.threads = int(parse_int("--threads", v, 0, 4096)); });
-  f.add("--budget", "BYTES", "transient memory budget, e.g. 64M, 2GiB (default: no limit)",
+  f.add("--budget", "BYTES",
+        "transient memory budget, e.g. 64M, 2GiB (default: the memory available)",
         [&o](const std::string& v) { o.budget = parse_bytes("--budget", v); });
   f.add("--seed", "N", "seed of the random inputs (default 1)",
         [&o](const std::string& v) { o.seed = parse_uint64("--seed", v); });
@@ -260,7 +264,7 @@ const char* device_flag_name(int32_t device) {
 }
 
 std::string format_bytes(int64_t bytes) {
-  if (bytes < 0) return "unlimited";
+  if (bytes < 0) return "auto";
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double v = double(bytes);
   int u = 0;
@@ -273,7 +277,7 @@ std::string format_bytes(int64_t bytes) {
 std::string json_number(double x) {
   if (!std::isfinite(x)) return "null";
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", x);
+  std::snprintf(buf, sizeof buf, "%.10g", x);
   return buf;
 }
 
@@ -317,7 +321,8 @@ std::string shape_json_fields(const ProblemOptions& o) {
                 "\"device\":\"%s\",\"dtype\":\"%s\",\"batch\":%" PRId64 ",\"q_heads\":%" PRId64
                 ",\"kv_heads\":%" PRId64 ",\"q_len\":%" PRId64 ",\"kv_len\":%" PRId64
                 ",\"head_dim_qk\":%" PRId64 ",\"head_dim_v\":%" PRId64
-                ",\"causal\":%s,\"window_left\":%" PRId64 ",\"softcap\":%g,\"sinks\":%s"
+                ",\"causal\":%s,\"window_left\":%" PRId64
+                ",\"softcap\":%g,\"sinks\":%s"
                 ",\"seed\":%" PRIu64,
                 device_flag_name(o.device), dtype_flag_name(o.dtype), o.batch, o.q_heads,
                 o.kv_heads, o.q_len, o.kv_len, o.head_dim_qk, o.head_dim_v,

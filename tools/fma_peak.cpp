@@ -1,19 +1,19 @@
 #include "fma_peak.hpp"
 
 #include <immintrin.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <thread>
 #include <vector>
 
 namespace longattn::cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // Independent accumulators hide the FMA latency: Zen4 and Intel cores keep about latency (4
 // cycles) x pipes (2) FMAs in flight, so 8 suffice and 12-16 leave margin. AVX-512 has 32 vector
@@ -80,27 +80,53 @@ Kernel pick_kernel() {
   return {fma_loop_scalar, "scalar", 1, kAccumulators256};
 }
 
-// Seconds for `threads` threads to each run `iterations`, started together.
+// CPU seconds of the calling thread. Timing by CPU time rather than wall time makes the peak the
+// hardware's, not the scheduler's: on a shared machine another process may preempt a thread
+// mid-trial, which wall time would count against the core.
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// `threads` threads, started together, each run `iterations`; returns the slowest thread's CPU
+// seconds (the threads share caches, power and, with SMT, cores, so they must run at once).
 double timed_run(const Kernel& k, int threads, int64_t iterations) {
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
-  std::atomic<float> sink{0};  // keeps the loops' results, so the compiler cannot drop them
+  std::vector<double> seconds(static_cast<size_t>(threads));
+  std::vector<float> sink(static_cast<size_t>(threads));  // keeps the loops' results alive
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&] {
+    pool.emplace_back([&, t] {
       ready.fetch_add(1);
       while (!go.load(std::memory_order_acquire)) {
       }
-      float r = k.loop(iterations);
-      float expected = sink.load();
-      while (!sink.compare_exchange_weak(expected, expected + r)) {
-      }
+      double start = thread_cpu_seconds();
+      sink[size_t(t)] = k.loop(iterations);
+      seconds[size_t(t)] = thread_cpu_seconds() - start;
     });
   while (ready.load() < threads) std::this_thread::yield();
-  auto start = Clock::now();
   go.store(true, std::memory_order_release);
   for (auto& th : pool) th.join();
-  return std::chrono::duration<double>(Clock::now() - start).count();
+  volatile float keep = std::accumulate(sink.begin(), sink.end(), 0.0f);
+  (void)keep;
+  return *std::max_element(seconds.begin(), seconds.end());
+}
+
+// A chain of dependent register adds retires one add per cycle on every x86 core, so adds per
+// CPU second is the clock the core runs at now (turbo included), which /proc/cpuinfo does not say.
+double measure_clock_ghz() {
+  constexpr int64_t kBlocks = 1'000'000;
+  constexpr int kAddsPerBlock = 50;  // the .rept count below
+  double best = 1e30;
+  for (int trial = 0; trial < 3; ++trial) {
+    uint64_t x = 0;
+    double start = thread_cpu_seconds();
+    for (int64_t i = 0; i < kBlocks; ++i) asm volatile(".rept 50\n\tadd $1, %0\n\t.endr" : "+r"(x));
+    best = std::min(best, thread_cpu_seconds() - start);
+  }
+  return double(kBlocks) * kAddsPerBlock / best * 1e-9;
 }
 
 }  // namespace
@@ -108,8 +134,7 @@ double timed_run(const Kernel& k, int threads, int64_t iterations) {
 FmaPeak measure_fma_peak(int threads) {
   threads = std::max(1, threads);
   const Kernel k = pick_kernel();
-  // Calibrate on one thread to about 80 ms per trial, then keep the best of three trials (the
-  // machine may be shared; the peak is what the core can do, so the fastest trial is the truth).
+  // Calibrate on one thread to about 80 ms per trial, then keep the best of three trials.
   constexpr double kTrialSeconds = 0.08;
   int64_t iterations = 1 << 14;
   double t = timed_run(k, 1, iterations);
@@ -120,8 +145,11 @@ FmaPeak measure_fma_peak(int threads) {
   iterations = std::max<int64_t>(1, int64_t(double(iterations) * kTrialSeconds / t));
   double best = 1e30;
   for (int trial = 0; trial < 3; ++trial) best = std::min(best, timed_run(k, threads, iterations));
-  const double flops = 2.0 * double(iterations) * k.accumulators * k.lanes * threads;
-  return {flops / best * 1e-9, threads, k.isa, k.lanes};
+  const double per_thread = 2.0 * double(iterations) * k.accumulators * k.lanes / best;
+  // CPU time would credit each of more threads than CPUs with a whole CPU; at most one per CPU.
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  const int running = cpus > 0 ? int(std::min<long>(threads, cpus)) : threads;
+  return {per_thread * running * 1e-9, threads, running, k.isa, k.lanes, measure_clock_ghz()};
 }
 
 }  // namespace longattn::cli

@@ -85,7 +85,8 @@ DeviceReport query_device(int32_t device) {
   }
   for (int32_t path : kProbePaths) {
     r.head_dims.emplace_back();
-    for (int32_t dtype : kDtypes) r.head_dims.back().push_back(supported_head_dims(device, path, dtype));
+    for (int32_t dtype : kDtypes)
+      r.head_dims.back().push_back(supported_head_dims(device, path, dtype));
   }
   return r;
 }
@@ -123,8 +124,10 @@ void print_text(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
     }
   }
   if (peak)
-    std::printf("\nmeasured fp32 FMA peak: %.1f GFLOPS (%s, %d threads)\n", peak->gflops, peak->isa,
-                peak->threads);
+    std::printf(
+        "\nmeasured fp32 FMA peak: %.1f GFLOPS (%s, %d thread(s)); clock %.2f GHz, so %.1f "
+        "flops/cycle/thread\n",
+        peak->gflops, peak->isa, peak->threads, peak->ghz, peak->flops_per_cycle());
 }
 
 void print_json(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
@@ -137,7 +140,8 @@ void print_json(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
       s += "false,\"reason\":" + json_string(d.unavailable) + "}";
       continue;
     }
-    s += "true,\"name\":" + json_string(d.info.name) + ",\"cores\":" + std::to_string(d.info.cores) +
+    s += "true,\"name\":" + json_string(d.info.name) +
+         ",\"cores\":" + std::to_string(d.info.cores) +
          ",\"features\":" + json_string(d.info.features) +
          ",\"memory_total\":" + std::to_string(d.info.memory_total) +
          ",\"memory_free\":" + std::to_string(d.info.memory_free) + ",\"head_dims\":{";
@@ -153,8 +157,10 @@ void print_json(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
   s += "]";
   if (peak) {
     char buf[128];
-    std::snprintf(buf, sizeof buf, ",\"fma_peak\":{\"gflops\":%.2f,\"isa\":\"%s\",\"threads\":%d}",
-                  peak->gflops, peak->isa, peak->threads);
+    std::snprintf(buf, sizeof buf,
+                  ",\"fma_peak\":{\"gflops\":%.2f,\"isa\":\"%s\",\"threads\":%d,\"ghz\":%.3f,"
+                  "\"flops_per_cycle_per_thread\":%.2f}",
+                  peak->gflops, peak->isa, peak->threads, peak->ghz, peak->flops_per_cycle());
     s += buf;
   }
   std::printf("%s}\n", s.c_str());
@@ -165,9 +171,10 @@ void print_json(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
 int run_info(int argc, char** argv) {
   bool json = false, measure_peak = false;
   int threads = 0;
-  FlagSet flags("info",
-                "Prints the version, the devices (CPU always; CUDA available or why not), and the "
-                "head dims each path supports,\nas the router answers for each d in 1..512.");
+  FlagSet flags(
+      "info",
+      "Prints the version, the devices (CPU always; CUDA: available or why not), and the\n"
+      "head dims each path supports, as the router answers for each d in 1..512.");
   flags.add("--json", "", "one JSON object", [&](const std::string&) { json = true; });
   flags.add("--peak", "", "also measure the CPU's fp32 FMA peak (about a second)",
             [&](const std::string&) { measure_peak = true; });

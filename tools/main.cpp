@@ -30,7 +30,13 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   std::string command = argv[1];
-  if (command == "--help" || command == "-h" || command == "help") {
+  if (command == "help" && argc > 2) {  // "longattn help check" = "longattn check --help"
+    char help_flag[] = "--help";
+    char* help_argv[] = {argv[0], argv[2], help_flag};
+    argc = 3;
+    argv = help_argv;
+    command = argv[1];
+  } else if (command == "--help" || command == "-h" || command == "help") {
     std::fputs(kUsage, stdout);
     return kExitOk;
   }

@@ -119,13 +119,14 @@ void require_device(const ProblemOptions& opt) {
 #ifdef LONGATTN_CLI_CUDA
     return;
 #else
-    throw RunError("--device cuda: the library has CUDA but this CLI was built without the CUDA "
-                   "runtime; rebuild with LONGATTN_CUDA=ON");
+    throw RunError(
+        "--device cuda: the library has CUDA but this CLI was built without the CUDA "
+        "runtime; rebuild with LONGATTN_CUDA=ON");
 #endif
   }
   // Ask the router with a one-token problem so the reason is the library's own words.
-  std::vector<float> q(size_t(std::clamp<int64_t>(opt.head_dim_qk, 1, 4096))),
-      k(q.size()), v(size_t(std::clamp<int64_t>(opt.head_dim_v, 1, 4096))), o(v.size());
+  std::vector<float> q(size_t(std::clamp<int64_t>(opt.head_dim_qk, 1, 4096))), k(q.size()),
+      v(size_t(std::clamp<int64_t>(opt.head_dim_v, 1, 4096))), o(v.size());
   longattn_args a;
   longattn_args_init(&a);
   a.q = q.data(), a.k = k.data(), a.v = v.data(), a.o = o.data();
@@ -150,14 +151,20 @@ Problem::Problem(const ProblemOptions& opt, bool keep_reference_inputs) : opt_(o
   const int64_t elem = dtype_size(o.dtype);
 
   // Refuse up front what cannot fit rather than being killed by the OOM killer halfway through.
-  double tensors = double(q_count_ + k_count_ + v_count_ + o_count_) * elem + lse_count_ * 4.0;
-  double host = o.device == LONGATTN_DEVICE_CPU ? tensors : double(std::max(k_count_, v_count_)) * elem;
+  double tensors =
+      (double(q_count_) + double(k_count_) + double(v_count_) + double(o_count_)) * double(elem) +
+      double(lse_count_) * 4.0;
+  if (tensors > 0x1p62)  // byte counts must stay far from int64 overflow
+    throw RunError("the tensors of this shape need more than 2^62 bytes");
+  double host =
+      o.device == LONGATTN_DEVICE_CPU ? tensors : double(std::max(k_count_, v_count_)) * elem;
   // check keeps float copies of the inputs, the reference O/LSE, and two copies of O/LSE.
   if (keep_reference_inputs)
-    host += double(q_count_ + k_count_ + v_count_) * 4 + 3.0 * double(o_count_ + lse_count_) * 4;
+    host += (double(q_count_) + double(k_count_) + double(v_count_)) * 4 +
+            3.0 * (double(o_count_) + double(lse_count_)) * 4;
   double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
   if (ram > 0 && host > 0.9 * ram)
-    throw RunError("this shape needs about " + format_bytes(int64_t(std::min(host, 0x1p62))) +
+    throw RunError("this shape needs about " + format_bytes(int64_t(host)) +
                    " of host memory for its tensors" +
                    (keep_reference_inputs ? " and the reference's float copies" : "") +
                    "; this machine has " + format_bytes(int64_t(ram)) +

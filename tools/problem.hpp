@@ -53,7 +53,7 @@ class Problem {
   std::vector<float> output() const;  // O as float32
   std::vector<float> lse() const;
   std::vector<uint8_t> output_bytes() const;  // O and LSE exactly as stored
-  uint64_t input_hash() const;  // of Q, K, V and sinks as stored on the device
+  uint64_t input_hash() const;                // of Q, K, V and sinks as stored on the device
 
  private:
   ProblemOptions opt_;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -19,6 +20,10 @@ class Progress {
 
   void show(double fraction, const std::string& label) {
     if (!enabled_) return;
+    // A redraw per fast repetition would flood slow terminals; ten a second reads as smooth.
+    auto now = std::chrono::steady_clock::now();
+    if (drawn_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
     constexpr int kWidth = 30;
     fraction = std::clamp(fraction, 0.0, 1.0);
     int filled = static_cast<int>(fraction * kWidth + 0.5);
@@ -42,6 +47,7 @@ class Progress {
  private:
   bool enabled_;
   bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_;
 };
 
 }  // namespace longattn::cli

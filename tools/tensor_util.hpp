@@ -26,7 +26,8 @@ inline float bits_float(uint32_t u) {
 }
 
 // Round-to-nearest-even: adding 0x7fff plus the lowest kept bit carries into the kept half
-// exactly when the dropped half is above the midpoint, or at it with an odd kept half.
+// exactly when the dropped half is above the midpoint, or at it with an odd kept half. Subnormal
+// floats round like the rest (AVX512-BF16's vcvtneps2bf16 would flush them to zero).
 inline uint16_t float_to_bf16(float f) {
   uint32_t u = float_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
@@ -87,9 +88,12 @@ inline float store_as(int32_t dtype, void* data, int64_t i, float x) {
 
 inline float load_as(int32_t dtype, const void* data, int64_t i) {
   switch (dtype) {
-    case LONGATTN_FLOAT16: return f16_to_float(static_cast<const uint16_t*>(data)[i]);
-    case LONGATTN_BFLOAT16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
-    default: return static_cast<const float*>(data)[i];
+    case LONGATTN_FLOAT16:
+      return f16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case LONGATTN_BFLOAT16:
+      return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+    default:
+      return static_cast<const float*>(data)[i];
   }
 }
 
