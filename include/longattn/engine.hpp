@@ -73,7 +73,10 @@ LONGATTN_API std::string format_bytes(int64_t bytes);
 // 2. KV caches
 // ------------------------------------------------------------------------------------------------
 
-// Where cache storage lives. The CPU one is built in; a CUDA one plugs in through this interface.
+// Where cache storage lives: host memory (cpu_allocator) or GPU memory (the CUDA allocator,
+// built with the CUDA backend); the caches and the driver only go through this interface.
+enum class CopyKind { kHostToDevice, kDeviceToDevice, kDeviceToHost };
+
 class LONGATTN_API Allocator {
  public:
   virtual ~Allocator() = default;
@@ -82,16 +85,15 @@ class LONGATTN_API Allocator {
   virtual void* allocate(int64_t bytes) = 0;
   virtual void deallocate(void* p, int64_t bytes) noexcept = 0;
   // Copies `rows` rows of `width` bytes; pitches are bytes between row starts. Regions never
-  // overlap. from_host: src is host memory; otherwise both are this allocator's memory.
+  // overlap. "Device" is this allocator's memory (host memory for the CPU allocator).
   virtual void copy_2d(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch,
-                       int64_t width, int64_t rows, bool from_host) = 0;
+                       int64_t width, int64_t rows, CopyKind kind) = 0;
   // Waits for queued work (timing); the CPU has none.
   virtual void synchronize() {}
 };
 
 LONGATTN_API std::shared_ptr<Allocator> cpu_allocator();
-// The allocator for a device; throws UNSUPPORTED where this build has none (CUDA: hook for the
-// CUDA backend to fill).
+// The allocator for a device; throws UNSUPPORTED where this build or machine has none.
 LONGATTN_API std::shared_ptr<Allocator> make_allocator(longattn_device device);
 
 // K/V of one layer of one sequence in one buffer per tensor, laid out [kv_heads, capacity, dim]:
@@ -189,8 +191,9 @@ class LONGATTN_API BlockPool {
   std::function<bool()> reclaim_;
 };
 
-// What a paged attention kernel needs to read one layer of one sequence in place. Element
-// strides; block_table[i] is the physical block of logical block first_block + i.
+// One layer of one sequence as stored in a paged cache. Element strides; block_table[i] is the
+// physical block of logical block first_block + i. PagedKvCache::fill_args turns it into the
+// paged K/V of longattn_args, which every path reads in place (no gather copy).
 struct PagedLayerView {
   const void* k_blocks = nullptr;  // K of physical block 0
   const void* v_blocks = nullptr;  // V of physical block 0 (== k_blocks for k_eq_v)
@@ -226,6 +229,10 @@ class LONGATTN_API PagedKvCache {
   void append(SequenceId seq, int layer, const void* k, const void* v, int64_t n);
   int64_t length(SequenceId seq, int layer) const;
   PagedLayerView view(SequenceId seq, int layer) const;
+  // Points args at one layer of a sequence in place (longattn_args' paged K/V: block_table,
+  // page_size, num_blocks; k/v at the pools): k, v, strides, kv_heads, kv_len, head dims, dtype,
+  // device. kv_len counts from the first block the layer still holds (see view()).
+  void fill_args(SequenceId seq, int layer, longattn_args* args) const;
   // Physical block of a logical block, or -1 when released.
   int32_t block_id(SequenceId seq, int layer, int64_t logical_block) const;
   // Host pointer to a stored key/value row (CPU allocator; tests).
@@ -381,8 +388,21 @@ struct PlannerConfig {
   int num_threads = 0;        // as in longattn_options (CPU transient depends on it)
   CacheKind cache = CacheKind::kContiguous;
   int64_t block_size = 256;  // paged block; also the prefix-cache block
-  int64_t total_tokens = 0;  // contiguous: tokens each global layer preallocates (0: the plan's)
+  // > 0: storage is reserved up front for this many tokens (contiguous: each global layer's
+  // buffer, a window's buffer per contiguous_capacity; paged: every layer's pool), and the
+  // guard counts that reservation. 0: storage grows exactly (contiguous: start + chunk tokens per
+  // global layer; paged: the blocks the sequence still holds once the chunk is appended).
+  int64_t total_tokens = 0;
 };
+
+// The buffers a chunk needs besides the cache, each sized for the largest layer and reused by
+// every layer: Q and O (on the device), and the new tokens' K and V (staged in host memory before
+// they are appended). The driver allocates exactly these; the planner counts exactly these.
+struct ChunkBuffers {
+  int64_t q = 0, o = 0, k = 0, v = 0;
+  int64_t total() const { return q + o + k + v; }
+};
+LONGATTN_API ChunkBuffers chunk_buffers(const ModelPreset& stack, int32_t dtype, int64_t chunk);
 
 struct ChunkDecision {
   int64_t index = 0;
@@ -390,7 +410,7 @@ struct ChunkDecision {
   int64_t chunk = 0;            // tokens prefilled now
   int64_t kv_len = 0;           // keys of a global layer: start + chunk
   int64_t transient_bytes = 0;  // library transient of the worst layer (layers run one by one)
-  int64_t io_bytes = 0;         // the chunk's Q, O and new K/V buffers (worst layer)
+  int64_t io_bytes = 0;         // chunk_buffers(...).total()
   int64_t cache_bytes = 0;      // KV cache with the chunk appended
   int64_t total_bytes = 0;      // cache + transient + io: what the guard compares
   int64_t budget_bytes = 0;
@@ -445,7 +465,7 @@ struct PrefillConfig {
   int64_t prefix_cache_bytes = -1;  // prefix index budget; -1 unlimited
   uint64_t seed = 0x10a77e;
   int num_threads = 0;
-  bool checksum_outputs = false;  // hash every O (CPU) into PathReport::output_checksum
+  bool checksum_outputs = false;  // hash every O into PathReport::output_checksum
 };
 
 struct ChunkRecord {
@@ -509,18 +529,5 @@ LONGATTN_API const char* prefill_disclaimer();
 LONGATTN_API PrefillReport run_prefill(const PrefillConfig& config,
                                        const ProgressCallback& progress = {});
 LONGATTN_API std::string report_to_json(const PrefillReport& report);
-
-// The paged-cache hook: attention of one chunk reading K/V in place from a paged cache, given
-// chunk_args with q, o, q/o strides, heads, q_len, dtype, device, causal, window and sinks set
-// (k, v, kv_len and their strides are for the kernel to take from the view). A backend installs
-// its implementation with set_paged_attention; until one does, attention_over_paged_cache throws
-// UNSUPPORTED and a driver run with CacheKind::kPaged stops with that message. Gathering the
-// blocks into a contiguous copy is deliberately not offered: it costs the memory paging saves.
-using PagedAttentionFn = void (*)(const longattn_args& chunk_args, const PagedLayerView& view,
-                                  const longattn_options& options, longattn_plan* plan);
-LONGATTN_API void set_paged_attention(PagedAttentionFn fn);
-LONGATTN_API void attention_over_paged_cache(const longattn_args& chunk_args,
-                                             const PagedLayerView& view,
-                                             const longattn_options& options, longattn_plan* plan);
 
 }  // namespace longattn::engine

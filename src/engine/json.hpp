@@ -14,8 +14,8 @@ struct Value {
   enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
   Kind kind = Kind::kNull;
   bool boolean = false;
-  std::string text;  // kString: the decoded string; kNumber: the number as written
-  std::vector<Value> items;                           // kArray
+  std::string text;          // kString: the decoded string; kNumber: the number as written
+  std::vector<Value> items;  // kArray
   std::vector<std::pair<std::string, Value>> members;  // kObject, in file order
   int line = 0, column = 0;                            // where the value starts
 

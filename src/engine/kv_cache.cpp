@@ -5,15 +5,16 @@
 #include <cstring>
 #include <new>
 
+#include "engine/allocator_cuda.hpp"
 #include "longattn/engine.hpp"
 
 namespace longattn::engine {
 namespace {
 
-constexpr int64_t kAlign = 64;               // a cache line and a full AVX-512 vector
-constexpr int64_t kMinGrowCapacity = 256;    // first buffer of a growing contiguous cache
-constexpr int64_t kMinBlockSize = 16;        // smaller blocks make the table dominate
-constexpr int64_t kMaxBlockSize = 256;       // larger ones waste memory at a sequence's tail
+constexpr int64_t kAlign = 64;             // a cache line and a full AVX-512 vector
+constexpr int64_t kMinGrowCapacity = 256;  // first buffer of a growing contiguous cache
+constexpr int64_t kMinBlockSize = 16;      // smaller blocks make the table dominate
+constexpr int64_t kMaxBlockSize = 256;     // larger ones waste memory at a sequence's tail
 
 [[noreturn]] void fail(longattn_status status, const std::string& message) {
   throw Error(status, message);
@@ -33,7 +34,7 @@ class CpuAllocator final : public Allocator {
   }
   void deallocate(void* p, int64_t) noexcept override { std::free(p); }
   void copy_2d(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width,
-               int64_t rows, bool) override {
+               int64_t rows, CopyKind) override {
     if (dst_pitch == width && src_pitch == width) {
       std::memcpy(dst, src, static_cast<size_t>(width * rows));
       return;
@@ -63,10 +64,11 @@ std::shared_ptr<Allocator> cpu_allocator() {
 
 std::shared_ptr<Allocator> make_allocator(longattn_device device) {
   if (device == LONGATTN_DEVICE_CPU) return cpu_allocator();
-  if (device == LONGATTN_DEVICE_CUDA)
+  if (device == LONGATTN_DEVICE_CUDA) {
+    if (auto a = cuda_allocator()) return a;
     fail(LONGATTN_UNSUPPORTED,
-         "device = cuda: the engine has no CUDA allocator in this build yet "
-         "(make_allocator in src/engine/kv_cache.cpp is the hook); use device = cpu");
+         "device = cuda: this build has no CUDA backend (or the machine no GPU); use device = cpu");
+  }
   fail(LONGATTN_INVALID_ARGUMENT,
        "device = " + std::to_string(device) + ": must be cpu (0) or cuda (1)");
 }
@@ -124,10 +126,10 @@ void ContiguousKvCache::reserve(int64_t tokens) {
     int64_t rk = layer_.head_dim_qk * elem_, rv = layer_.head_dim_v * elem_;
     for (int64_t h = 0; h < layer_.kv_heads; ++h) {
       alloc_->copy_2d(k + h * tokens * rk, rk, k_ + (h * capacity_ + offset_) * rk, rk, rk, n,
-                      false);
+                      CopyKind::kDeviceToDevice);
       if (!layer_.k_eq_v)
         alloc_->copy_2d(v + h * tokens * rv, rv, v_ + (h * capacity_ + offset_) * rv, rv, rv, n,
-                        false);
+                        CopyKind::kDeviceToDevice);
     }
   }
   if (k_) alloc_->deallocate(k_, capacity_ * token_bytes_);
@@ -150,10 +152,10 @@ void ContiguousKvCache::append(const void* k, const void* v, int64_t n) {
       int64_t rk = layer_.head_dim_qk * elem_, rv = layer_.head_dim_v * elem_;
       for (int64_t h = 0; h < layer_.kv_heads; ++h) {
         alloc_->copy_2d(k_ + h * capacity_ * rk, rk, k_ + (h * capacity_ + offset_) * rk, rk, rk,
-                        stored(), false);
+                        stored(), CopyKind::kDeviceToDevice);
         if (!layer_.k_eq_v)
-          alloc_->copy_2d(v_ + h * capacity_ * rv, rv, v_ + (h * capacity_ + offset_) * rv, rv,
-                          rv, stored(), false);
+          alloc_->copy_2d(v_ + h * capacity_ * rv, rv, v_ + (h * capacity_ + offset_) * rv, rv, rv,
+                          stored(), CopyKind::kDeviceToDevice);
       }
       offset_ = 0;
     } else if (fixed_) {
@@ -167,11 +169,11 @@ void ContiguousKvCache::append(const void* k, const void* v, int64_t n) {
   int64_t rk = layer_.head_dim_qk * elem_, rv = layer_.head_dim_v * elem_;
   int64_t slot = offset_ + stored();
   for (int64_t h = 0; h < layer_.kv_heads; ++h) {
-    alloc_->copy_2d(k_ + (h * capacity_ + slot) * rk, rk,
-                    static_cast<const char*>(k) + h * n * rk, rk, rk, n, true);
+    alloc_->copy_2d(k_ + (h * capacity_ + slot) * rk, rk, static_cast<const char*>(k) + h * n * rk,
+                    rk, rk, n, CopyKind::kHostToDevice);
     if (!layer_.k_eq_v)
       alloc_->copy_2d(v_ + (h * capacity_ + slot) * rv, rv,
-                      static_cast<const char*>(v) + h * n * rv, rv, rv, n, true);
+                      static_cast<const char*>(v) + h * n * rv, rv, rv, n, CopyKind::kHostToDevice);
   }
   length_ += n;
 }
@@ -184,15 +186,13 @@ void ContiguousKvCache::release_before(int64_t position) {
 
 void ContiguousKvCache::truncate(int64_t length) {
   if (length > length_ || length < start_)
-    fail(LONGATTN_INVALID_ARGUMENT,
-         "truncate: length = " + std::to_string(length) + ": must be between start (" +
-             std::to_string(start_) + ") and length (" + std::to_string(length_) + ")");
+    fail(LONGATTN_INVALID_ARGUMENT, "truncate: length = " + std::to_string(length) +
+                                        ": must be between start (" + std::to_string(start_) +
+                                        ") and length (" + std::to_string(length_) + ")");
   length_ = length;
 }
 
-void ContiguousKvCache::clear() {
-  start_ = length_ = offset_ = 0;
-}
+void ContiguousKvCache::clear() { start_ = length_ = offset_ = 0; }
 
 void ContiguousKvCache::fill_args(longattn_args* a) const {
   a->k = k_ + offset_ * layer_.head_dim_qk * elem_;
@@ -203,8 +203,8 @@ void ContiguousKvCache::fill_args(longattn_args* a) const {
   a->kv_len = stored();
   a->head_dim_qk = layer_.head_dim_qk;
   a->head_dim_v = layer_.head_dim_v;
-  a->k_strides = {layer_.kv_heads * capacity_ * layer_.head_dim_qk,
-                  capacity_ * layer_.head_dim_qk, layer_.head_dim_qk};
+  a->k_strides = {layer_.kv_heads * capacity_ * layer_.head_dim_qk, capacity_ * layer_.head_dim_qk,
+                  layer_.head_dim_qk};
   a->v_strides = {layer_.kv_heads * capacity_ * layer_.head_dim_v, capacity_ * layer_.head_dim_v,
                   layer_.head_dim_v};
 }
@@ -253,8 +253,8 @@ void BlockPool::check(int32_t id, const char* what) const {
     fail(LONGATTN_INVALID_ARGUMENT,
          std::string(what) + ": block " + std::to_string(id) + " is not in the pool");
   if (refs_[id] == 0)
-    fail(LONGATTN_INTERNAL_ERROR, std::string(what) + ": block " + std::to_string(id) +
-                                      " is free (use after release)");
+    fail(LONGATTN_INTERNAL_ERROR,
+         std::string(what) + ": block " + std::to_string(id) + " is free (use after release)");
 }
 
 int32_t BlockPool::allocate() {
@@ -300,8 +300,8 @@ PagedKvCache::PagedKvCache(const ModelPreset& stack, int32_t dtype, int64_t bloc
   validate_stack(stack);
   elem_ = dtype_size(dtype);
   if (block_size < kMinBlockSize || block_size > kMaxBlockSize)
-    fail(LONGATTN_INVALID_ARGUMENT, "block_size = " + std::to_string(block_size) +
-                                        ": must be between 16 and 256");
+    fail(LONGATTN_INVALID_ARGUMENT,
+         "block_size = " + std::to_string(block_size) + ": must be between 16 and 256");
   if (capacity_tokens < 1)
     fail(LONGATTN_INVALID_ARGUMENT,
          "capacity_tokens = " + std::to_string(capacity_tokens) + ": must be >= 1");
@@ -378,16 +378,18 @@ void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* 
     if (b == static_cast<int64_t>(table.size())) table.push_back(pool.allocate());
     int32_t id = table[b];
     if (pool.refs(id) != 1)
-      fail(LONGATTN_INTERNAL_ERROR, "append: block " + std::to_string(id) +
-                                        " is shared; only full blocks may be shared");
+      fail(LONGATTN_INTERNAL_ERROR,
+           "append: block " + std::to_string(id) + " is shared; only full blocks may be shared");
     int64_t rows = std::min(n - done, block_size_ - slot);
     char* blk = pool.block(id);
     for (int64_t h = 0; h < l.kv_heads; ++h) {
       alloc_->copy_2d(blk + slot * token_k + h * rk, token_k,
-                      static_cast<const char*>(k) + (h * n + done) * rk, rk, rk, rows, true);
+                      static_cast<const char*>(k) + (h * n + done) * rk, rk, rk, rows,
+                      CopyKind::kHostToDevice);
       if (!l.k_eq_v)
         alloc_->copy_2d(blk + v_offset + slot * token_v + h * rv, token_v,
-                        static_cast<const char*>(v) + (h * n + done) * rv, rv, rv, rows, true);
+                        static_cast<const char*>(v) + (h * n + done) * rv, rv, rv, rows,
+                        CopyKind::kHostToDevice);
     }
     done += rows;
   }
@@ -421,6 +423,25 @@ PagedLayerView PagedKvCache::view(SequenceId seq, int layer) const {
   return v;
 }
 
+void PagedKvCache::fill_args(SequenceId seq, int layer, longattn_args* a) const {
+  const LayerSpec& l = layers_.at(layer);
+  PagedLayerView v = view(seq, layer);
+  a->k = v.k_blocks;
+  a->v = v.v_blocks;
+  a->dtype = dtype_;
+  a->device = alloc_->device();
+  a->kv_heads = l.kv_heads;
+  a->kv_len = v.kv_len;
+  a->head_dim_qk = l.head_dim_qk;
+  a->head_dim_v = l.head_dim_v;
+  a->k_strides = {v.block_stride, v.head_stride, v.token_stride};
+  a->v_strides = {v.block_stride, v.v_head_stride, v.v_token_stride};
+  a->block_table = v.block_table;
+  a->block_table_stride = v.num_blocks;
+  a->page_size = block_size_;
+  a->num_blocks = pools_[layer]->capacity();
+}
+
 int32_t PagedKvCache::block_id(SequenceId seq, int layer, int64_t logical_block) const {
   const auto& table = sequence(seq).tables.at(layer);
   if (logical_block < 0 || logical_block >= static_cast<int64_t>(table.size())) return -1;
@@ -440,8 +461,7 @@ const char* PagedKvCache::row(SequenceId seq, int layer, int64_t position, int64
          (slot * l.kv_heads + head) * l.head_dim_v * elem_;
 }
 
-const void* PagedKvCache::key_row(SequenceId seq, int layer, int64_t position,
-                                  int64_t head) const {
+const void* PagedKvCache::key_row(SequenceId seq, int layer, int64_t position, int64_t head) const {
   return row(seq, layer, position, head, false);
 }
 

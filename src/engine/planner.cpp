@@ -16,9 +16,7 @@ namespace {
 
 // longattn_transient_bytes only plans, it never dereferences: any distinct, aligned, non-null
 // addresses far apart (so no overlap check can trip) describe the shape.
-void* fake_pointer(int i) {
-  return reinterpret_cast<void*>(static_cast<uintptr_t>(i + 1) << 40);
-}
+void* fake_pointer(int i) { return reinterpret_cast<void*>(static_cast<uintptr_t>(i + 1) << 40); }
 
 }  // namespace
 
@@ -34,9 +32,24 @@ std::string format_bytes(int64_t bytes) {
   if (u == 0)
     std::snprintf(buf, sizeof buf, "%" PRId64 " B", bytes);
   else
-    std::snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v,
-                  units[u]);
+    std::snprintf(buf, sizeof buf,
+                  v < 10    ? "%.2f %s"
+                  : v < 100 ? "%.1f %s"
+                            : "%.0f %s",
+                  v, units[u]);
   return buf;
+}
+
+ChunkBuffers chunk_buffers(const ModelPreset& stack, int32_t dtype, int64_t chunk) {
+  const int64_t elem = dtype_size(dtype);
+  ChunkBuffers b;
+  for (const auto& l : stack.layers) {
+    b.q = std::max(b.q, elem * chunk * l.q_heads * l.head_dim_qk);
+    b.o = std::max(b.o, elem * chunk * l.q_heads * l.head_dim_v);
+    b.k = std::max(b.k, elem * chunk * l.kv_heads * l.head_dim_qk);
+    b.v = std::max(b.v, l.k_eq_v ? 0 : elem * chunk * l.kv_heads * l.head_dim_v);
+  }
+  return b;
 }
 
 const char* cache_kind_name(CacheKind kind) {
@@ -57,8 +70,7 @@ PrefillPlanner::PrefillPlanner(ModelPreset stack, PlannerConfig config)
   for (int64_t c : config_.candidates)
     if (c < 1) invalid("chunk candidate " + std::to_string(c) + ": must be >= 1");
   if (config_.block_size < 16 || config_.block_size > 256)
-    invalid("block_size = " + std::to_string(config_.block_size) +
-            ": must be between 16 and 256");
+    invalid("block_size = " + std::to_string(config_.block_size) + ": must be between 16 and 256");
   if (config_.total_tokens < 0)
     invalid("total_tokens = " + std::to_string(config_.total_tokens) + ": must be >= 0");
   if (config_.candidates.empty()) {
@@ -107,6 +119,8 @@ int64_t PrefillPlanner::cache_bytes(int64_t start, int64_t chunk) const {
     int64_t tokens;
     if (config_.cache == CacheKind::kContiguous) {
       tokens = contiguous_capacity(l, total_tokens(start, chunk), config_.max_chunk, keep_tokens());
+    } else if (config_.total_tokens > 0) {  // every layer's pool, reserved up front
+      tokens = (total_tokens(start, chunk) + bs - 1) / bs * bs;
     } else {  // live blocks once the chunk is appended
       int64_t end_block = (start + chunk + bs - 1) / bs;
       int64_t first = l.window_left < 0 ? 0 : std::max<int64_t>(0, start - l.window_left) / bs;
@@ -124,10 +138,8 @@ ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
   d.kv_len = start + chunk;
   d.cache_bytes = cache_bytes(start, chunk);
   d.budget_bytes = budget_;
-  const int64_t elem = dtype_size(config_.dtype);
   Options options = default_options();
   options.num_threads = config_.num_threads;
-  int64_t worst = -1;
   for (const auto& l : shapes_) {
     AttentionArgs a = make_args(1, l.q_heads, l.kv_heads, chunk, layer_kv_len(l, start, chunk),
                                 l.head_dim_qk, l.head_dim_v);
@@ -140,6 +152,19 @@ ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
     a.device = config_.device;
     a.causal = 1;
     a.window_left = l.window_left;
+    // A paged K/V is planned as one: its table is real (validation reads it on the CPU), every
+    // entry block 0 of a one-block pool.
+    std::vector<int32_t> table;
+    if (config_.cache == CacheKind::kPaged) {
+      const int64_t bs = config_.block_size;
+      table.assign(static_cast<size_t>((a.kv_len + bs - 1) / bs), 0);
+      a.block_table = table.data();
+      a.block_table_stride = static_cast<int64_t>(table.size());
+      a.page_size = bs;
+      a.num_blocks = 1;
+      a.k_strides = {bs * l.kv_heads * l.head_dim_qk, l.head_dim_qk, l.kv_heads * l.head_dim_qk};
+      a.v_strides = {bs * l.kv_heads * l.head_dim_v, l.head_dim_v, l.kv_heads * l.head_dim_v};
+    }
     int64_t transient = 0;
     longattn_status s = longattn_transient_bytes(&a, config_.path, &options, &transient);
     if (s != LONGATTN_OK)
@@ -147,15 +172,9 @@ ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
                          " path for a layer of " + std::to_string(l.q_heads) + "q/" +
                          std::to_string(l.kv_heads) + "kv d=" + std::to_string(l.head_dim_qk) +
                          ": " + longattn_last_error());
-    int64_t io = elem * chunk *
-                 (l.q_heads * (l.head_dim_qk + l.head_dim_v) +
-                  l.kv_heads * (l.head_dim_qk + l.head_dim_v));
-    if (transient + io > worst) {
-      worst = transient + io;
-      d.transient_bytes = transient;
-      d.io_bytes = io;
-    }
+    d.transient_bytes = std::max(d.transient_bytes, transient);
   }
+  d.io_bytes = chunk_buffers(stack_, config_.dtype, chunk).total();
   d.total_bytes = d.cache_bytes + d.transient_bytes + d.io_bytes;
   return d;
 }

@@ -130,11 +130,6 @@ void validate_config(const PrefillConfig& c) {
             ": must be -1 (unlimited) or >= 0");
 }
 
-PagedAttentionFn& paged_attention_fn() {
-  static PagedAttentionFn fn = nullptr;
-  return fn;
-}
-
 // One path's run. Storage is either one contiguous cache per layer (its prefix index's handles
 // are block numbers of the conversation) or a paged cache with a PagedPrefixCache.
 class PathRun {
@@ -164,9 +159,8 @@ class PathRun {
       report_.error = "out of host memory";
     }
     report_.wall_seconds = seconds_since(wall0);
-    report_.tokens_per_second = report_.attention_seconds > 0
-                                    ? report_.prefilled_tokens / report_.attention_seconds
-                                    : 0;
+    report_.tokens_per_second =
+        report_.attention_seconds > 0 ? report_.prefilled_tokens / report_.attention_seconds : 0;
     const PrefixCache& index = paged_prefix_ ? paged_prefix_->index() : index_;
     report_.prefix_hits = index.hits();
     report_.prefix_misses = index.misses();
@@ -202,14 +196,27 @@ class PathRun {
 
   void setup() {
     const auto& layers = cfg_.stack.layers;
+    // The storage is reserved up front: refuse before allocating, not after running out.
+    int64_t reserve = 0;
+    for (const auto& l : layers) {
+      int64_t tokens = cfg_.cache == CacheKind::kPaged
+                           ? (total_ + cfg_.block_size - 1) / cfg_.block_size * cfg_.block_size
+                           : contiguous_capacity(l, total_, cfg_.max_chunk, planner_.keep_tokens());
+      reserve += tokens * kv_bytes_per_token(l, cfg_.dtype);
+    }
+    if (reserve > budget())
+      throw Error(LONGATTN_OVER_BUDGET,
+                  std::string("prefill over budget: the ") + cache_kind_name(cfg_.cache) +
+                      " KV cache for " + std::to_string(total_) + " tokens needs " +
+                      format_bytes(reserve) + " > budget " + format_bytes(budget()));
     if (cfg_.cache == CacheKind::kContiguous) {
       for (const auto& l : layers)
-        caches_.emplace_back(
-            l, cfg_.dtype, alloc_,
-            contiguous_capacity(l, total_, cfg_.max_chunk, planner_.keep_tokens()), true);
+        caches_.emplace_back(l, cfg_.dtype, alloc_,
+                             contiguous_capacity(l, total_, cfg_.max_chunk, planner_.keep_tokens()),
+                             true);
     } else {
-      paged_ = std::make_unique<PagedKvCache>(cfg_.stack, cfg_.dtype, cfg_.block_size, total_,
-                                              alloc_);
+      paged_ =
+          std::make_unique<PagedKvCache>(cfg_.stack, cfg_.dtype, cfg_.block_size, total_, alloc_);
       paged_prefix_ = std::make_unique<PagedPrefixCache>(*paged_, cfg_.prefix_cache_bytes);
     }
     for (size_t l = 0; l < layers.size(); ++l) {
@@ -219,12 +226,14 @@ class PathRun {
       for (int64_t h = 0; h < layers[l].q_heads; ++h) host[h] = gen_.sink(static_cast<int>(l), h);
       int64_t bytes = layers[l].q_heads * 4;
       sinks_.back() = std::make_unique<DeviceBuffer>(alloc_, bytes);
-      alloc_->copy_2d(sinks_.back()->p, bytes, host.data(), bytes, bytes, 1, true);
+      alloc_->copy_2d(sinks_.back()->p, bytes, host.data(), bytes, bytes, 1,
+                      CopyKind::kHostToDevice);
     }
   }
 
+  // What the storage reserved (both kinds are sized for the whole run up front).
   int64_t cache_bytes() const {
-    if (paged_) return paged_->bytes_in_use();
+    if (paged_) return paged_->bytes_reserved();
     int64_t b = 0;
     for (const auto& c : caches_) b += c.bytes_reserved();
     return b;
@@ -296,8 +305,8 @@ class PathRun {
       ChunkRecord rec = run_chunk(turn, d);
       done += d.chunk;
       if (paged_)
-        paged_prefix_->publish(seq_, std::vector<int32_t>(conversation_.begin(),
-                                                          conversation_.begin() + done));
+        paged_prefix_->publish(
+            seq_, std::vector<int32_t>(conversation_.begin(), conversation_.begin() + done));
       else
         publish_contiguous(done);
       report_.turns.back().seconds += rec.seconds;
@@ -313,6 +322,24 @@ class PathRun {
         progress_(ev);
       }
     }
+  }
+
+  // Q/O on the device and K/V staging on the host, sized for the largest layer at this chunk
+  // size; reallocated only when the chunk size changes (allocating per layer would cost a device
+  // synchronization and fresh page faults each time).
+  ChunkBuffers ensure_buffers(int64_t chunk) {
+    ChunkBuffers b = chunk_buffers(cfg_.stack, cfg_.dtype, chunk);
+    if (chunk != buffer_chunk_) {
+      q_.reset();
+      o_.reset();
+      q_ = std::make_unique<DeviceBuffer>(alloc_, b.q);
+      o_ = std::make_unique<DeviceBuffer>(alloc_, b.o);
+      k_host_.assign(static_cast<size_t>(b.k), 0);
+      v_host_.assign(static_cast<size_t>(std::max<int64_t>(b.v, 1)), 0);
+      if (alloc_->device() != LONGATTN_DEVICE_CPU) q_host_.assign(static_cast<size_t>(b.q), 0);
+      buffer_chunk_ = chunk;
+    }
+    return b;
   }
 
   ChunkRecord run_chunk(int turn, const ChunkDecision& d) {
@@ -331,71 +358,73 @@ class PathRun {
     options.path = report_.path;
     options.num_threads = cfg_.num_threads;
 
+    const ChunkBuffers bytes = ensure_buffers(n);
     for (size_t li = 0; li < cfg_.stack.layers.size(); ++li) {
       const LayerSpec& l = cfg_.stack.layers[li];
       const int layer = static_cast<int>(li);
       const int64_t q_bytes = l.q_heads * n * l.head_dim_qk * elem;
-      const int64_t o_bytes = l.q_heads * n * l.head_dim_v * elem;
-      const int64_t k_bytes = l.kv_heads * n * l.head_dim_qk * elem;
-      const int64_t v_bytes = l.kv_heads * n * l.head_dim_v * elem;
-      DeviceBuffer q(alloc_, q_bytes), o(alloc_, o_bytes);
-      std::vector<char> k(static_cast<size_t>(k_bytes)), v(static_cast<size_t>(v_bytes));
+      char* k = k_host_.data();
+      char* v = v_host_.data();
       if (alloc_->device() == LONGATTN_DEVICE_CPU) {
-        gen_.fill(q.p, layer, kQ, l.q_heads, l.head_dim_qk, d.start, n, tokens);
+        gen_.fill(q_->p, layer, kQ, l.q_heads, l.head_dim_qk, d.start, n, tokens);
       } else {
-        std::vector<char> host(static_cast<size_t>(q_bytes));
-        gen_.fill(host.data(), layer, kQ, l.q_heads, l.head_dim_qk, d.start, n, tokens);
-        alloc_->copy_2d(q.p, q_bytes, host.data(), q_bytes, q_bytes, 1, true);
+        gen_.fill(q_host_.data(), layer, kQ, l.q_heads, l.head_dim_qk, d.start, n, tokens);
+        alloc_->copy_2d(q_->p, q_bytes, q_host_.data(), q_bytes, q_bytes, 1,
+                        CopyKind::kHostToDevice);
       }
-      gen_.fill(k.data(), layer, kK, l.kv_heads, l.head_dim_qk, d.start, n, tokens);
-      if (!l.k_eq_v) gen_.fill(v.data(), layer, kV, l.kv_heads, l.head_dim_v, d.start, n, tokens);
+      gen_.fill(k, layer, kK, l.kv_heads, l.head_dim_qk, d.start, n, tokens);
+      if (!l.k_eq_v) gen_.fill(v, layer, kV, l.kv_heads, l.head_dim_v, d.start, n, tokens);
 
       AttentionArgs a = make_args(1, l.q_heads, l.kv_heads, n, 1, l.head_dim_qk, l.head_dim_v);
-      a.q = q.p;
-      a.o = o.p;
+      a.q = q_->p;
+      a.o = o_->p;
       a.dtype = cfg_.dtype;
       a.device = alloc_->device();
       a.causal = 1;
       a.window_left = l.window_left;
       a.sinks = l.sinks ? reinterpret_cast<const float*>(sinks_[li]->p) : nullptr;
 
-      longattn_plan plan{};
-      std::chrono::steady_clock::time_point t0;
       if (paged_) {
-        paged_->append(seq_, layer, k.data(), v.data(), n);
-        options.memory_budget =
-            std::max<int64_t>(0, budget() - cache_bytes() - q_bytes - o_bytes - k_bytes - v_bytes);
-        PagedLayerView view = paged_->view(seq_, layer);
-        t0 = std::chrono::steady_clock::now();
-        attention_over_paged_cache(a, view, options, &plan);
+        paged_->append(seq_, layer, k, v, n);
+        paged_->fill_args(seq_, layer, &a);  // the kernel reads the blocks in place
       } else {
         ContiguousKvCache& c = caches_[li];
         // Keys no query from d.start on can see, keeping one block for a prefix rollback.
         if (l.window_left >= 0) c.release_before(d.start - l.window_left - planner_.keep_tokens());
-        c.append(k.data(), v.data(), n);
+        c.append(k, v, n);
         c.fill_args(&a);
-        options.memory_budget =
-            std::max<int64_t>(0, budget() - cache_bytes() - q_bytes - o_bytes - k_bytes - v_bytes);
-        t0 = std::chrono::steady_clock::now();
-        longattn_status s = longattn_attention(&a, &options, &plan);
-        if (s != LONGATTN_OK)
-          throw Error(s, "layer " + std::to_string(layer) + ", chunk at " +
-                             std::to_string(d.start) + ": " + longattn_last_error());
       }
+      // The library guards the transient too: what is left of the budget after everything else.
+      options.memory_budget = std::max<int64_t>(0, budget() - cache_bytes() - bytes.total());
+      longattn_plan plan{};
+      auto t0 = std::chrono::steady_clock::now();
+      longattn_status s = longattn_attention(&a, &options, &plan);
+      if (s != LONGATTN_OK)
+        throw Error(s, "layer " + std::to_string(layer) + ", chunk at " + std::to_string(d.start) +
+                           ": " + longattn_last_error());
       alloc_->synchronize();
       rec.seconds += seconds_since(t0);
       rec.transient_bytes = std::max(rec.transient_bytes, plan.allocated_bytes);
-      rec.io_bytes = std::max(rec.io_bytes, q_bytes + o_bytes + k_bytes + v_bytes);
-      if (cfg_.checksum_outputs && alloc_->device() == LONGATTN_DEVICE_CPU) {
+      if (cfg_.checksum_outputs) {
+        const int64_t o_bytes = l.q_heads * n * l.head_dim_v * elem;
+        std::vector<char> host;
+        const char* out = o_->p;
+        if (alloc_->device() != LONGATTN_DEVICE_CPU) {
+          host.resize(static_cast<size_t>(o_bytes));
+          alloc_->copy_2d(host.data(), o_bytes, o_->p, o_bytes, o_bytes, 1,
+                          CopyKind::kDeviceToHost);
+          out = host.data();
+        }
         uint64_t h = report_.output_checksum;
         for (int64_t i = 0; i + 8 <= o_bytes; i += 8) {
           uint64_t w;
-          std::memcpy(&w, o.p + i, 8);
+          std::memcpy(&w, out + i, 8);
           h = mix(h ^ w);
         }
         report_.output_checksum = h;
       }
     }
+    rec.io_bytes = bytes.total();
     rec.cache_bytes = cache_bytes();
     rec.total_bytes = rec.cache_bytes + rec.transient_bytes + rec.io_bytes;
     report_.prefilled_tokens += n;
@@ -423,6 +452,9 @@ class PathRun {
   std::unique_ptr<PagedPrefixCache> paged_prefix_;
   PagedKvCache::SequenceId seq_ = 0;
   std::vector<std::unique_ptr<DeviceBuffer>> sinks_;
+  std::unique_ptr<DeviceBuffer> q_, o_;
+  std::vector<char> k_host_, v_host_, q_host_;
+  int64_t buffer_chunk_ = 0;
 };
 
 }  // namespace
@@ -430,18 +462,6 @@ class PathRun {
 const char* prefill_disclaimer() {
   return "attention only: Q/K/V come from a seeded generator (no weights, no model output); "
          "times cover the attention calls of every layer";
-}
-
-void set_paged_attention(PagedAttentionFn fn) { paged_attention_fn() = fn; }
-
-void attention_over_paged_cache(const longattn_args& chunk_args, const PagedLayerView& view,
-                                const longattn_options& options, longattn_plan* plan) {
-  PagedAttentionFn fn = paged_attention_fn();
-  if (!fn)
-    throw Error(LONGATTN_UNSUPPORTED,
-                "cache = paged: no attention kernel in this build reads K/V from a paged cache "
-                "yet (issue #5); use cache = contiguous");
-  fn(chunk_args, view, options, plan);
 }
 
 PrefillReport run_prefill(const PrefillConfig& config, const ProgressCallback& progress) {

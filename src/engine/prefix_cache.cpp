@@ -24,9 +24,9 @@ PrefixCache::PrefixCache(int64_t block_size, int64_t byte_budget, EvictFn on_evi
     throw Error(LONGATTN_INVALID_ARGUMENT,
                 "prefix cache: block_size = " + std::to_string(block_size) + ": must be >= 1");
   if (byte_budget < -1)
-    throw Error(LONGATTN_INVALID_ARGUMENT, "prefix cache: byte budget = " +
-                                               std::to_string(byte_budget) +
-                                               ": must be -1 (unlimited) or >= 0");
+    throw Error(LONGATTN_INVALID_ARGUMENT,
+                "prefix cache: byte budget = " + std::to_string(byte_budget) +
+                    ": must be -1 (unlimited) or >= 0");
 }
 
 uint64_t PrefixCache::chain_key(uint64_t parent, const int32_t* tokens, int64_t n) {
@@ -153,8 +153,7 @@ PagedPrefixCache::~PagedPrefixCache() {
   index_.clear();
 }
 
-int64_t PagedPrefixCache::attach(PagedKvCache::SequenceId seq,
-                                 const std::vector<int32_t>& tokens) {
+int64_t PagedPrefixCache::attach(PagedKvCache::SequenceId seq, const std::vector<int32_t>& tokens) {
   if (used_.count(seq))
     throw Error(LONGATTN_INVALID_ARGUMENT,
                 "prefix cache: sequence " + std::to_string(seq) + " is already attached");
@@ -184,8 +183,8 @@ void PagedPrefixCache::publish(PagedKvCache::SequenceId seq, const std::vector<i
     int64_t handle = next_handle_++;
     groups_[handle] = ids;
     uint64_t parent = b == 0 ? PrefixCache::kRootKey : keys[b - 1];
-    if (!complete || !index_.insert(parent, tokens.data() + b * bs, handle,
-                                    cache_.group_bytes(ids))) {
+    if (!complete ||
+        !index_.insert(parent, tokens.data() + b * bs, handle, cache_.group_bytes(ids))) {
       // A sliding layer already released this block, or the budget is full: the chain stops.
       cache_.unshare(ids);
       groups_.erase(handle);

@@ -130,8 +130,8 @@ std::pair<std::string, std::string> check_layer(const LayerSpec& l) {
   if (l.q_heads < 1) return {"q_heads", num(l.q_heads) + ": must be >= 1"};
   if (l.kv_heads < 1) return {"kv_heads", num(l.kv_heads) + ": must be >= 1"};
   if (l.q_heads % l.kv_heads != 0)
-    return {"kv_heads", num(l.kv_heads) + ": q_heads (" + num(l.q_heads) +
-                            ") must be a multiple of kv_heads"};
+    return {"kv_heads",
+            num(l.kv_heads) + ": q_heads (" + num(l.q_heads) + ") must be a multiple of kv_heads"};
   if (l.window_left < -1)
     return {"window_left", num(l.window_left) + ": must be -1 (global) or >= 0"};
   if (l.k_eq_v && l.head_dim_v != l.head_dim_qk)
@@ -195,9 +195,11 @@ struct FieldReader {
 
 int64_t dtype_size(int32_t dtype) {
   switch (dtype) {
-    case LONGATTN_FLOAT32: return 4;
+    case LONGATTN_FLOAT32:
+      return 4;
     case LONGATTN_FLOAT16:
-    case LONGATTN_BFLOAT16: return 2;
+    case LONGATTN_BFLOAT16:
+      return 2;
   }
   invalid("dtype = " + std::to_string(dtype) + ": must be float32, float16 or bfloat16");
 }
@@ -239,8 +241,8 @@ ModelPreset parse_stack_json(const std::string& text, const std::string& origin)
   json::Value root = json::parse(text, origin);
   FieldReader top{root, origin, ""};
   if (root.kind != json::Value::Kind::kObject)
-    top.fail_at(root, std::string("a stack must be a JSON object, got ") +
-                          json::kind_name(root.kind));
+    top.fail_at(root,
+                std::string("a stack must be a JSON object, got ") + json::kind_name(root.kind));
   top.only({"name", "notes", "layers"});
 
   ModelPreset stack;
@@ -250,8 +252,8 @@ ModelPreset parse_stack_json(const std::string& text, const std::string& origin)
   const json::Value* layers = top.get("layers");
   if (!layers) top.fail_at(root, "missing field \"layers\" (an array of layer objects)");
   if (layers->kind != json::Value::Kind::kArray)
-    top.fail_at(*layers, std::string("layers: must be an array, got ") +
-                             json::kind_name(layers->kind));
+    top.fail_at(*layers,
+                std::string("layers: must be an array, got ") + json::kind_name(layers->kind));
   if (layers->items.empty()) top.fail_at(*layers, "layers: must not be empty");
 
   for (size_t i = 0; i < layers->items.size(); ++i) {
@@ -259,8 +261,8 @@ ModelPreset parse_stack_json(const std::string& text, const std::string& origin)
     FieldReader r{item, origin, "layers[" + std::to_string(i) + "]"};
     if (item.kind != json::Value::Kind::kObject)
       r.fail_at(item, r.path + ": must be an object, got " + json::kind_name(item.kind));
-    r.only({"head_dim", "head_dim_qk", "head_dim_v", "q_heads", "kv_heads", "window_left",
-            "k_eq_v", "sinks", "repeat"});
+    r.only({"head_dim", "head_dim_qk", "head_dim_v", "q_heads", "kv_heads", "window_left", "k_eq_v",
+            "sinks", "repeat"});
     auto required = [&](const char* key) -> const json::Value& {
       const json::Value* v = r.get(key);
       if (!v) r.fail_at(item, r.path + ": missing field \"" + key + "\"");
@@ -316,9 +318,9 @@ ModelPreset parse_stack_json(const std::string& text, const std::string& origin)
 ModelPreset load_stack(const std::string& name_or_path) {
   for (const auto& p : presets())
     if (p.name == name_or_path) return p;
-  bool looks_like_path = name_or_path.find('/') != std::string::npos ||
-                         (name_or_path.size() > 5 &&
-                          name_or_path.compare(name_or_path.size() - 5, 5, ".json") == 0);
+  bool looks_like_path =
+      name_or_path.find('/') != std::string::npos ||
+      (name_or_path.size() > 5 && name_or_path.compare(name_or_path.size() - 5, 5, ".json") == 0);
   if (!looks_like_path) find_preset(name_or_path);  // throws, listing the known presets
   std::ifstream in(name_or_path, std::ios::binary);
   if (!in)
