@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
+# The CUDA instantiation files are generated: fail if they are stale.
+python3 scripts/gen_cuda_instances.py --check
 jobs=$(nproc)
 run_suite() {  # build dir, extra cmake args...
   local dir=$1; shift

@@ -14,8 +14,8 @@ namespace longattn::detail {
 // What the router knows about the device it plans for.
 struct DeviceContext {
   longattn_device_info info{};
-  int max_threads = 1;          // CPU: worker threads allowed by options (or all cores)
-  int64_t budget = -1;          // bytes of transient memory allowed; -1 = unlimited
+  int max_threads = 1;  // CPU: worker threads allowed by options (or all cores)
+  int64_t budget = -1;  // bytes of transient memory allowed; -1 = unlimited
   const longattn_options* options = nullptr;
 };
 
@@ -28,6 +28,9 @@ struct PathImpl {
   // Fills plan->threads, block_q, block_k, splits for this path. `threads` is an upper bound the
   // router may lower to fit a budget; configure must honour plan->threads if already set (> 0).
   void (*configure)(const longattn_args& args, const DeviceContext& ctx, longattn_plan* plan);
+  // Independent work items (CPU tasks, GPU thread blocks) of a configured plan; the router
+  // compares it with the device's workers to decide whether splitting K/V pays.
+  int64_t (*work_items)(const longattn_args& args, const longattn_plan& plan);
   // Exact transient bytes for a configured plan: what run() takes from its Arena.
   int64_t (*workspace_bytes)(const longattn_args& args, const longattn_plan& plan);
   // Runs the plan. Must take exactly workspace_bytes() from the arena. Throws Failure on error.

@@ -46,7 +46,8 @@ namespace longattn::detail {
 
 void* device_alloc(int32_t device, int64_t bytes) {
   if (device == LONGATTN_DEVICE_CUDA) return cuda_alloc(bytes);
-  void* p = std::aligned_alloc(kWorkspaceAlign, static_cast<size_t>(round_up(bytes, kWorkspaceAlign)));
+  void* p =
+      std::aligned_alloc(kWorkspaceAlign, static_cast<size_t>(round_up(bytes, kWorkspaceAlign)));
   if (!p)
     fail(LONGATTN_OUT_OF_MEMORY, "could not allocate %lld transient bytes on the CPU",
          (long long)bytes);
@@ -65,40 +66,56 @@ const char* longattn_last_error(void) { return g_last_error.c_str(); }
 
 const char* longattn_status_string(longattn_status s) {
   switch (s) {
-    case LONGATTN_OK: return "ok";
-    case LONGATTN_INVALID_ARGUMENT: return "invalid argument";
-    case LONGATTN_UNSUPPORTED: return "unsupported";
-    case LONGATTN_OVER_BUDGET: return "over budget";
-    case LONGATTN_OUT_OF_MEMORY: return "out of memory";
-    case LONGATTN_DEVICE_ERROR: return "device error";
-    case LONGATTN_INTERNAL_ERROR: return "internal error";
+    case LONGATTN_OK:
+      return "ok";
+    case LONGATTN_INVALID_ARGUMENT:
+      return "invalid argument";
+    case LONGATTN_UNSUPPORTED:
+      return "unsupported";
+    case LONGATTN_OVER_BUDGET:
+      return "over budget";
+    case LONGATTN_OUT_OF_MEMORY:
+      return "out of memory";
+    case LONGATTN_DEVICE_ERROR:
+      return "device error";
+    case LONGATTN_INTERNAL_ERROR:
+      return "internal error";
   }
   return "unknown status";
 }
 
 const char* longattn_path_name(int32_t path) {
   switch (path) {
-    case LONGATTN_PATH_AUTO: return "auto";
-    case LONGATTN_PATH_REFERENCE: return "reference";
-    case LONGATTN_PATH_UNFUSED: return "unfused";
-    case LONGATTN_PATH_FUSED: return "fused";
-    case LONGATTN_PATH_SPLIT_KV: return "split_kv";
+    case LONGATTN_PATH_AUTO:
+      return "auto";
+    case LONGATTN_PATH_REFERENCE:
+      return "reference";
+    case LONGATTN_PATH_UNFUSED:
+      return "unfused";
+    case LONGATTN_PATH_FUSED:
+      return "fused";
+    case LONGATTN_PATH_SPLIT_KV:
+      return "split_kv";
   }
   return "unknown";
 }
 
 const char* longattn_dtype_name(int32_t dtype) {
   switch (dtype) {
-    case LONGATTN_FLOAT32: return "float32";
-    case LONGATTN_FLOAT16: return "float16";
-    case LONGATTN_BFLOAT16: return "bfloat16";
+    case LONGATTN_FLOAT32:
+      return "float32";
+    case LONGATTN_FLOAT16:
+      return "float16";
+    case LONGATTN_BFLOAT16:
+      return "bfloat16";
   }
   return "unknown";
 }
 
 void longattn_set_contiguous_strides(longattn_args* a) {
   if (!a) return;
-  a->q_strides = {a->q_heads * a->q_len * a->head_dim_qk, a->q_len * a->head_dim_qk, a->head_dim_qk};
+  a->q_strides = {a->q_heads * a->q_len * a->head_dim_qk, a->q_len * a->head_dim_qk,
+                  a->head_dim_qk};
   a->k_strides = {a->kv_heads * a->kv_len * a->head_dim_qk, a->kv_len * a->head_dim_qk,
                   a->head_dim_qk};
   a->v_strides = {a->kv_heads * a->kv_len * a->head_dim_v, a->kv_len * a->head_dim_v,
@@ -190,7 +207,9 @@ longattn_status longattn_merge_states(int64_t n, int64_t rows, int64_t dv, const
            (long long)kMaxHeadDim);
     if (!o_parts || !lse_parts || !o)
       fail(LONGATTN_INVALID_ARGUMENT, "%s is NULL",
-           !o_parts ? "o_parts" : !lse_parts ? "lse_parts" : "o");
+           !o_parts     ? "o_parts"
+           : !lse_parts ? "lse_parts"
+                        : "o");
     // Byte counts of o_parts [n, rows, dv] and lse_parts [n, rows] must fit int64.
     const int64_t part = checked_mul(rows, dv, "rows * dv");
     checked_mul(checked_mul(part, n, "n * rows * dv"), 4, "o_parts");

@@ -33,8 +33,8 @@ DeviceContext make_context(const longattn_args& a, const longattn_options& o, bo
   else
     cuda_device_info(&ctx.info);
   int cores = std::max(1, ctx.info.cores);
-  ctx.max_threads = a.device == LONGATTN_DEVICE_CPU ? (o.num_threads > 0 ? o.num_threads : cores)
-                                                    : 1;
+  ctx.max_threads =
+      a.device == LONGATTN_DEVICE_CPU ? (o.num_threads > 0 ? o.num_threads : cores) : 1;
   // With no explicit budget, the memory the device has available is the budget: a plan that
   // cannot be allocated is refused here with a reason instead of failing (or swapping) later.
   ctx.budget = o.memory_budget;
@@ -55,26 +55,25 @@ std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx
   if (fused && fused->unsupported(a, ctx).empty()) {
     longattn_plan p{};
     fused->configure(a, ctx, &p);
-    int64_t items = a.batch * a.kv_heads * ceil_div(a.q_len, std::max(1, p.block_q));
+    int64_t items = fused->work_items(a, p);
     int64_t workers = a.device == LONGATTN_DEVICE_CPU ? ctx.max_threads : ctx.info.cores;
     if (items < workers && a.kv_len >= kMinKeysForSplit) {
-      *why = format("%lld (batch, kv head, query tile) item%s for %lld workers: splitting %lld "
-                    "keys keeps every worker busy",
-                    (long long)items, items == 1 ? "" : "s", (long long)workers,
-                    (long long)a.kv_len);
+      *why = format(
+          "%lld (batch, kv head, query tile) item%s for %lld workers: splitting %lld "
+          "keys keeps every worker busy",
+          (long long)items, items == 1 ? "" : "s", (long long)workers, (long long)a.kv_len);
       return {LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
     }
-    *why = format("%lld (batch, kv head, query tile) item%s for %lld worker%s",
-                  (long long)items, items == 1 ? "" : "s", (long long)workers,
-                  workers == 1 ? "" : "s");
+    *why = format("%lld (batch, kv head, query tile) item%s for %lld worker%s", (long long)items,
+                  items == 1 ? "" : "s", (long long)workers, workers == 1 ? "" : "s");
   }
   return {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
 }
 
 // Configures `impl` and, if its memory exceeds the budget, lowers the worker count (transient
 // memory of the CPU paths is per worker) until it fits. Returns false if even one worker is over.
-bool configure_within_budget(const PathImpl& impl, const longattn_args& a,
-                             const DeviceContext& ctx, longattn_plan* p) {
+bool configure_within_budget(const PathImpl& impl, const longattn_args& a, const DeviceContext& ctx,
+                             longattn_plan* p) {
   p->threads = 0;
   impl.configure(a, ctx, p);
   p->transient_bytes = impl.workspace_bytes(a, *p);
@@ -126,11 +125,11 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
         if (configure_within_budget(*impl, a, ctx, &p)) {
           p.ok = 1;
           p.status = LONGATTN_OK;
-          std::string reason = format(
-              "%s on %s (%s): %d thread%s, ", longattn_path_name(path),
-              a.device == LONGATTN_DEVICE_CPU ? "cpu" : "cuda",
-              o.path == LONGATTN_PATH_AUTO ? auto_why.c_str() : "forced by options.path",
-              p.threads, p.threads == 1 ? "" : "s");
+          std::string reason =
+              format("%s on %s (%s): %d thread%s, ", longattn_path_name(path),
+                     a.device == LONGATTN_DEVICE_CPU ? "cpu" : "cuda",
+                     o.path == LONGATTN_PATH_AUTO ? auto_why.c_str() : "forced by options.path",
+                     p.threads, p.threads == 1 ? "" : "s");
           if (path != LONGATTN_PATH_REFERENCE)
             reason += format("tiles of %d queries x %d keys, %d split%s, ", p.block_q, p.block_k,
                              p.splits, p.splits == 1 ? "" : "s");

@@ -9,8 +9,8 @@
 namespace longattn::detail {
 namespace {
 
-#define LONGATTN_REQUIRE(cond, ...) \
-  do {                              \
+#define LONGATTN_REQUIRE(cond, ...)                            \
+  do {                                                         \
     if (!(cond)) fail(LONGATTN_INVALID_ARGUMENT, __VA_ARGS__); \
   } while (0)
 
@@ -67,17 +67,24 @@ void validate_args(const longattn_args* args) {
                    "dtype = %d: allowed values are LONGATTN_FLOAT32 (0), LONGATTN_FLOAT16 (1), "
                    "LONGATTN_BFLOAT16 (2)",
                    a.dtype);
-  LONGATTN_REQUIRE(a.device == LONGATTN_DEVICE_CPU || a.device == LONGATTN_DEVICE_CUDA,
-                   "device = %d: allowed values are LONGATTN_DEVICE_CPU (0), LONGATTN_DEVICE_CUDA (1)",
-                   a.device);
+  LONGATTN_REQUIRE(
+      a.device == LONGATTN_DEVICE_CPU || a.device == LONGATTN_DEVICE_CUDA,
+      "device = %d: allowed values are LONGATTN_DEVICE_CPU (0), LONGATTN_DEVICE_CUDA (1)",
+      a.device);
   LONGATTN_REQUIRE(a.q && a.k && a.v && a.o,
                    "%s is NULL: q, k, v and o must point to the tensors (lse may be NULL)",
-                   !a.q ? "q" : !a.k ? "k" : !a.v ? "v" : "o");
+                   !a.q   ? "q"
+                   : !a.k ? "k"
+                   : !a.v ? "v"
+                          : "o");
   const struct {
     const char* name;
     int64_t value;
-  } sizes[] = {{"batch", a.batch},   {"q_heads", a.q_heads}, {"kv_heads", a.kv_heads},
-               {"q_len", a.q_len},   {"kv_len", a.kv_len}};
+  } sizes[] = {{"batch", a.batch},
+               {"q_heads", a.q_heads},
+               {"kv_heads", a.kv_heads},
+               {"q_len", a.q_len},
+               {"kv_len", a.kv_len}};
   for (const auto& s : sizes)
     LONGATTN_REQUIRE(s.value >= 1, "%s = %lld: must be >= 1", s.name, (long long)s.value);
   LONGATTN_REQUIRE(a.head_dim_qk >= 1 && a.head_dim_qk <= kMaxHeadDim,
@@ -89,8 +96,8 @@ void validate_args(const longattn_args* args) {
   LONGATTN_REQUIRE(a.q_heads % a.kv_heads == 0,
                    "q_heads = %lld, kv_heads = %lld: q_heads must be a multiple of kv_heads (GQA)",
                    (long long)a.q_heads, (long long)a.kv_heads);
-  LONGATTN_REQUIRE(std::isfinite(a.scale), "scale = %g: must be finite (0 means 1/sqrt(head_dim_qk))",
-                   (double)a.scale);
+  LONGATTN_REQUIRE(std::isfinite(a.scale),
+                   "scale = %g: must be finite (0 means 1/sqrt(head_dim_qk))", (double)a.scale);
   LONGATTN_REQUIRE(std::isfinite(a.softcap) && a.softcap >= 0,
                    "softcap = %g: must be 0 (off) or a finite value > 0", (double)a.softcap);
   LONGATTN_REQUIRE(a.window_left >= -1,
@@ -120,7 +127,8 @@ void validate_args(const longattn_args* args) {
         }
   }
   // A paged K/V spans [num_blocks, kv_heads, page_size] (its batch stride steps between blocks).
-  const int64_t kv_outer = paged ? a.num_blocks : a.batch, kv_tokens = paged ? a.page_size : a.kv_len;
+  const int64_t kv_outer = paged ? a.num_blocks : a.batch,
+                kv_tokens = paged ? a.page_size : a.kv_len;
   int64_t elem = dtype_bytes(a.dtype);
   check_strides("q_strides", a.q_strides, a.batch, a.q_heads, a.q_len, a.head_dim_qk, elem);
   check_strides("k_strides", a.k_strides, kv_outer, a.kv_heads, kv_tokens, a.head_dim_qk, elem);
@@ -134,8 +142,8 @@ void validate_args(const longattn_args* args) {
               checked_mul(a.head_dim_qk + a.head_dim_v, elem, "k"), "k");
 
   // Inputs are never written: the output must not share memory with them.
-  Dim od[3] = {{a.batch, a.o_strides.batch}, {a.q_heads, a.o_strides.head},
-               {a.q_len, a.o_strides.token}};
+  Dim od[3] = {
+      {a.batch, a.o_strides.batch}, {a.q_heads, a.o_strides.head}, {a.q_len, a.o_strides.token}};
   int64_t o_bytes = extent_bytes(od, 3, a.head_dim_v, elem, "o");
   const struct {
     const char* name;
@@ -152,7 +160,8 @@ void validate_args(const longattn_args* args) {
                      "o overlaps %s: the output must not share memory with an input", in.name);
   }
   if (a.lse) {
-    int64_t lse_bytes = checked_mul(checked_mul(a.batch, a.q_heads, "lse"), checked_mul(a.q_len, 4, "lse"), "lse");
+    int64_t lse_bytes =
+        checked_mul(checked_mul(a.batch, a.q_heads, "lse"), checked_mul(a.q_len, 4, "lse"), "lse");
     LONGATTN_REQUIRE(!overlaps(a.lse, lse_bytes, a.o, o_bytes), "lse overlaps o");
   }
 
@@ -172,8 +181,8 @@ void validate_args(const longattn_args* args) {
                        "mask.dims[%d] = %lld: must be 1 (broadcast) or %s = %lld to broadcast to "
                        "[batch, q_heads, q_len, kv_len]",
                        i, (long long)m.dims[i], axis[i], (long long)full[i]);
-      LONGATTN_REQUIRE(m.dims[i] == 1 || m.strides[i] >= 0,
-                       "mask.strides[%d] = %lld: must be >= 0", i, (long long)m.strides[i]);
+      LONGATTN_REQUIRE(m.dims[i] == 1 || m.strides[i] >= 0, "mask.strides[%d] = %lld: must be >= 0",
+                       i, (long long)m.strides[i]);
       md[i] = {m.dims[i], m.dims[i] == 1 ? 0 : m.strides[i]};
     }
     extent_bytes(md, 4, 1, m.kind == LONGATTN_MASK_BOOLEAN ? 1 : 4, "mask");

@@ -30,11 +30,11 @@ class Arena {
   Arena(void* base, int64_t bytes) : base_(static_cast<char*>(base)), size_(bytes) {}
   template <class T>
   T* take(int64_t count) {
-    int64_t bytes = round_up(checked_mul(count, int64_t(sizeof(T)), "transient memory"),
-                             kWorkspaceAlign);
+    int64_t bytes =
+        round_up(checked_mul(count, int64_t(sizeof(T)), "transient memory"), kWorkspaceAlign);
     if (used_ + bytes > size_)
-      fail(LONGATTN_INTERNAL_ERROR, "workspace overrun: %lld + %lld > %lld bytes",
-           (long long)used_, (long long)bytes, (long long)size_);
+      fail(LONGATTN_INTERNAL_ERROR, "workspace overrun: %lld + %lld > %lld bytes", (long long)used_,
+           (long long)bytes, (long long)size_);
     T* p = reinterpret_cast<T*>(base_ + used_);
     used_ += bytes;
     return p;

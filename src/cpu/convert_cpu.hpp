@@ -28,7 +28,7 @@ inline float bf16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16)
 inline uint16_t float_to_bf16(float f) {
   uint32_t u = float_to_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  u += 0x7fffu + ((u >> 16) & 1u);                                         // round to nearest even
   return uint16_t(u >> 16);
 }
 
@@ -48,9 +48,9 @@ inline uint16_t float_to_f16(float f) {
   uint32_t u = float_to_bits(f);
   uint32_t sign = (u >> 16) & 0x8000u;
   uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);       // nan
-  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);      // overflow (incl. rounding) -> inf
-  if (a < 0x38800000u) {                                       // subnormal or zero in f16
+  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // nan
+  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // overflow (incl. rounding) -> inf
+  if (a < 0x38800000u) {                                  // subnormal or zero in f16
     // Round a * 2^24 to the nearest integer (ties to even) using float arithmetic.
     float v = bits_to_float(a) * 16777216.0f;
     float r = v + 8388608.0f - 8388608.0f;  // RNE in the current (default) rounding mode

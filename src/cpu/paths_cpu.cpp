@@ -1,4 +1,6 @@
 // The CPU backend's paths: what each supports, its tiles and thread count, its exact memory.
+#include "cpu/paths_cpu.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -6,7 +8,6 @@
 
 #include "core/backend.hpp"
 #include "core/detail.hpp"
-#include "cpu/paths_cpu.hpp"
 
 namespace longattn::cpu {
 
@@ -33,13 +34,18 @@ int64_t tile_items(const longattn_args& a, const longattn_plan& p) {
   return packs_gqa(p.path) ? a.batch * a.kv_heads * qt : a.batch * a.q_heads * qt;
 }
 
+int64_t work_items(const longattn_args& a, const longattn_plan& p) {
+  if (p.path == LONGATTN_PATH_REFERENCE) return a.batch * a.q_heads * a.q_len;
+  return tile_items(a, p) * p.splits;
+}
+
 std::string supported_everywhere(const longattn_args&, const detail::DeviceContext&) { return ""; }
 
 void configure_tiles(const longattn_args& a, const detail::DeviceContext& ctx, longattn_plan* p) {
   const int64_t g = a.q_heads / a.kv_heads;
   p->block_k = kKeysPerTile;
-  p->block_q = static_cast<int32_t>(
-      std::min(a.q_len, packs_gqa(p->path) ? std::max<int64_t>(1, kRowsPerTile / g) : kRowsPerTile));
+  p->block_q = static_cast<int32_t>(std::min(
+      a.q_len, packs_gqa(p->path) ? std::max<int64_t>(1, kRowsPerTile / g) : kRowsPerTile));
   p->splits = 1;
   if (p->path == LONGATTN_PATH_SPLIT_KV) {
     // Enough (tile, split) items for two per core, so no core idles on the last one. It uses the
@@ -49,8 +55,7 @@ void configure_tiles(const longattn_args& a, const detail::DeviceContext& ctx, l
     p->splits = static_cast<int32_t>(
         std::clamp<int64_t>(want, 1, std::max<int64_t>(1, a.kv_len / kMinKeysPerSplit)));
   }
-  int64_t items = p->path == LONGATTN_PATH_REFERENCE ? a.batch * a.q_heads * a.q_len
-                                                     : tile_items(a, *p) * p->splits;
+  int64_t items = work_items(a, *p);
   int64_t threads = std::min<int64_t>(ctx.max_threads, items);
   if (p->threads > 0) threads = std::min<int64_t>(p->threads, threads);
   p->threads = static_cast<int32_t>(std::max<int64_t>(1, threads));
@@ -76,12 +81,12 @@ void run_reference(const longattn_args& a, const longattn_plan& p, detail::Arena
 
 const detail::PathImpl kCpuPaths[] = {
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_REFERENCE, supported_everywhere, configure_tiles,
-     reference_workspace_bytes, run_reference},
-    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_tiles, tiled_bytes,
-     run_tiled},
-    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_tiles, tiled_bytes,
-     run_tiled},
-    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_SPLIT_KV, supported_everywhere, configure_tiles,
+     work_items, reference_workspace_bytes, run_reference},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_tiles, work_items,
+     tiled_bytes, run_tiled},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_tiles, work_items,
+     tiled_bytes, run_tiled},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_SPLIT_KV, supported_everywhere, configure_tiles, work_items,
      tiled_bytes, run_tiled},
 };
 
@@ -118,7 +123,8 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   if (p.path == LONGATTN_PATH_UNFUSED)
     L.scores = total.add(checked_mul(rows_total, a.kv_len, "unfused scores"), 4);
   if (p.path == LONGATTN_PATH_SPLIT_KV) {
-    L.partial_o = total.add(checked_mul(p.splits * rows_total, a.head_dim_v, "split_kv partials"), 4);
+    L.partial_o =
+        total.add(checked_mul(p.splits * rows_total, a.head_dim_v, "split_kv partials"), 4);
     L.partial_lse = total.add(p.splits * rows_total, 4);
   }
   total.total = checked_add(total.total, checked_mul(t.bytes, p.threads, "scratch"), "workspace");

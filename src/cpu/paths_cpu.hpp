@@ -17,15 +17,15 @@ struct TileScratch {
   int64_t dv_pad = 0;    // head_dim_v rounded up to whole vectors
   bool k_copy = false;   // K tiles are converted to float32 (else read in place)
   int64_t qt = 0, kf = 0, vt = 0, st = 0, o = 0, m = 0, l = 0, alpha = 0, row = 0;
-  int64_t bytes = 0;   // per worker
+  int64_t bytes = 0;  // per worker
 };
 
 // The whole transient memory of one CPU path: shared buffers first, then one scratch per worker.
 struct CpuLayout {
   TileScratch tile;
-  int64_t scores = 0;        // unfused: [B, Hq, Lq, Lk] float32
-  int64_t partial_o = 0;     // split_kv: [splits, B, Hq, Lq, Dv] float32
-  int64_t partial_lse = 0;   // split_kv: [splits, B, Hq, Lq] float32
+  int64_t scores = 0;       // unfused: [B, Hq, Lq, Lk] float32
+  int64_t partial_o = 0;    // split_kv: [splits, B, Hq, Lq, Dv] float32
+  int64_t partial_lse = 0;  // split_kv: [splits, B, Hq, Lq] float32
   int64_t total = 0;
 };
 
@@ -34,14 +34,15 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p);
 // Kernels of one instruction set (kernels_<isa>.cpp, all compiled from kernels_cpu.inc).
 struct CpuIsa {
   const char* name;
-  int width;      // floats per vector
-  int mr;         // rows of the GEMM micro-kernel
+  int width;  // floats per vector
+  int mr;     // rows of the GEMM micro-kernel
   void (*fused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*split_kv)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*unfused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
 };
 extern const CpuIsa kIsaAvx512Bf16, kIsaAvx512, kIsaAvx2, kIsaGeneric;
-const CpuIsa& active_isa();  // the best one this CPU runs; LONGATTN_CPU_ISA=avx512|avx2|generic lowers it
+const CpuIsa&
+active_isa();  // the best one this CPU runs; LONGATTN_CPU_ISA=avx512|avx2|generic lowers it
 
 int64_t reference_workspace_bytes(const longattn_args& a, const longattn_plan& p);
 void reference_run(const longattn_args& a, const longattn_plan& p, detail::Arena& arena);

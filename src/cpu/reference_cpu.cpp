@@ -56,9 +56,9 @@ void reference_row(const longattn_args& a, int64_t b, int64_t h, int64_t i, doub
     lse = float(ref + std::log(denom));
   }
   for (int64_t d = 0; d < a.head_dim_v; ++d) out_row[d] = float(acc[d]);
-  store_row(out_row, 1.f, a.head_dim_v,
-            a.dtype, static_cast<char*>(a.o) +
-                         elem_offset(a.o_strides, b, h, i) * (a.dtype == LONGATTN_FLOAT32 ? 4 : 2));
+  store_row(out_row, 1.f, a.head_dim_v, a.dtype,
+            static_cast<char*>(a.o) +
+                elem_offset(a.o_strides, b, h, i) * (a.dtype == LONGATTN_FLOAT32 ? 4 : 2));
   if (a.lse) a.lse[(b * a.q_heads + h) * a.q_len + i] = lse;
 }
 

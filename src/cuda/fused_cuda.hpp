@@ -26,11 +26,11 @@ struct FusedParams {
   int64_t q_stride[3], k_stride[3], v_stride[3], o_stride[3];  // batch, head, token
   int32_t batch, q_heads, kv_heads, group;                     // group = q_heads / kv_heads
   int32_t q_len, kv_len;
-  int32_t input_f32;  // q, k, v, o are float32 (converted per tile); else the Mma16 type
-  int32_t kv_shared;  // v is k: load each tile once and read it as both
-  float scale;        // natural-log units
-  float softcap;      // 0: off
-  int32_t causal;     // bottom-right aligned
+  int32_t input_f32;    // q, k, v, o are float32 (converted per tile); else the Mma16 type
+  int32_t kv_shared;    // v is k: load each tile once and read it as both
+  float scale;          // natural-log units
+  float softcap;        // 0: off
+  int32_t causal;       // bottom-right aligned
   int64_t window_left;  // -1: none
   const float* sinks;   // [q_heads] or null
   int32_t mask_kind;    // longattn_mask_kind
@@ -68,7 +68,8 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.mask_kind = a.mask.kind;
   p.mask = a.mask.data;
   for (int d = 0; d < 4; ++d)
-    p.mask_stride[d] = a.mask.kind != LONGATTN_MASK_NONE && a.mask.dims[d] != 1 ? a.mask.strides[d] : 0;
+    p.mask_stride[d] =
+        a.mask.kind != LONGATTN_MASK_NONE && a.mask.dims[d] != 1 ? a.mask.strides[d] : 0;
   p.splits = 1;
   return p;
 }
@@ -83,8 +84,8 @@ struct FusedKernelInfo {
   FusedTraits traits;
   int64_t smem_bytes = 0;
   int regs = 0;
-  int local_bytes = 0;  // spills: should be 0
-  int arch = 0;         // 80, 90, ...: the virtual arch of the code the driver runs
+  int local_bytes = 0;    // spills: should be 0
+  int arch = 0;           // 80, 90, ...: the virtual arch of the code the driver runs
   int blocks_per_sm = 0;  // occupancy; 0 when the device's shared memory is too small
 };
 

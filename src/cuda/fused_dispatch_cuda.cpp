@@ -26,13 +26,13 @@ const char* fused_head_dims_list() {
 }
 
 // One (head dims) entry: the four compiled kernels (type x decode).
-#define LONGATTN_PICK(a, b, call)                                             \
-  if (dqk == a && dv == b) {                                                  \
-    if (type == Mma16::kF16)                                                  \
-      return decode ? FusedInstance<a, b, Mma16::kF16, true>::call            \
-                    : FusedInstance<a, b, Mma16::kF16, false>::call;          \
-    return decode ? FusedInstance<a, b, Mma16::kBf16, true>::call             \
-                  : FusedInstance<a, b, Mma16::kBf16, false>::call;           \
+#define LONGATTN_PICK(a, b, call)                                    \
+  if (dqk == a && dv == b) {                                         \
+    if (type == Mma16::kF16)                                         \
+      return decode ? FusedInstance<a, b, Mma16::kF16, true>::call   \
+                    : FusedInstance<a, b, Mma16::kF16, false>::call; \
+    return decode ? FusedInstance<a, b, Mma16::kBf16, true>::call    \
+                  : FusedInstance<a, b, Mma16::kBf16, false>::call;  \
   }
 
 cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info) {

@@ -1,4 +1,5 @@
-// The CUDA fused prefill kernel (flash attention 2 style) on mma.sync tensor cores, sm_80 and newer.
+// The CUDA fused prefill kernel (flash attention 2 style) on mma.sync tensor cores, sm_80 and
+// newer.
 //
 // One block computes block_q packed rows of one (batch, kv head). GQA packing: packed row R is
 // query R / g of head kv_head * g + R % g, so the g heads that share a KV head read each K/V tile
@@ -8,8 +9,13 @@
 //
 // Per tile: S = Q K^T (ldmatrix + mma), scale/softcap/mask, row max, P = exp2(S - m), O += P V.
 // K/V tiles stream through a ring of `stages` shared-memory slots filled by cp.async, one
-// __syncthreads per tile. With split > 1 (head_dim 512) a row group's warps split the keys of S
-// and the columns of O; they exchange row maxima and P through shared memory on a named barrier.
+// __syncthreads per tile. With split > 1 (head_dim 512, and the decode shapes) a row group's warps
+// split the keys of S and the columns of O; they exchange row maxima and P through shared memory
+// on a named barrier.
+//
+// split_kv (params.splits > 1): blockIdx.x also picks a slice of the band's key tiles; the block
+// writes a float32 partial O and its LSE, and merge_cuda.cu combines the slices (adding sinks).
+// Decode (kDecode): the same code with 16-row tiles (fused_traits), for q_len x group <= 16.
 //
 // Reads: traits (fused_traits_cuda.hpp) -> shared layout -> loaders -> scores -> main loop ->
 // epilogue -> host launch.
@@ -205,7 +211,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
         const int64_t R = row0 + r;
         if (R >= rows) return nullptr;
         const int64_t head = int64_t(kv_head) * g + R % g;
-        return q_bytes + (b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2]) * esize;
+        return q_bytes +
+               (b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2]) * esize;
       },
       p.q, input_f32);
   constexpr int kPrologue = kStages > 1 ? kStages - 1 : 1;
@@ -239,10 +246,10 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
   // Per-lane ldmatrix addresses (bytes); the loops below add compile-time offsets.
   const uint32_t q_lane =
       ptx::smem_addr(s_q) + ((group * kGroupRows + lane % 16) * kQP + (lane / 16) * 8) * 2;
-  const uint32_t k_lane = ((part * kKeysPerWarp + lane % 8 + (lane / 16) * 8) * kQP +
-                           ((lane / 8) % 2) * 8) * 2;
-  const uint32_t v_lane = ((lane % 8 + ((lane / 8) % 2) * 8) * kVP + part * kDvPerWarp +
-                           (lane / 16) * 8) * 2;
+  const uint32_t k_lane =
+      ((part * kKeysPerWarp + lane % 8 + (lane / 16) * 8) * kQP + ((lane / 8) % 2) * 8) * 2;
+  const uint32_t v_lane =
+      ((lane % 8 + ((lane / 8) % 2) * 8) * kVP + part * kDvPerWarp + (lane / 16) * 8) * 2;
   const uint32_t p_lane =
       ptx::smem_addr(s_p) + ((group * kGroupRows + lane % 16) * kPP + (lane / 16) * 8) * 2;
   const float scale_log2 = p.scale * kLog2e;
@@ -277,7 +284,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
     for (int ks = 0; ks < kDqk / 16; ++ks) {
       uint32_t qa[kM][4];
 #pragma unroll
-      for (int mt = 0; mt < kM; ++mt) ptx::ldmatrix_x4(qa[mt], q_lane + (mt * 16 * kQP + ks * 16) * 2);
+      for (int mt = 0; mt < kM; ++mt)
+        ptx::ldmatrix_x4(qa[mt], q_lane + (mt * 16 * kQP + ks * 16) * 2);
 #pragma unroll
       for (int np = 0; np < kNS / 2; ++np) {
         uint32_t kb[4];
@@ -314,8 +322,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
           if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
           const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kBK)));
           const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kBK)));
-          const int64_t mask_row = b * p.mask_stride[0] + row_head[mt][h] * p.mask_stride[1] +
-                                   i * p.mask_stride[2];
+          const int64_t mask_row =
+              b * p.mask_stride[0] + row_head[mt][h] * p.mask_stride[1] + i * p.mask_stride[2];
 #pragma unroll
           for (int n = 0; n < kNS; ++n)
 #pragma unroll
@@ -325,7 +333,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
               if (col < c_lo || col >= c_hi) {
                 x = -CUDART_INF_F;
               } else if (elementwise) {
-                x = capped_masked(p, x * p.scale, mask_row + (j0 + col) * p.mask_stride[3]) * kLog2e;
+                x = capped_masked(p, x * p.scale, mask_row + (j0 + col) * p.mask_stride[3]) *
+                    kLog2e;
               } else {
                 x *= scale_log2;
               }
@@ -359,8 +368,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
         for (int h = 0; h < 2; ++h)
 #pragma unroll
           for (int w = 0; w < kSplit; ++w)
-            mx[mt][h] = fmaxf(mx[mt][h],
-                              s_max[(group * kGroupRows + mt * 16 + h * 8 + lane / 4) * kSplit + w]);
+            mx[mt][h] = fmaxf(
+                mx[mt][h], s_max[(group * kGroupRows + mt * 16 + h * 8 + lane / 4) * kSplit + w]);
     }
 #pragma unroll
     for (int mt = 0; mt < kM; ++mt)
@@ -423,7 +432,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
       for (int kk = 0; kk < kBK / 16; ++kk) {
         uint32_t pa[kM][4];
 #pragma unroll
-        for (int mt = 0; mt < kM; ++mt) ptx::ldmatrix_x4(pa[mt], p_lane + (mt * 16 * kPP + kk * 16) * 2);
+        for (int mt = 0; mt < kM; ++mt)
+          ptx::ldmatrix_x4(pa[mt], p_lane + (mt * 16 * kPP + kk * 16) * 2);
 #pragma unroll
         for (int np = 0; np < kNO / 2; ++np) {
           uint32_t vb[4];
@@ -522,8 +532,8 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info
   // The traits follow the code the driver picked for this device, not the device itself: an
   // sm_90 GPU running PTX compiled for sm_80 runs the sm_80 tile shapes.
   info->arch = attr.ptxVersion;
-  info->traits = fused_traits(kDqk, kDv,
-                              attr.ptxVersion >= 90 ? SmemClass::kSm90 : SmemClass::kSm80, kDecode);
+  info->traits =
+      fused_traits(kDqk, kDv, attr.ptxVersion >= 90 ? SmemClass::kSm90 : SmemClass::kSm80, kDecode);
   info->smem_bytes = info->traits.smem_bytes();
   info->regs = attr.numRegs;
   info->local_bytes = int(attr.localSizeBytes);
@@ -537,9 +547,8 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info
   if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 int(info->smem_bytes))) != cudaSuccess)
     return e;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&info->blocks_per_sm, kernel,
-                                                       info->traits.threads(),
-                                                       size_t(info->smem_bytes));
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &info->blocks_per_sm, kernel, info->traits.threads(), size_t(info->smem_bytes));
 }
 
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>

@@ -11,12 +11,12 @@ struct MergeParams {
   const float* o_part;    // [splits, B, Hq, Lq, Dv]
   const float* lse_part;  // [splits, B, Hq, Lq], natural log; -inf: the split saw no key
   int32_t splits;
-  void* o;                // [B, Hq, Lq, Dv] with o_stride, dtype below
-  int64_t o_stride[3];    // batch, head, token (elements)
-  float* lse;             // [B, Hq, Lq] or null
-  int32_t dtype;          // longattn_dtype of o
+  void* o;              // [B, Hq, Lq, Dv] with o_stride, dtype below
+  int64_t o_stride[3];  // batch, head, token (elements)
+  float* lse;           // [B, Hq, Lq] or null
+  int32_t dtype;        // longattn_dtype of o
   int32_t batch, q_heads, q_len, head_dim_v;
-  const float* sinks;     // [Hq] or null: joins the denominator once, here
+  const float* sinks;  // [Hq] or null: joins the denominator once, here
 };
 
 // head_dim_v must be a multiple of 4 (every fused head dim is).

@@ -1,0 +1,328 @@
+// The CUDA backend as the router sees it (core/backend.hpp): device queries, transient memory,
+// and the fused, split_kv and unfused paths, each answering "supported?", its tiles, its exact
+// transient bytes, and run. Every CUDA error becomes a Failure with the CUDA message.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "core/backend.hpp"
+#include "core/detail.hpp"
+#include "cuda/launch_cuda.hpp"
+#include "cuda/unfused_cuda.hpp"
+
+namespace longattn::detail {
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+// The current device and its properties (cudaGetDeviceProperties is slow: cached per device).
+struct Gpu {
+  int id = -1;
+  cudaDeviceProp prop{};
+  std::string error;  // non-empty: no usable device
+};
+
+Gpu current_gpu() {
+  static std::mutex mu;
+  static cudaDeviceProp props[kMaxDevices];
+  static bool known[kMaxDevices] = {};
+  Gpu g;
+  cudaError_t e = cudaGetDevice(&g.id);
+  if (e == cudaSuccess && (g.id < 0 || g.id >= kMaxDevices)) e = cudaErrorInvalidDevice;
+  if (e == cudaSuccess) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!known[g.id]) e = cudaGetDeviceProperties(&props[g.id], g.id);
+    if (e == cudaSuccess) known[g.id] = true, g.prop = props[g.id];
+  }
+  if (e != cudaSuccess) {
+    g.error = cudaGetErrorString(e);
+    cudaGetLastError();  // a failed query must not surface as a later launch's error
+  }
+  return g;
+}
+
+cudaStream_t stream_of(const longattn_options& o) { return static_cast<cudaStream_t>(o.stream); }
+
+void check_cuda(cudaError_t e, const char* what, const longattn_args& a) {
+  if (e == cudaSuccess) return;
+  cudaGetLastError();
+  fail(LONGATTN_DEVICE_ERROR, "CUDA %s (head_dim %lld/%lld, %s) failed: %s", what,
+       (long long)a.head_dim_qk, (long long)a.head_dim_v, longattn_dtype_name(a.dtype),
+       cudaGetErrorString(e));
+}
+
+// The pointers must be memory the current device can read: device or managed memory.
+void check_device_pointers(const longattn_args& a) {
+  const struct {
+    const char* name;
+    const void* p;
+  } ptrs[] = {{"q", a.q},
+              {"k", a.k},
+              {"v", a.v},
+              {"o", a.o},
+              {"lse", a.lse},
+              {"sinks", a.sinks},
+              {"mask.data", a.mask.data}};
+  int device = 0;
+  cudaGetDevice(&device);
+  for (const auto& x : ptrs) {
+    if (!x.p) continue;
+    cudaPointerAttributes attr{};
+    cudaError_t e = cudaPointerGetAttributes(&attr, x.p);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      fail(LONGATTN_INVALID_ARGUMENT,
+           "%s = %p: not CUDA memory (%s); device = LONGATTN_DEVICE_CUDA "
+           "needs device or managed memory",
+           x.name, x.p, cudaGetErrorString(e));
+    }
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+      fail(LONGATTN_INVALID_ARGUMENT,
+           "%s = %p is host memory; device = LONGATTN_DEVICE_CUDA needs device or managed memory",
+           x.name, x.p);
+    if (attr.type == cudaMemoryTypeDevice && attr.device != device)
+      fail(LONGATTN_INVALID_ARGUMENT,
+           "%s = %p lives on CUDA device %d, but the current device is %d", x.name, x.p,
+           attr.device, device);
+  }
+}
+
+// ---- fused and split_kv (one kernel; split_kv adds K/V slices and the merge)
+
+std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
+  const Gpu g = current_gpu();
+  if (!g.error.empty()) return "no usable CUDA device: " + g.error;
+  if (a.block_table)
+    return "block_table: paged K/V is not supported by the CUDA fused kernel yet (contiguous or "
+           "strided K/V only)";
+  if (g.prop.major < 8)
+    return format(
+        "the CUDA fused kernel needs compute capability 8.0 (sm_80, mma.sync bf16) or "
+        "newer; %s is sm_%d%d",
+        g.prop.name, g.prop.major, g.prop.minor);
+  if (!cuda::fused_has_kernel(a.head_dim_qk, a.head_dim_v))
+    return format(
+        "head_dim_qk = %lld, head_dim_v = %lld: the CUDA fused kernel is compiled for "
+        "head_dim_qk/head_dim_v in {%s}",
+        (long long)a.head_dim_qk, (long long)a.head_dim_v, cuda::fused_head_dims_list());
+  // Tiles are copied in 16-byte pieces: every row must start on 16 bytes.
+  const int64_t es = dtype_bytes(a.dtype), align = 16 / es;
+  const struct {
+    const char* name;
+    const void* p;
+    longattn_strides s;
+    int64_t heads, len;
+  } t[] = {{"q", a.q, a.q_strides, a.q_heads, a.q_len},
+           {"k", a.k, a.k_strides, a.kv_heads, a.kv_len},
+           {"v", a.v, a.v_strides, a.kv_heads, a.kv_len},
+           {"o", a.o, a.o_strides, a.q_heads, a.q_len}};
+  for (const auto& x : t) {
+    if (reinterpret_cast<uintptr_t>(x.p) % 16 != 0)
+      return format(
+          "%s = %p is not 16-byte aligned: the CUDA fused kernel copies rows in 16-byte "
+          "pieces",
+          x.name, x.p);
+    const struct {
+      const char* axis;
+      int64_t stride, size;
+    } ax[] = {
+        {"batch", x.s.batch, a.batch}, {"head", x.s.head, x.heads}, {"token", x.s.token, x.len}};
+    for (const auto& d : ax)
+      if (d.size > 1 && d.stride % align != 0)
+        return format(
+            "%s_strides.%s = %lld: the CUDA fused kernel needs 16-byte aligned rows, "
+            "strides in multiples of %lld elements for %s",
+            x.name, d.axis, (long long)d.stride, (long long)align, longattn_dtype_name(a.dtype));
+  }
+  if (a.mask.kind == LONGATTN_MASK_ADDITIVE && reinterpret_cast<uintptr_t>(a.mask.data) % 4 != 0)
+    return "mask.data: an additive (float32) mask must be 4-byte aligned";
+  if (a.q_len > INT32_MAX || a.kv_len > INT32_MAX || a.q_heads > INT32_MAX)
+    return format(
+        "q_len = %lld, kv_len = %lld, q_heads = %lld: the CUDA kernels allow at most "
+        "2^31 - 1 each",
+        (long long)a.q_len, (long long)a.kv_len, (long long)a.q_heads);
+  if (a.batch > 65535 || a.kv_heads > 65535)
+    return format("batch = %lld, kv_heads = %lld: the CUDA fused grid allows at most 65535 each",
+                  (long long)a.batch, (long long)a.kv_heads);
+  cuda::FusedKernelInfo ki;
+  cudaError_t e = cuda::kernel_for(a, &ki);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return format(
+        "this build has no CUDA fused kernel for %s (sm_%d%d): %s; rebuild with "
+        "CMAKE_CUDA_ARCHITECTURES including %d%d",
+        g.prop.name, g.prop.major, g.prop.minor, cudaGetErrorString(e), g.prop.major, g.prop.minor);
+  }
+  if (ki.blocks_per_sm == 0)
+    return format(
+        "head_dim %lld/%lld: the CUDA fused kernel needs %lld bytes of shared memory per "
+        "block; %s allows %zu",
+        (long long)a.head_dim_qk, (long long)a.head_dim_v, (long long)ki.smem_bytes, g.prop.name,
+        g.prop.sharedMemPerBlockOptin);
+  return "";
+}
+
+cuda::FusedKernelInfo kernel_info(const longattn_args& a) {
+  cuda::FusedKernelInfo ki;
+  check_cuda(cuda::kernel_for(a, &ki), "fused kernel query", a);
+  return ki;
+}
+
+void fused_configure(const longattn_args& a, const DeviceContext&, longattn_plan* p) {
+  const cuda::FusedKernelInfo ki = kernel_info(a);
+  p->block_q = ki.traits.block_q();  // packed rows: query rows x GQA group
+  p->block_k = ki.traits.block_k;
+  // plan.threads counts CPU workers; a GPU run has one. (The router lowers threads to fit a
+  // budget, so it must not grow back here.)
+  p->threads = 1;
+  p->splits = 1;
+}
+
+int64_t fused_workspace(const longattn_args&, const longattn_plan&) { return 0; }
+
+// Thread blocks: block_q counts packed rows (query positions x the g heads of a KV head).
+int64_t fused_blocks(const longattn_args& a, const longattn_plan& p) {
+  const int64_t g = a.q_heads / a.kv_heads;
+  return a.batch * a.kv_heads * ceil_div(a.q_len * g, std::max(1, p.block_q)) * p.splits;
+}
+
+int64_t unfused_items(const longattn_args& a, const longattn_plan&) {
+  return a.batch * a.q_heads;  // one GEMM pair per (batch, head)
+}
+
+void fused_run(const longattn_args& a, const longattn_plan&, Arena&, const longattn_options& o) {
+  check_device_pointers(a);
+  check_cuda(cuda::run_fused(a, 1, nullptr, nullptr, stream_of(o)), "fused kernel launch", a);
+}
+
+void split_configure(const longattn_args& a, const DeviceContext& ctx, longattn_plan* p) {
+  fused_configure(a, ctx, p);
+  p->splits = cuda::choose_splits(a, kernel_info(a), current_gpu().prop.multiProcessorCount);
+}
+
+WorkspaceLayout split_layout(const longattn_args& a, const longattn_plan& p, int64_t* o_off,
+                             int64_t* lse_off) {
+  WorkspaceLayout l;
+  if (p.splits > 1) {
+    *o_off = l.add(cuda::split_o_floats(a, p.splits), sizeof(float));
+    *lse_off = l.add(cuda::split_lse_floats(a, p.splits), sizeof(float));
+  }
+  return l;
+}
+
+int64_t split_workspace(const longattn_args& a, const longattn_plan& p) {
+  int64_t o_off = 0, lse_off = 0;
+  return split_layout(a, p, &o_off, &lse_off).total;
+}
+
+void split_run(const longattn_args& a, const longattn_plan& p, Arena& arena,
+               const longattn_options& o) {
+  check_device_pointers(a);
+  float *o_part = nullptr, *lse_part = nullptr;
+  if (p.splits > 1) {
+    o_part = arena.take<float>(cuda::split_o_floats(a, p.splits));
+    lse_part = arena.take<float>(cuda::split_lse_floats(a, p.splits));
+  }
+  check_cuda(cuda::run_fused(a, p.splits, o_part, lse_part, stream_of(o)), "split_kv launch", a);
+}
+
+// ---- unfused (cuBLAS)
+
+std::string unfused_unsupported(const longattn_args& a, const DeviceContext&) {
+  const Gpu g = current_gpu();
+  if (!g.error.empty()) return "no usable CUDA device: " + g.error;
+  return cuda::unfused_unsupported(a);
+}
+
+void unfused_configure(const longattn_args& a, const DeviceContext&, longattn_plan* p) {
+  p->block_q = int32_t(std::min<int64_t>(a.q_len, INT32_MAX));  // one GEMM per (batch, head)
+  p->block_k = int32_t(std::min<int64_t>(a.kv_len, INT32_MAX));
+  p->threads = 1;
+  p->splits = 1;
+}
+
+int64_t unfused_workspace(const longattn_args& a, const longattn_plan&) {
+  const cuda::UnfusedLayout u = cuda::unfused_layout(a);
+  WorkspaceLayout l;
+  l.add(u.scores_bytes, 1);
+  l.add(u.probs_bytes, 1);
+  l.add(u.pointer_bytes, 1);
+  l.add(u.cublas_bytes, 1);
+  return l.total;
+}
+
+void unfused_run(const longattn_args& a, const longattn_plan&, Arena& arena,
+                 const longattn_options& o) {
+  check_device_pointers(a);
+  const cuda::UnfusedLayout u = cuda::unfused_layout(a);
+  cuda::UnfusedBuffers buf;
+  buf.scores = arena.take<char>(u.scores_bytes);
+  buf.probs = arena.take<char>(u.probs_bytes);
+  buf.pointers = arena.take<char>(u.pointer_bytes);
+  buf.cublas = arena.take<char>(u.cublas_bytes);
+  std::string error = cuda::unfused_run(a, buf, stream_of(o));
+  if (!error.empty()) fail(LONGATTN_DEVICE_ERROR, "CUDA unfused path: %s", error.c_str());
+}
+
+const PathImpl kCudaPaths[] = {
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_unsupported, fused_configure, fused_blocks, fused_workspace,
+     fused_run},
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_unsupported, split_configure,
+     fused_blocks, split_workspace, split_run},
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_unsupported, unfused_configure,
+     unfused_items, unfused_workspace, unfused_run},
+};
+
+}  // namespace
+
+PathList cuda_paths() { return {kCudaPaths, int(sizeof kCudaPaths / sizeof kCudaPaths[0])}; }
+
+void cuda_device_info(longattn_device_info* info) {
+  std::memset(info, 0, sizeof *info);
+  info->device = LONGATTN_DEVICE_CUDA;
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    std::snprintf(info->name, sizeof info->name, "no CUDA device (%s)",
+                  e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return;
+  }
+  const Gpu g = current_gpu();
+  if (!g.error.empty()) {
+    std::snprintf(info->name, sizeof info->name, "no usable CUDA device (%s)", g.error.c_str());
+    return;
+  }
+  info->available = 1;
+  std::snprintf(info->name, sizeof info->name, "%.127s", g.prop.name);
+  std::snprintf(info->features, sizeof info->features, "sm_%d%d, %d KB shared/block", g.prop.major,
+                g.prop.minor, int(g.prop.sharedMemPerBlockOptin / 1024));
+  info->cores = g.prop.multiProcessorCount;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
+    info->memory_free = int64_t(free_bytes);
+    info->memory_total = int64_t(total_bytes);
+  } else {
+    cudaGetLastError();
+  }
+}
+
+void* cuda_alloc(int64_t bytes) {
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, size_t(bytes));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    fail(LONGATTN_OUT_OF_MEMORY, "could not allocate %lld transient bytes on the GPU: %s",
+         (long long)bytes, cudaGetErrorString(e));
+  }
+  return p;
+}
+
+// cudaFree waits for the device to finish, so a run's kernels are done before its workspace goes.
+void cuda_free(void* p) { cudaFree(p); }
+
+}  // namespace longattn::detail

@@ -1,0 +1,33 @@
+// The fused and split_kv launch sequences, shared by the backend (backend_cuda.cpp) and the
+// standalone GPU test, so the test exercises exactly what the library runs.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/fused_cuda.hpp"
+#include "longattn/longattn.h"
+
+namespace longattn::cuda {
+
+// The compiled kernel that would run `a` on the current device (prefill or decode shapes).
+cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info);
+
+// split_kv: how many K/V slices per row fill the GPU. Few (batch, kv head, query tile) blocks
+// leave SMs idle; splitting each row's keys multiplies the blocks. Picks the smallest count whose
+// last wave is nearly as full as the best, with at least kMinTilesPerSplit key tiles per slice.
+constexpr int kMinTilesPerSplit = 4;
+constexpr int kMaxSplits = 128;
+int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_count);
+
+// Float32 elements of the split_kv partials: o_part [splits, B, Hq, Lq, Dv], lse_part [.., Lq].
+int64_t split_o_floats(const longattn_args& a, int splits);
+int64_t split_lse_floats(const longattn_args& a, int splits);
+
+// splits == 1: one fused launch writes O and LSE. splits > 1: the fused kernel writes partials
+// into o_part / lse_part, then the merge kernel writes O and LSE (and adds the sinks).
+cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
+                      cudaStream_t stream);
+
+}  // namespace longattn::cuda

@@ -1,0 +1,388 @@
+// The accuracy grid on the GPU: every CUDA path (unfused, fused, split_kv, AUTO) through the public
+// API against the float64 reference of reference_test_util.hpp, with the CPU suite's criteria,
+// guard bytes around every output, untouched inputs, and the memory model. Skipped (not failed)
+// on machines without a CUDA device.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "longattn/attention.hpp"
+#include "reference_test_util.hpp"
+
+namespace longattn_test {
+namespace {
+
+constexpr int32_t F32 = LONGATTN_FLOAT32, F16 = LONGATTN_FLOAT16, BF16 = LONGATTN_BFLOAT16;
+constexpr int32_t kBool = LONGATTN_MASK_BOOLEAN, kAdd = LONGATTN_MASK_ADDITIVE;
+using L = Layout;
+
+bool have_gpu() {
+  longattn_device_info info;
+  return longattn_device_query(LONGATTN_DEVICE_CUDA, &info) == LONGATTN_OK && info.available;
+}
+
+#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+// Bytes [ptr - guard, ptr + extent + guard) of a strided host tensor.
+int64_t extent_bytes(const longattn_strides& s, int64_t b, int64_t h, int64_t l, int64_t d,
+                     int64_t es) {
+  return ((b - 1) * s.batch + (h - 1) * s.head + (l - 1) * s.token + d) * es;
+}
+
+// Device copies of one buffer with its guards: `dev` points where the host pointer pointed.
+struct DeviceBuffer {
+  char* base = nullptr;
+  char* dev = nullptr;
+  int64_t bytes = 0;
+  DeviceBuffer() = default;
+  DeviceBuffer(const void* host, int64_t body_bytes, int64_t guard) {
+    bytes = body_bytes + 2 * guard;
+    if (cudaMalloc(reinterpret_cast<void**>(&base), size_t(bytes)) != cudaSuccess) return;
+    cudaMemcpy(base, static_cast<const char*>(host) - guard, size_t(bytes), cudaMemcpyHostToDevice);
+    dev = base + guard;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { cudaFree(base); }
+  std::vector<uint8_t> download() const {
+    std::vector<uint8_t> out(static_cast<size_t>(bytes));
+    cudaMemcpy(out.data(), base, size_t(bytes), cudaMemcpyDeviceToHost);
+    return out;
+  }
+};
+
+// A fixture's inputs on the device, and runs of the library on them.
+class DeviceProblem {
+ public:
+  explicit DeviceProblem(const Fixture& fx) : fx_(fx) {
+    const longattn_args& a = fx.args();
+    const Case& c = fx.kase();
+    const int64_t es = dtype_size(c.dtype);
+    q_ = std::make_unique<DeviceBuffer>(
+        a.q, extent_bytes(a.q_strides, c.batch, c.q_heads, c.q_len, c.dqk, es), kGuardBytes);
+    k_ = std::make_unique<DeviceBuffer>(
+        a.k, extent_bytes(a.k_strides, c.batch, c.kv_heads, c.kv_len, c.dqk, es), kGuardBytes);
+    if (!c.k_eq_v)
+      v_ = std::make_unique<DeviceBuffer>(
+          a.v, extent_bytes(a.v_strides, c.batch, c.kv_heads, c.kv_len, c.dv, es), kGuardBytes);
+    if (a.sinks) sinks_ = std::make_unique<DeviceBuffer>(a.sinks, c.q_heads * 4, 0);
+    if (a.mask.kind != LONGATTN_MASK_NONE) {
+      int64_t last = 0;
+      for (int d = 0; d < 4; ++d)
+        if (a.mask.dims[d] != 1) last += (a.mask.dims[d] - 1) * a.mask.strides[d];
+      mask_ = std::make_unique<DeviceBuffer>(a.mask.data,
+                                             (last + 1) * (a.mask.kind == kBool ? 1 : 4), 0);
+    }
+    args_ = a;
+    args_.device = LONGATTN_DEVICE_CUDA;
+    args_.q = q_->dev;
+    args_.k = k_->dev;
+    args_.v = c.k_eq_v ? k_->dev : v_->dev;
+    args_.sinks = sinks_ ? reinterpret_cast<const float*>(sinks_->dev) : nullptr;
+    if (mask_) args_.mask.data = mask_->dev;
+  }
+
+  const longattn_args& args() const { return args_; }
+
+  // Runs `path` on fresh sentinel-filled device outputs and brings them back.
+  RunOutput run(int32_t path, longattn_options options) const {
+    const Case& c = fx_.kase();
+    RunOutput out;
+    out.o = fx_.new_output();
+    out.lse = fx_.new_lse();
+    const int64_t es = dtype_size(c.dtype);
+    const longattn_strides os = make_strides(c.out_layout, c.q_heads, c.q_len, c.dv);
+    DeviceBuffer o(out.o.data(), extent_bytes(os, c.batch, c.q_heads, c.q_len, c.dv, es),
+                   kGuardBytes);
+    DeviceBuffer lse(out.lse.data(), c.batch * c.q_heads * c.q_len * 4, kGuardBytes);
+    longattn_args args = args_;
+    args.o = o.dev;
+    args.lse = c.lse ? reinterpret_cast<float*>(lse.dev) : nullptr;
+    options.path = path;
+    out.status = longattn_attention(&args, &options, &out.plan);
+    out.message = longattn_last_error();
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+      out.status = LONGATTN_DEVICE_ERROR;
+      out.message = std::string("after the run: ") + cudaGetErrorString(e);
+    }
+    std::vector<uint8_t> ob = o.download(), lb = lse.download();
+    std::memcpy(static_cast<uint8_t*>(out.o.data()) - kGuardBytes, ob.data(), ob.size());
+    std::memcpy(static_cast<uint8_t*>(out.lse.data()) - kGuardBytes, lb.data(), lb.size());
+    out.guard_problem = out.o.untouched_outside(kOutputSentinel);
+    if (out.guard_problem.empty()) out.guard_problem = out.lse.untouched_outside(kOutputSentinel);
+    if (!c.lse && out.guard_problem.empty())
+      for (uint8_t byte : out.lse.bytes())
+        if (byte != kOutputSentinel) out.guard_problem = "LSE written although args.lse was NULL";
+    out.o_dense = out.o.dense();
+    out.lse_dense = out.lse.dense();
+    return out;
+  }
+
+  // "" when the device inputs (guards included) still hold what was uploaded.
+  std::string inputs_changed() const {
+    const longattn_args& h = fx_.args();
+    const struct {
+      const char* name;
+      const DeviceBuffer* d;
+      const void* host;
+      int64_t guard;
+    } bufs[] = {{"q", q_.get(), h.q, kGuardBytes},
+                {"k", k_.get(), h.k, kGuardBytes},
+                {"v", v_.get(), h.v, kGuardBytes},
+                {"sinks", sinks_.get(), h.sinks, 0},
+                {"mask", mask_.get(), h.mask.data, 0}};
+    for (const auto& b : bufs) {
+      if (!b.d) continue;
+      std::vector<uint8_t> now = b.d->download();
+      if (std::memcmp(now.data(), static_cast<const char*>(b.host) - b.guard, now.size()) != 0)
+        return std::string("device input ") + b.name + " was modified";
+    }
+    return "";
+  }
+
+ private:
+  const Fixture& fx_;
+  std::unique_ptr<DeviceBuffer> q_, k_, v_, sinks_, mask_;
+  longattn_args args_{};
+};
+
+bool fused_head_dims(const Case& c) {
+  const int64_t dims[][2] = {{64, 64},   {80, 80},   {96, 96},   {128, 128},
+                             {192, 128}, {192, 192}, {256, 256}, {512, 512}};
+  for (const auto& d : dims)
+    if (c.dqk == d[0] && c.dv == d[1]) return true;
+  return false;
+}
+// The padded layouts have odd strides: rows not 16-byte aligned, which the fused kernel refuses.
+bool aligned_layouts(const Case& c) {
+  auto ok = [](L l) { return l == L::kContiguous || l == L::kTokensMajor; };
+  return ok(c.in_layout) && ok(c.out_layout);
+}
+
+std::vector<Case> grid() {
+  return {
+      // Every fused head dim (and 192/128), each dtype somewhere, GQA 1..8.
+      Case("d64_bf16_gqa2_causal").shape(2, 4, 2, 113, 1023).dims(64).type(BF16).is_causal(),
+      Case("d80_f16_mqa").shape(2, 2, 1, 7, 113).dims(80).type(F16),
+      Case("d96_f32_gqa8_causal").shape(1, 8, 1, 113, 113).dims(96).is_causal(),
+      Case("d128_bf16_gqa4_causal").shape(1, 8, 2, 1023, 1023).dims(128).type(BF16).is_causal(),
+      Case("d192_f16").shape(1, 2, 2, 113, 1023).dims(192).type(F16),
+      Case("d192x128_bf16_causal").shape(2, 4, 1, 1023, 1023).dims(192, 128).type(BF16).is_causal(),
+      Case("d256_bf16_window").shape(1, 2, 1, 1023, 1023).dims(256).type(BF16).is_causal().win(500),
+      Case("d512_bf16").shape(1, 2, 1, 113, 1023).dims(512).type(BF16),
+      Case("d512_f16_causal_kv").shape(1, 4, 2, 300, 300).dims(512).type(F16).is_causal().same_kv(),
+      // Head dims without a fused kernel and unaligned layouts: unfused (and AUTO) still run them.
+      Case("d72_bf16_unfused_only").shape(1, 4, 2, 113, 1023).dims(72).type(BF16).is_causal(),
+      Case("padded_f16_unfused_only")
+          .shape(2, 4, 2, 113, 113)
+          .dims(64)
+          .type(F16)
+          .layout(L::kPadded, L::kPadded),
+      // Lengths 1, 7, 113, 1023, 4096; Lq > Lk with causal (rows that see no key).
+      Case("len_1x1").shape(1, 2, 2, 1, 1).dims(64).type(BF16),
+      Case("len_7x1_causal").shape(1, 2, 2, 7, 1).dims(64).type(F16).is_causal(),
+      Case("len_1023x113_causal").shape(1, 2, 1, 1023, 113).dims(128).type(BF16).is_causal(),
+      Case("decode_gqa8_bf16").shape(2, 8, 1, 1, 4096).dims(128).type(BF16),
+      Case("decode_gqa8_d256_f16_sinks").shape(1, 16, 2, 1, 4096).dims(256).type(F16).sinks(2.0f),
+      Case("decode_d512_kv_bf16").shape(1, 16, 2, 1, 4096).dims(512).type(BF16).same_kv(),
+      Case("chunk_causal_f16").shape(1, 4, 2, 1023, 4096).dims(128).type(F16).is_causal(),
+      // Windows: 0, small, without causal, with Lq > Lk.
+      Case("window0").shape(1, 2, 2, 7, 7).dims(64).type(BF16).is_causal().win(0),
+      Case("window_small").shape(1, 2, 1, 1023, 1023).dims(64).type(F16).is_causal().win(16),
+      Case("window_no_causal").shape(1, 2, 2, 113, 113).dims(64).type(BF16).win(8),
+      Case("window_lq_gt_lk").shape(1, 2, 1, 113, 7).dims(64).type(BF16).is_causal().win(3),
+      // Softcap, large scores, custom scale.
+      Case("softcap_bf16")
+          .shape(1, 2, 1, 1023, 1023)
+          .dims(256)
+          .type(BF16)
+          .is_causal()
+          .cap(30.0f, 8.0f),
+      Case("large_scores_f16").shape(1, 2, 2, 1023, 1023).dims(64).type(F16).is_causal().amp(12.0f),
+      Case("scale_custom").shape(1, 2, 2, 113, 113).dims(96).type(BF16).with_scale(0.3f),
+      // Sinks: ordinary, dominant, on rows that see no key.
+      Case("sinks_bf16").shape(1, 4, 2, 113, 113).dims(64).type(BF16).sinks(1.0f),
+      Case("sinks_large_bf16").shape(1, 4, 1, 7, 1023).dims(128).type(BF16).sinks(6.0f),
+      Case("sinks_lq_gt_lk_f16").shape(1, 2, 2, 113, 7).dims(64).type(F16).is_causal().sinks(2.0f),
+      // Masks: broadcast and full dims, -inf entries, fully masked rows, padded strides.
+      Case("bool_mask_bcast_bh")
+          .shape(2, 4, 2, 113, 113)
+          .dims(64)
+          .type(BF16)
+          .mask(kBool, 0, 0, 1, 1),
+      Case("bool_mask_full_f16")
+          .shape(2, 2, 1, 113, 1023)
+          .dims(128)
+          .type(F16)
+          .mask(kBool, 1, 1, 1, 1),
+      Case("bool_mask_causal_padded")
+          .shape(1, 2, 1, 1023, 1023)
+          .dims(64)
+          .type(BF16)
+          .is_causal()
+          .mask(kBool, 0, 0, 1, 1, true),
+      Case("add_mask_keys_only")
+          .shape(1, 4, 2, 113, 1023)
+          .dims(128)
+          .type(BF16)
+          .mask(kAdd, 0, 1, 0, 1),
+      Case("add_mask_scalar_f16").shape(1, 2, 2, 7, 113).dims(512).type(F16).mask(kAdd, 0, 0, 0, 0),
+      Case("everything_bf16")
+          .shape(1, 8, 1, 1023, 1023)
+          .dims(96)
+          .type(BF16)
+          .is_causal()
+          .win(300)
+          .cap(20.0f, 6.0f)
+          .sinks(2.0f)
+          .mask(kBool, 1, 1, 1, 1)
+          .layout(L::kTokensMajor, L::kContiguous),
+      // float32 inputs (fused: bf16 products, see the criterion below).
+      Case("f32_causal_d128").shape(1, 4, 2, 113, 1023).dims(128).is_causal().sinks(1.0f),
+      Case("f32_decode_d64").shape(2, 8, 2, 1, 1023).dims(64).mask(kAdd, 1, 1, 1, 1),
+      // Layouts and no LSE.
+      Case("tokens_major_f16")
+          .shape(2, 4, 2, 113, 1023)
+          .dims(128)
+          .type(F16)
+          .layout(L::kTokensMajor, L::kTokensMajor),
+      Case("no_lse_bf16").shape(1, 2, 1, 113, 113).dims(64).type(BF16).no_lse(),
+  };
+}
+
+class AccuracyCuda : public ::testing::TestWithParam<Case> {};
+
+TEST_P(AccuracyCuda, EveryPathMatchesFloat64Reference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Fixture fx(GetParam());
+  const Case& c = fx.kase();
+  const Problem& p = fx.problem();
+  SCOPED_TRACE(c.describe());
+  const DeviceProblem dev(fx);
+  const RefResult ref = reference_attention<double>(p);
+  // The fp16/bf16 yardstick: the same math in float32 with P and O rounded to the dtype. The
+  // fused CUDA kernels multiply float32 inputs as bf16: their yardstick rounds Q, K, V to bf16.
+  Problem rounded = p;
+  rounded.dtype = c.dtype == F32 ? BF16 : c.dtype;
+  for (auto* t : {&rounded.q, &rounded.k, &rounded.v})
+    for (float& x : *t) x = round_to_dtype(x, rounded.dtype);
+  const RefResult lp = reference_attention<float>(rounded, /*low_precision=*/true);
+  const Errors lowp = measure(ref, lp.o, &lp.lse);
+  const bool fused_ok = fused_head_dims(c) && aligned_layouts(c);
+
+  for (int32_t path :
+       {LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_AUTO}) {
+    SCOPED_TRACE(std::string("path ") + path_label(path));
+    const bool fused_family = path == LONGATTN_PATH_FUSED || path == LONGATTN_PATH_SPLIT_KV;
+    const RunOutput out = dev.run(path, default_options());
+    if (fused_family && !fused_ok) {
+      EXPECT_EQ(out.status, LONGATTN_UNSUPPORTED) << out.message;
+      EXPECT_NE(out.message.find("CUDA fused kernel"), std::string::npos) << out.message;
+      continue;
+    }
+    ASSERT_EQ(out.status, LONGATTN_OK) << out.message;
+    EXPECT_EQ(out.guard_problem, "");
+    if (path != LONGATTN_PATH_AUTO) EXPECT_EQ(out.plan.path, path);
+    EXPECT_EQ(out.plan.device, LONGATTN_DEVICE_CUDA);
+    EXPECT_EQ(out.plan.allocated_bytes, out.plan.transient_bytes);
+    EXPECT_NE(std::string(out.plan.reason), "");
+    EXPECT_EQ(check_empty_rows(p, ref, out, c.lse), "");
+    const Errors e = measure(ref, out.o_dense, c.lse ? &out.lse_dense : nullptr);
+    const bool exact_f32 = c.dtype == F32 && out.plan.path == LONGATTN_PATH_UNFUSED;
+    if (exact_f32) {  // cuBLAS float32 GEMMs, float32 softmax
+      EXPECT_LE(e.o_abs, 1e-5 * e.ref_max) << describe(e, p);
+      EXPECT_LE(e.lse_rel, 1e-5) << describe(e, p);
+    } else {
+      // FlashAttention's criterion, as on the CPU: at most twice the low precision error.
+      EXPECT_LE(e.o_abs, 2 * lowp.o_abs + 1e-6 * e.ref_max)
+          << describe(e, p) << "\nlow precision reference: " << describe(lowp, p);
+      EXPECT_LE(e.lse_rel, 2 * lowp.lse_rel + 1e-5)
+          << describe(e, p) << "\nlow precision reference: " << describe(lowp, p);
+    }
+    if (fused_family) EXPECT_EQ(out.plan.block_k > 0, true);
+  }
+  EXPECT_EQ(dev.inputs_changed(), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, AccuracyCuda, ::testing::ValuesIn(grid()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name;
+                         });
+
+// Same inputs, same bits: every CUDA path is deterministic.
+TEST(DeterminismCuda, SameBitsTwice) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Fixture fx(
+      Case("det").shape(1, 8, 2, 300, 2000).dims(128).type(BF16).is_causal().sinks(1.f));
+  const DeviceProblem dev(fx);
+  for (int32_t path : {LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV}) {
+    const RunOutput a = dev.run(path, default_options()), b = dev.run(path, default_options());
+    ASSERT_EQ(a.status, LONGATTN_OK) << a.message;
+    EXPECT_TRUE(a.o.bytes() == b.o.bytes()) << path_label(path);
+    EXPECT_TRUE(a.lse.bytes() == b.lse.bytes()) << path_label(path);
+  }
+}
+
+// The memory model on the GPU: fused needs nothing, independent of kv_len; split_kv needs its
+// partials (splits x Hq x Lq x (Dv + 1) floats); the budget is honoured.
+TEST(MemoryCuda, FusedIsIndependentOfKvLenAndBudgetHolds) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  longattn_args a = longattn::make_args(1, 16, 8, 512, 4096, 256);
+  a.device = LONGATTN_DEVICE_CUDA;
+  a.dtype = BF16;
+  // Planning reads no data: distinct, aligned, never dereferenced addresses.
+  a.q = reinterpret_cast<void*>(uintptr_t(1) << 40);
+  a.k = reinterpret_cast<void*>(uintptr_t(2) << 40);
+  a.v = reinterpret_cast<void*>(uintptr_t(3) << 40);
+  a.o = reinterpret_cast<void*>(uintptr_t(4) << 40);
+  a.causal = 1;
+  longattn_options o = default_options();
+  int64_t fused_small = -1, fused_large = -1;
+  ASSERT_EQ(longattn_transient_bytes(&a, LONGATTN_PATH_FUSED, &o, &fused_small), LONGATTN_OK)
+      << longattn_last_error();
+  a.kv_len = 131072;
+  ASSERT_EQ(longattn_transient_bytes(&a, LONGATTN_PATH_FUSED, &o, &fused_large), LONGATTN_OK);
+  EXPECT_EQ(fused_small, 0);
+  EXPECT_EQ(fused_large, 0);
+  longattn_plan plan;
+  o.path = LONGATTN_PATH_SPLIT_KV;
+  ASSERT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_OK) << longattn_last_error();
+  if (plan.splits > 1) {
+    const int64_t floats = plan.splits * a.q_heads * a.q_len * a.head_dim_v;
+    const int64_t lse = plan.splits * a.q_heads * a.q_len;
+    EXPECT_EQ(plan.transient_bytes, (floats * 4 + 63) / 64 * 64 + (lse * 4 + 63) / 64 * 64);
+  }
+  // The unfused path needs Hq x Lq x Lk x (4 + 2) bytes; with a small budget AUTO must not take it.
+  o.path = LONGATTN_PATH_AUTO;
+  o.memory_budget = 1 << 20;
+  ASSERT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_OK) << longattn_last_error();
+  EXPECT_TRUE(plan.ok) << plan.reason;
+  EXPECT_LE(plan.transient_bytes, o.memory_budget);
+  EXPECT_NE(plan.path, LONGATTN_PATH_UNFUSED);
+  o.path = LONGATTN_PATH_UNFUSED;
+  EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_OVER_BUDGET);
+  EXPECT_FALSE(plan.ok);
+  EXPECT_EQ(plan.status, LONGATTN_OVER_BUDGET) << plan.reason;
+}
+
+// Host memory passed as device memory is an invalid argument with a message that says so.
+TEST(ErrorsCuda, HostPointerIsRejected) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  std::vector<uint16_t> host(1 << 16);
+  longattn_args a = longattn::make_args(1, 2, 2, 16, 16, 64);
+  a.device = LONGATTN_DEVICE_CUDA;
+  a.dtype = BF16;
+  a.q = a.k = a.v = host.data();
+  a.o = host.data() + (1 << 15);
+  longattn_options o = default_options();
+  o.path = LONGATTN_PATH_FUSED;
+  longattn_plan plan;
+  EXPECT_EQ(longattn_attention(&a, &o, &plan), LONGATTN_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(longattn_last_error()).find("host memory"), std::string::npos)
+      << longattn_last_error();
+}
+
+}  // namespace
+}  // namespace longattn_test
