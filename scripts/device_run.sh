@@ -24,7 +24,7 @@ step() {  # name seconds command...: runs with a limit, appends to $out/<name>.l
 
 # 1. The library's GPU suite through the public API, 8 shards on the one GPU.
 for i in 0 1 2 3 4 5 6 7; do
-  GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 130 "$dir/longattn_gpu_tests" \
+  GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 120 "$dir/longattn_gpu_tests" \
     > "$out/suite_$i.tmp" 2>&1 &
 done
 wait
@@ -34,17 +34,17 @@ grep -A8 "^\[  FAILED  \]" "$out/suite.log" | head -30
 grep -q "^\[  FAILED  \]" "$out/suite.log" && status=1
 
 # 2. compute-sanitizer on the kernel's tiny grid.
-step sanitizer 45 compute-sanitizer --tool memcheck --error-exitcode 9 "$dir/fused_check" --quick
-step sanitizer 45 compute-sanitizer --tool racecheck --error-exitcode 9 "$dir/fused_check" --quick
+step sanitizer 40 compute-sanitizer --tool memcheck --error-exitcode 9 "$dir/fused_check" --quick
+step sanitizer 40 compute-sanitizer --tool racecheck --error-exitcode 9 "$dir/fused_check" --quick
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
 
 # 3. The prefill scenario of issue 5: gemma4-26b-a4b, 131072 tokens, 2048-token chunks.
-step prefill 130 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --tokens 131072 \
+step prefill 110 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --tokens 131072 \
   --chunk 2048 --path both --json
 tail -c 1500 "$out/prefill.log"; echo
 
 # 4. Peers: SDPA flash / cuDNN / efficient on the same shapes, same run.
-step peers 180 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
+step peers 130 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
   --groups chunk,gemma,decode,grid --peers longattn,flash,cudnn,efficient --out "$out/peers.md"
 grep "^|" "$out/peers.md" 2>/dev/null | head -60
 exit $status

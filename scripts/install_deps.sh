@@ -10,7 +10,9 @@ command -v make >/dev/null || need+=(make)
 have_pkg libgtest-dev || [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 have_pkg libgmock-dev || [ -f /usr/include/gmock/gmock.h ] || need+=(libgmock-dev)
 have_pkg libbenchmark-dev || [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
-python3 -c 'import matplotlib' 2>/dev/null || have_pkg python3-matplotlib || need+=(python3-matplotlib)
+# `longattn prefill --plot` runs /usr/bin/python3 (a python3 earlier on PATH, e.g. pyenv's, may
+# lack matplotlib); Debian's python3-matplotlib is the one it imports.
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

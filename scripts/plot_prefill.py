@@ -56,6 +56,8 @@ def plot(report, out, title=None):
     ax_c.set_yscale("log", base=2)
     ax_c.set_xlabel("kv_len (tokens in the cache after the chunk)")
     budget = report["config"].get("budget_bytes", 0)
+    budget_text = (f"{budget / MIB / 1024:.1f} GiB" if budget >= 1024 * MIB
+                   else f"{budget / MIB:.0f} MiB")
     for ax in (ax_t, ax_m, ax_c):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best", fontsize=8)
@@ -64,7 +66,7 @@ def plot(report, out, title=None):
         title
         or (
             f"{report['stack']['name']} ({report['stack']['layers']} layers), {cfg['dtype']}, "
-            f"{report.get('device', '')}\nbudget {budget / MIB / 1024:.1f} GiB, "
+            f"{report.get('device', '')}\nbudget {budget_text}, "
             f"max chunk {cfg['max_chunk']}, {cfg['cache']} cache"
         ),
         fontsize=10,

@@ -14,6 +14,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <numeric>
 #include <vector>
 
 #include "longattn/longattn.h"
@@ -645,6 +646,49 @@ inline longattn_options default_options() {
   longattn_options o;
   longattn_options_init(&o);
   return o;
+}
+
+// K and V of `a` copied into a shuffled pool of `page`-token blocks; the returned args read them
+// through the block table.
+struct PagedCopy {
+  std::vector<uint8_t> k_pool, v_pool;
+  std::vector<int32_t> table;
+  longattn_args args;
+};
+
+inline PagedCopy make_paged(const longattn_args& a, int64_t page, bool k_eq_v, uint32_t seed) {
+  PagedCopy p;
+  const int64_t es = a.dtype == LONGATTN_FLOAT32 ? 4 : 2;
+  const int64_t pages = (a.kv_len + page - 1) / page, blocks = a.batch * pages + 3;
+  std::vector<int32_t> ids(static_cast<size_t>(blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(seed));
+  p.table.assign(ids.begin(), ids.begin() + a.batch * pages);
+  // Pool layout [block, head, slot, d]; unused slots keep a NaN pattern that must never be read.
+  const int64_t d = std::max(a.head_dim_qk, a.head_dim_v);
+  const longattn_strides pool{a.kv_heads * page * d, page * d, d};
+  p.k_pool.assign(static_cast<size_t>(blocks * pool.batch * es), 0xff);
+  p.v_pool.assign(p.k_pool.size(), 0xff);
+  for (int64_t b = 0; b < a.batch; ++b)
+    for (int64_t h = 0; h < a.kv_heads; ++h)
+      for (int64_t j = 0; j < a.kv_len; ++j) {
+        const int64_t dst = p.table[size_t(b * pages + j / page)] * pool.batch + h * pool.head +
+                            (j % page) * pool.token;
+        auto src = [&](const void* base, const longattn_strides& s) {
+          return static_cast<const uint8_t*>(base) + (b * s.batch + h * s.head + j * s.token) * es;
+        };
+        std::memcpy(&p.k_pool[size_t(dst * es)], src(a.k, a.k_strides), size_t(a.head_dim_qk * es));
+        std::memcpy(&p.v_pool[size_t(dst * es)], src(a.v, a.v_strides), size_t(a.head_dim_v * es));
+      }
+  p.args = a;
+  p.args.k = p.k_pool.data();
+  p.args.v = k_eq_v ? p.k_pool.data() : p.v_pool.data();
+  p.args.k_strides = p.args.v_strides = pool;
+  p.args.block_table = p.table.data();
+  p.args.block_table_stride = pages;
+  p.args.page_size = page;
+  p.args.num_blocks = blocks;
+  return p;
 }
 
 }  // namespace longattn_test

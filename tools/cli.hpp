@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "longattn/longattn.h"
@@ -56,8 +58,13 @@ int64_t parse_int(const std::string& flag, const std::string& text, int64_t min,
 uint64_t parse_uint64(const std::string& flag, const std::string& text);
 float parse_float(const std::string& flag, const std::string& text, float min);
 // Bytes with an optional suffix: K/M/G/T and KiB/MiB/GiB/TiB (powers of 1024), KB/MB/GB/TB
-// (powers of 1000); "-1" or "auto" give -1 (the library's default: the memory available).
-int64_t parse_bytes(const std::string& flag, const std::string& text);
+// (powers of 1000); "-1" or `default_word` give -1, which means `default_meaning`.
+int64_t parse_bytes(
+    const std::string& flag, const std::string& text, const std::string& default_word = "auto",
+    const std::string& default_meaning = "the library's default (the memory available)");
+// One of `choices` by name; otherwise throws UsageError listing the allowed names.
+int32_t parse_choice(const std::string& flag, const std::string& text,
+                     std::initializer_list<std::pair<const char*, int32_t>> choices);
 // A comma-separated list of path names; "all" means fused,unfused,split_kv.
 std::vector<int32_t> parse_paths(const std::string& flag, const std::string& text);
 
@@ -100,5 +107,6 @@ std::string shape_json_fields(const ProblemOptions& opt);  // "\"batch\":1,...",
 int run_info(int argc, char** argv);
 int run_check(int argc, char** argv);
 int run_bench(int argc, char** argv);
+int run_prefill(int argc, char** argv);
 
 }  // namespace longattn::cli

@@ -58,13 +58,32 @@ bool FlagSet::parse(int argc, char** argv, int first) const {
 std::string FlagSet::help() const {
   std::string s = "usage: longattn " + command_ + " [flags]\n\n" + summary_ + "\n\nflags:\n";
   auto line = [&s](std::string left, const std::string& help) {
-    constexpr size_t kHelpColumn = 24;
+    constexpr size_t kHelpColumn = 24, kWidth = 100;
+    const std::string indent(kHelpColumn, ' ');
     left = "  " + left;
     if (left.size() < kHelpColumn)
       left.resize(kHelpColumn, ' ');
     else
-      left += "\n" + std::string(kHelpColumn, ' ');
-    s += left + help + "\n";
+      left += "\n" + indent;
+    // Wraps the help at word boundaries so that no line passes kWidth columns.
+    std::string text = left;
+    size_t column = kHelpColumn, start = 0;
+    while (start < help.size()) {
+      size_t end = help.find(' ', start);
+      if (end == std::string::npos) end = help.size();
+      const std::string word = help.substr(start, end - start);
+      if (column > kHelpColumn && column + 1 + word.size() > kWidth) {
+        text += "\n" + indent;
+        column = kHelpColumn;
+      } else if (column > kHelpColumn) {
+        text += ' ';
+        ++column;
+      }
+      text += word;
+      column += word.size();
+      start = end + 1;
+    }
+    s += text + "\n";
   };
   for (const Flag& f : flags_)
     line(f.name + (f.value_name.empty() ? "" : " " + f.value_name), f.help);
@@ -109,11 +128,13 @@ float parse_float(const std::string& flag, const std::string& text, float min) {
   return v;
 }
 
-int64_t parse_bytes(const std::string& flag, const std::string& text) {
+int64_t parse_bytes(const std::string& flag, const std::string& text,
+                    const std::string& default_word, const std::string& default_meaning) {
   const std::string allowed =
       "a byte count such as 4096, 512K, 1.5GiB (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, "
-      "KB/MB/GB/TB powers of 1000), or -1/auto for the library's default (the memory available)";
-  if (text == "-1" || text == "auto") return -1;
+      "KB/MB/GB/TB powers of 1000), or -1/" +
+      default_word + " for " + default_meaning;
+  if (text == "-1" || text == default_word) return -1;
   char* end = nullptr;
   errno = 0;
   double number = std::strtod(text.c_str(), &end);
@@ -167,8 +188,6 @@ std::vector<int32_t> parse_paths(const std::string& flag, const std::string& tex
   return paths;
 }
 
-namespace {
-
 int32_t parse_choice(const std::string& flag, const std::string& text,
                      std::initializer_list<std::pair<const char*, int32_t>> choices) {
   std::string names;
@@ -178,8 +197,6 @@ int32_t parse_choice(const std::string& flag, const std::string& text,
   }
   throw UsageError(flag + " = '" + text + "': allowed values are " + names);
 }
-
-}  // namespace
 
 void add_problem_flags(FlagSet& f, ProblemOptions& o) {
   constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max();

@@ -1,5 +1,5 @@
-// The `longattn` command-line tool: info, check, bench. Hand-written argument parsing keeps it
-// free of dependencies beyond the library itself.
+// The `longattn` command-line tool: info, check, bench, prefill. Hand-written argument parsing
+// keeps it free of dependencies beyond the library itself.
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -17,6 +17,8 @@ constexpr const char* kUsage =
     "  info    version, devices, SIMD features, supported head dims per path\n"
     "  check   run a path and compare it with the float64 reference (exit 1 on mismatch)\n"
     "  bench   time the paths: median ms, GFLOPS, % of the measured FMA peak, memory\n"
+    "  prefill prefill a long prompt through a model's attention layers in chunks under a memory\n"
+    "          budget, fused vs unfused: per-chunk time and memory, tokens/s, peak memory\n"
     "\n"
     "'longattn <command> --help' lists a command's flags; 'longattn --version' the version.\n"
     "Exit status: 0 success, 1 library error or failed check, 2 bad command line.\n";
@@ -48,7 +50,9 @@ int main(int argc, char** argv) {
     if (command == "info") return run_info(argc, argv);
     if (command == "check") return run_check(argc, argv);
     if (command == "bench") return run_bench(argc, argv);
-    std::fprintf(stderr, "longattn: error: unknown command '%s'; commands: info, check, bench\n",
+    if (command == "prefill") return run_prefill(argc, argv);
+    std::fprintf(stderr,
+                 "longattn: error: unknown command '%s'; commands: info, check, bench, prefill\n",
                  command.c_str());
     return kExitUsage;
   } catch (const UsageError& e) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "core/backend.hpp"
 #include "core/detail.hpp"
@@ -66,7 +67,8 @@ void check_device_pointers(const longattn_args& a) {
               {"o", a.o},
               {"lse", a.lse},
               {"sinks", a.sinks},
-              {"mask.data", a.mask.data}};
+              {"mask.data", a.mask.data},
+              {"block_table", a.block_table}};
   int device = 0;
   cudaGetDevice(&device);
   for (const auto& x : ptrs) {
@@ -89,6 +91,23 @@ void check_device_pointers(const longattn_args& a) {
            "%s = %p lives on CUDA device %d, but the current device is %d", x.name, x.p,
            attr.device, device);
   }
+  // A block id out of the pool would make the kernel read outside K/V: the table (B x pages
+  // int32, small) is copied to the host and checked, as validate.cpp does for CPU runs.
+  if (a.block_table) {
+    const int64_t pages = ceil_div(a.kv_len, a.page_size);
+    std::vector<int32_t> table(static_cast<size_t>(pages));
+    for (int64_t b = 0; b < a.batch; ++b) {
+      cudaError_t e = cudaMemcpy(table.data(), a.block_table + b * a.block_table_stride,
+                                 table.size() * sizeof(int32_t), cudaMemcpyDeviceToHost);
+      if (e != cudaSuccess)
+        fail(LONGATTN_DEVICE_ERROR, "reading block_table: %s", cudaGetErrorString(e));
+      for (int64_t p = 0; p < pages; ++p)
+        if (table[p] < 0 || table[p] >= a.num_blocks)
+          fail(LONGATTN_INVALID_ARGUMENT,
+               "block_table[%lld][%lld] = %d: block ids must be in [0, num_blocks = %lld)",
+               (long long)b, (long long)p, table[p], (long long)a.num_blocks);
+    }
+  }
 }
 
 // ---- fused and split_kv (one kernel; split_kv adds K/V slices and the merge)
@@ -96,9 +115,6 @@ void check_device_pointers(const longattn_args& a) {
 std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
   const Gpu g = current_gpu();
   if (!g.error.empty()) return "no usable CUDA device: " + g.error;
-  if (a.block_table)
-    return "block_table: paged K/V is not supported by the CUDA fused kernel yet (contiguous or "
-           "strided K/V only)";
   if (g.prop.major < 8)
     return format(
         "the CUDA fused kernel needs compute capability 8.0 (sm_80, mma.sync bf16) or "
@@ -163,6 +179,14 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
         "block; %s allows %zu",
         (long long)a.head_dim_qk, (long long)a.head_dim_v, (long long)ki.smem_bytes, g.prop.name,
         g.prop.sharedMemPerBlockOptin);
+  if (a.block_table) {
+    cuda::FusedKernelInfo ki;
+    if (cuda::kernel_for(a, &ki) == cudaSuccess && a.page_size % ki.traits.block_k != 0)
+      return format("page_size = %lld: the CUDA fused kernel for head_dim %lld reads paged K/V in "
+                    "tiles of %d keys, so page_size must be a multiple of %d",
+                    (long long)a.page_size, (long long)a.head_dim_qk, ki.traits.block_k,
+                    ki.traits.block_k);
+  }
   return "";
 }
 

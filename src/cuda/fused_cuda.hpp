@@ -42,6 +42,11 @@ struct FusedParams {
   int32_t splits;
   float* o_part;
   float* lse_part;
+  // Paged K/V (see longattn_args): token j of batch b is in block
+  // block_table[b * block_table_stride + j / page_size]. page_size is a multiple of block_k, so a
+  // key tile never straddles two blocks and its rows stay evenly spaced.
+  const int32_t* block_table;
+  int64_t block_table_stride, page_size;
 };
 
 // The kernel's view of validated args (shared by the backend and the standalone GPU test).
@@ -71,6 +76,9 @@ inline FusedParams make_fused_params(const longattn_args& a) {
     p.mask_stride[d] =
         a.mask.kind != LONGATTN_MASK_NONE && a.mask.dims[d] != 1 ? a.mask.strides[d] : 0;
   p.splits = 1;
+  p.block_table = a.block_table;
+  p.block_table_stride = a.block_table_stride;
+  p.page_size = a.page_size;
   return p;
 }
 

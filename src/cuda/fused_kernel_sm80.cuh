@@ -189,18 +189,23 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
   }
 
   const char* q_bytes = static_cast<const char*>(p.q);
-  const char* k_rows = static_cast<const char*>(p.k) +
-                       (b * p.k_stride[0] + int64_t(kv_head) * p.k_stride[1]) * esize;
-  const char* v_rows = static_cast<const char*>(p.v) +
-                       (b * p.v_stride[0] + int64_t(kv_head) * p.v_stride[1]) * esize;
+  // First row of the key tile at j0 in a K or V tensor (through the block table when paged).
+  auto tile_rows = [&](const void* base, const int64_t* stride, int64_t j0) {
+    int64_t outer = b, slot = j0;
+    if (p.block_table) {
+      outer = p.block_table[b * p.block_table_stride + j0 / p.page_size];
+      slot = j0 % p.page_size;
+    }
+    return static_cast<const char*>(base) +
+           (outer * stride[0] + int64_t(kv_head) * stride[1] + slot * stride[2]) * esize;
+  };
   auto load_kv = [&](int tile, int slot) {
     const int64_t j0 = int64_t(t_begin + tile) * kBK;
     T* s_k = s_kv + slot * kT.stage_elems();
-    load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, k_rows + j0 * p.k_stride[2] * esize,
+    load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, tile_rows(p.k, p.k_stride, j0),
                                              p.k_stride[2] * esize, p.kv_len - j0, input_f32);
     if (!p.kv_shared)
-      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(),
-                                              v_rows + j0 * p.v_stride[2] * esize,
+      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), tile_rows(p.v, p.v_stride, j0),
                                               p.v_stride[2] * esize, p.kv_len - j0, input_f32);
   };
 

@@ -235,11 +235,14 @@ ChunkDecision PrefillPlanner::next(int64_t cached, int64_t remaining, int64_t in
            " = " + format_bytes(d.total_bytes);
   };
   if (!found) {
-    ChunkDecision one = cost(cached, 1);
+    // The smallest size tried (the last rejected): 1 token, unless the allowed sizes stop above.
+    const ChunkDecision smallest = have_rejected ? rejected : cost(cached, 1);
     throw Error(LONGATTN_OVER_BUDGET,
                 std::string("prefill over budget: with ") + std::to_string(cached) +
-                    " tokens cached, even a 1-token chunk on the " + path + " path needs " +
-                    breakdown(one) + " > budget " + format_bytes(budget_) +
+                    " tokens cached, even the smallest allowed chunk (" +
+                    std::to_string(smallest.chunk) + (smallest.chunk == 1 ? " token" : " tokens") +
+                    ") on the " + path + " path needs " +
+                    breakdown(smallest) + " > budget " + format_bytes(budget_) +
                     (config_.path == LONGATTN_PATH_UNFUSED
                          ? "; the fused path needs no scores buffer (--path fused)"
                          : "; raise the budget or shorten the prompt"));

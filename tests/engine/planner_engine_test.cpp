@@ -143,7 +143,7 @@ TEST(PlannerEngine, NothingFitsIsAClearError) {
     } catch (const Error& e) {
       EXPECT_EQ(e.status(), LONGATTN_OVER_BUDGET);
       std::string m = e.what();
-      EXPECT_NE(m.find("even a 1-token chunk"), std::string::npos) << m;
+      EXPECT_NE(m.find("even the smallest allowed chunk (1 token)"), std::string::npos) << m;
       EXPECT_NE(m.find("budget"), std::string::npos) << m;
       if (path == LONGATTN_PATH_UNFUSED) {
         EXPECT_NE(m.find("--path fused"), std::string::npos);

@@ -86,7 +86,8 @@ class DeviceProblem {
   const longattn_args& args() const { return args_; }
 
   // Runs `path` on fresh sentinel-filled device outputs and brings them back.
-  RunOutput run(int32_t path, longattn_options options) const {
+  RunOutput run(int32_t path, longattn_options options,
+                const longattn_args* inputs = nullptr) const {
     const Case& c = fx_.kase();
     RunOutput out;
     out.o = fx_.new_output();
@@ -96,7 +97,7 @@ class DeviceProblem {
     DeviceBuffer o(out.o.data(), extent_bytes(os, c.batch, c.q_heads, c.q_len, c.dv, es),
                    kGuardBytes);
     DeviceBuffer lse(out.lse.data(), c.batch * c.q_heads * c.q_len * 4, kGuardBytes);
-    longattn_args args = args_;
+    longattn_args args = inputs ? *inputs : args_;
     args.o = o.dev;
     args.lse = c.lse ? reinterpret_cast<float*>(lse.dev) : nullptr;
     options.path = path;
@@ -322,6 +323,51 @@ TEST(DeterminismCuda, SameBitsTwice) {
     ASSERT_EQ(a.status, LONGATTN_OK) << a.message;
     EXPECT_TRUE(a.o.bytes() == b.o.bytes()) << path_label(path);
     EXPECT_TRUE(a.lse.bytes() == b.lse.bytes()) << path_label(path);
+  }
+}
+
+// Paged K/V read through a device block table gives the contiguous result bit for bit; a page
+// size the kernel cannot tile is refused with a reason, a block id outside the pool is an error.
+TEST(PagedCuda, MatchesContiguousBitForBit) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (int32_t dtype : {int32_t(BF16), int32_t(LONGATTN_FLOAT16)}) {
+    const Fixture fx(Case("paged").shape(2, 8, 2, 100, 700).dims(128).type(dtype).is_causal());
+    const DeviceProblem dev(fx);
+    for (int64_t page : {64, 128, 256}) {
+      const PagedCopy host = make_paged(fx.args(), page, false, uint32_t(page));
+      DeviceBuffer k(host.k_pool.data(), int64_t(host.k_pool.size()), 0);
+      DeviceBuffer v(host.v_pool.data(), int64_t(host.v_pool.size()), 0);
+      DeviceBuffer table(host.table.data(), int64_t(host.table.size() * 4), 0);
+      longattn_args a = dev.args();
+      a.k = k.dev, a.v = v.dev, a.k_strides = host.args.k_strides, a.v_strides = host.args.v_strides;
+      a.block_table = reinterpret_cast<const int32_t*>(table.dev);
+      a.block_table_stride = host.args.block_table_stride;
+      a.page_size = page, a.num_blocks = host.args.num_blocks;
+      for (int32_t path : {LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV}) {
+        SCOPED_TRACE(std::string(path_label(path)) + " page " + std::to_string(page));
+        const RunOutput contiguous = dev.run(path, default_options());
+        const RunOutput paged = dev.run(path, default_options(), &a);
+        ASSERT_EQ(paged.status, LONGATTN_OK) << paged.message;
+        EXPECT_EQ(paged.guard_problem, "");
+        EXPECT_TRUE(paged.o.bytes() == contiguous.o.bytes());
+        EXPECT_TRUE(paged.lse.bytes() == contiguous.lse.bytes());
+      }
+      if (page == 64) {
+        longattn_args odd = a;
+        odd.page_size = 48;  // not a multiple of the kernel's key tile
+        odd.block_table_stride = (fx.args().kv_len + 47) / 48;
+        EXPECT_EQ(dev.run(LONGATTN_PATH_FUSED, default_options(), &odd).status,
+                  LONGATTN_UNSUPPORTED);
+        std::vector<int32_t> bad = host.table;
+        bad.back() = int32_t(host.args.num_blocks);
+        DeviceBuffer bad_table(bad.data(), int64_t(bad.size() * 4), 0);
+        longattn_args wrong = a;
+        wrong.block_table = reinterpret_cast<const int32_t*>(bad_table.dev);
+        const RunOutput out = dev.run(LONGATTN_PATH_FUSED, default_options(), &wrong);
+        EXPECT_EQ(out.status, LONGATTN_INVALID_ARGUMENT);
+        EXPECT_NE(out.message.find("block_table"), std::string::npos) << out.message;
+      }
+    }
   }
 }
 
