@@ -34,13 +34,20 @@ TEST_P(PagedCpu, EveryPathMatchesContiguousBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, PagedCpu,
-    ::testing::Values(Case("paged_f32").shape(2, 4, 2, 37, 517).dims(128).is_causal(),
-                      Case("paged_bf16").shape(1, 8, 2, 64, 300).dims(256).type(LONGATTN_BFLOAT16)
-                          .is_causal().win(100),
-                      Case("paged_f16_mask").shape(1, 2, 1, 7, 129).dims(80).type(LONGATTN_FLOAT16)
-                          .mask(LONGATTN_MASK_ADDITIVE, false, false, true, true),
-                      Case("paged_decode_kv").shape(1, 8, 1, 1, 1023).dims(64).type(LONGATTN_BFLOAT16)
-                          .same_kv()),
+    ::testing::Values(
+        Case("paged_f32").shape(2, 4, 2, 37, 517).dims(128).is_causal(),
+        Case("paged_bf16")
+            .shape(1, 8, 2, 64, 300)
+            .dims(256)
+            .type(LONGATTN_BFLOAT16)
+            .is_causal()
+            .win(100),
+        Case("paged_f16_mask")
+            .shape(1, 2, 1, 7, 129)
+            .dims(80)
+            .type(LONGATTN_FLOAT16)
+            .mask(LONGATTN_MASK_ADDITIVE, false, false, true, true),
+        Case("paged_decode_kv").shape(1, 8, 1, 1, 1023).dims(64).type(LONGATTN_BFLOAT16).same_kv()),
     [](const auto& info) { return info.param.name; });
 
 TEST(PagedCpu, BadTablesAreRefused) {

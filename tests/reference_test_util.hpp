@@ -10,11 +10,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <ostream>
 #include <random>
 #include <sstream>
 #include <string>
-#include <numeric>
 #include <vector>
 
 #include "longattn/longattn.h"

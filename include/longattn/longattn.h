@@ -77,20 +77,20 @@ typedef struct longattn_mask {
 
 /* The one arguments struct that crosses every layer of the library. */
 typedef struct longattn_args {
-  const void* q; /* [B, Hq, Lq, Dqk] */
-  const void* k; /* [B, Hkv, Lk, Dqk] */
-  const void* v; /* [B, Hkv, Lk, Dv]; may equal k (k == v layers) */
-  void* o;       /* [B, Hq, Lq, Dv], written */
-  float* lse;    /* optional [B, Hq, Lq] contiguous float32, natural log; NULL to skip */
+  const void* q;  /* [B, Hq, Lq, Dqk] */
+  const void* k;  /* [B, Hkv, Lk, Dqk] */
+  const void* v;  /* [B, Hkv, Lk, Dv]; may equal k (k == v layers) */
+  void* o;        /* [B, Hq, Lq, Dv], written */
+  float* lse;     /* optional [B, Hq, Lq] contiguous float32, natural log; NULL to skip */
   int32_t dtype;  /* longattn_dtype of q, k, v, o */
   int32_t device; /* longattn_device where the pointers live */
   int64_t batch, q_heads, kv_heads, q_len, kv_len, head_dim_qk, head_dim_v;
   longattn_strides q_strides, k_strides, v_strides, o_strides;
-  float scale;        /* 0 means 1/sqrt(head_dim_qk) */
-  int32_t causal;     /* bottom-right aligned */
+  float scale;         /* 0 means 1/sqrt(head_dim_qk) */
+  int32_t causal;      /* bottom-right aligned */
   int64_t window_left; /* -1: none; W >= 0: query i also needs j >= i + (Lk-Lq) - W */
-  float softcap;      /* 0: none; > 0: s = softcap * tanh(s / softcap) */
-  const float* sinks; /* optional [Hq] float32 logits that join the softmax denominator */
+  float softcap;       /* 0: none; > 0: s = softcap * tanh(s / softcap) */
+  const float* sinks;  /* optional [Hq] float32 logits that join the softmax denominator */
   longattn_mask mask;
   /* Optional paged K/V (a KV cache of fixed-size blocks). When block_table is not NULL, token j of
    * batch b lives in block block_table[b * block_table_stride + j / page_size], at slot
@@ -105,14 +105,14 @@ typedef struct longattn_args {
 typedef void (*longattn_log_fn)(void* user, const char* message);
 
 typedef struct longattn_options {
-  int32_t path;           /* longattn_path; AUTO lets the router choose */
-  int64_t memory_budget;  /* bytes of transient memory allowed; -1: what the device has available */
-  int32_t num_threads;    /* CPU threads; 0: all cores */
-  void* workspace;        /* optional caller memory for transient data (same device as args) */
+  int32_t path;          /* longattn_path; AUTO lets the router choose */
+  int64_t memory_budget; /* bytes of transient memory allowed; -1: what the device has available */
+  int32_t num_threads;   /* CPU threads; 0: all cores */
+  void* workspace;       /* optional caller memory for transient data (same device as args) */
   int64_t workspace_bytes;
-  longattn_log_fn log;    /* optional: receives the router's decision and reason */
+  longattn_log_fn log; /* optional: receives the router's decision and reason */
   void* log_user;
-  void* stream;           /* CUDA: cudaStream_t (NULL = default stream) */
+  void* stream; /* CUDA: cudaStream_t (NULL = default stream) */
 } longattn_options;
 
 /* What the router decided, before anything runs. */
@@ -121,21 +121,21 @@ typedef struct longattn_plan {
   int32_t status; /* longattn_status when !ok */
   int32_t path;
   int32_t device;
-  int32_t threads;  /* CPU worker threads */
-  int32_t block_q;  /* query rows per tile */
-  int32_t block_k;  /* keys per tile */
-  int32_t splits;   /* split_kv: K/V slices per row */
+  int32_t threads;         /* CPU worker threads */
+  int32_t block_q;         /* query rows per tile */
+  int32_t block_k;         /* keys per tile */
+  int32_t splits;          /* split_kv: K/V slices per row */
   int64_t transient_bytes; /* exactly what the run allocates (or takes from the workspace) */
   int64_t allocated_bytes; /* after longattn_attention: what the run took (== transient_bytes) */
   char reason[512];
 } longattn_plan;
 
 typedef struct longattn_device_info {
-  int32_t device;    /* longattn_device */
-  int32_t available; /* 1 if this build and machine can run on it */
-  char name[128];    /* CPU model or GPU name */
-  char features[128]; /* CPU: "avx512f avx512bf16 avx2 fma"; CUDA: "sm_90" */
-  int32_t cores;     /* CPU cores or CUDA SMs */
+  int32_t device;                    /* longattn_device */
+  int32_t available;                 /* 1 if this build and machine can run on it */
+  char name[128];                    /* CPU model or GPU name */
+  char features[128];                /* CPU: "avx512f avx512bf16 avx2 fma"; CUDA: "sm_90" */
+  int32_t cores;                     /* CPU cores or CUDA SMs */
   int64_t memory_total, memory_free; /* bytes; 0 if unknown */
 } longattn_device_info;
 

@@ -182,10 +182,10 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
   if (a.block_table) {
     cuda::FusedKernelInfo ki;
     if (cuda::kernel_for(a, &ki) == cudaSuccess && a.page_size % ki.traits.block_k != 0)
-      return format("page_size = %lld: the CUDA fused kernel for head_dim %lld reads paged K/V in "
-                    "tiles of %d keys, so page_size must be a multiple of %d",
-                    (long long)a.page_size, (long long)a.head_dim_qk, ki.traits.block_k,
-                    ki.traits.block_k);
+      return format(
+          "page_size = %lld: the CUDA fused kernel for head_dim %lld reads paged K/V in "
+          "tiles of %d keys, so page_size must be a multiple of %d",
+          (long long)a.page_size, (long long)a.head_dim_qk, ki.traits.block_k, ki.traits.block_k);
   }
   return "";
 }
@@ -293,10 +293,10 @@ void unfused_run(const longattn_args& a, const longattn_plan&, Arena& arena,
 }
 
 const PathImpl kCudaPaths[] = {
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_unsupported, fused_configure, fused_blocks, fused_workspace,
-     fused_run},
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_unsupported, split_configure,
-     fused_blocks, split_workspace, split_run},
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_unsupported, fused_configure, fused_blocks,
+     fused_workspace, fused_run},
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_unsupported, split_configure, fused_blocks,
+     split_workspace, split_run},
     {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_unsupported, unfused_configure,
      unfused_items, unfused_workspace, unfused_run},
 };

@@ -241,8 +241,8 @@ ChunkDecision PrefillPlanner::next(int64_t cached, int64_t remaining, int64_t in
                 std::string("prefill over budget: with ") + std::to_string(cached) +
                     " tokens cached, even the smallest allowed chunk (" +
                     std::to_string(smallest.chunk) + (smallest.chunk == 1 ? " token" : " tokens") +
-                    ") on the " + path + " path needs " +
-                    breakdown(smallest) + " > budget " + format_bytes(budget_) +
+                    ") on the " + path + " path needs " + breakdown(smallest) + " > budget " +
+                    format_bytes(budget_) +
                     (config_.path == LONGATTN_PATH_UNFUSED
                          ? "; the fused path needs no scores buffer (--path fused)"
                          : "; raise the budget or shorten the prompt"));

@@ -339,7 +339,8 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
       DeviceBuffer v(host.v_pool.data(), int64_t(host.v_pool.size()), 0);
       DeviceBuffer table(host.table.data(), int64_t(host.table.size() * 4), 0);
       longattn_args a = dev.args();
-      a.k = k.dev, a.v = v.dev, a.k_strides = host.args.k_strides, a.v_strides = host.args.v_strides;
+      a.k = k.dev, a.v = v.dev, a.k_strides = host.args.k_strides,
+      a.v_strides = host.args.v_strides;
       a.block_table = reinterpret_cast<const int32_t*>(table.dev);
       a.block_table_stride = host.args.block_table_stride;
       a.page_size = page, a.num_blocks = host.args.num_blocks;
