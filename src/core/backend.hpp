@@ -36,6 +36,8 @@ struct PathImpl {
   // Runs the plan. Must take exactly workspace_bytes() from the arena. Throws Failure on error.
   void (*run)(const longattn_args& args, const longattn_plan& plan, Arena& arena,
               const longattn_options& options);
+  // Optional: the kernel a configured plan runs, for the plan's reason (e.g. "sm90a wgmma+TMA").
+  std::string (*kernel)(const longattn_args& args, const longattn_plan& plan);
 };
 
 // Each backend lists its paths; a backend that is not built returns an empty list.

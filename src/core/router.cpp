@@ -133,6 +133,7 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
           if (path != LONGATTN_PATH_REFERENCE)
             reason += format("tiles of %d queries x %d keys, %d split%s, ", p.block_q, p.block_k,
                              p.splits, p.splits == 1 ? "" : "s");
+          if (impl->kernel) reason += impl->kernel(a, p) + ", ";
           reason += format("%lld transient bytes", (long long)p.transient_bytes);
           if (!refusals.empty()) reason += " (not taken: " + refusals + ")";
           set_reason(&p, reason);

@@ -81,13 +81,13 @@ void run_reference(const longattn_args& a, const longattn_plan& p, detail::Arena
 
 const detail::PathImpl kCpuPaths[] = {
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_REFERENCE, supported_everywhere, configure_tiles,
-     work_items, reference_workspace_bytes, run_reference},
+     work_items, reference_workspace_bytes, run_reference, nullptr},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled},
+     tiled_bytes, run_tiled, nullptr},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled},
+     tiled_bytes, run_tiled, nullptr},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_SPLIT_KV, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled},
+     tiled_bytes, run_tiled, nullptr},
 };
 
 }  // namespace

@@ -181,11 +181,11 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
         g.prop.sharedMemPerBlockOptin);
   if (a.block_table) {
     cuda::FusedKernelInfo ki;
-    if (cuda::kernel_for(a, &ki) == cudaSuccess && a.page_size % ki.traits.block_k != 0)
+    if (cuda::kernel_for(a, &ki) == cudaSuccess && a.page_size % ki.block_k != 0)
       return format(
           "page_size = %lld: the CUDA fused kernel for head_dim %lld reads paged K/V in "
           "tiles of %d keys, so page_size must be a multiple of %d",
-          (long long)a.page_size, (long long)a.head_dim_qk, ki.traits.block_k, ki.traits.block_k);
+          (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
   }
   return "";
 }
@@ -198,8 +198,8 @@ cuda::FusedKernelInfo kernel_info(const longattn_args& a) {
 
 void fused_configure(const longattn_args& a, const DeviceContext&, longattn_plan* p) {
   const cuda::FusedKernelInfo ki = kernel_info(a);
-  p->block_q = ki.traits.block_q();  // packed rows: query rows x GQA group
-  p->block_k = ki.traits.block_k;
+  p->block_q = ki.block_q;  // packed rows: query rows x GQA group
+  p->block_k = ki.block_k;
   // plan.threads counts CPU workers; a GPU run has one. (The router lowers threads to fit a
   // budget, so it must not grow back here.)
   p->threads = 1;
@@ -207,6 +207,13 @@ void fused_configure(const longattn_args& a, const DeviceContext&, longattn_plan
 }
 
 int64_t fused_workspace(const longattn_args&, const longattn_plan&) { return 0; }
+
+std::string fused_kernel_name(const longattn_args& a, const longattn_plan&) {
+  const cuda::FusedKernelInfo ki = kernel_info(a);
+  return ki.family == 90             ? "kernel sm90a wgmma+TMA"
+         : cuda::fused_use_decode(a) ? "kernel sm80 mma.sync (decode tiles)"
+                                     : "kernel sm80 mma.sync";
+}
 
 // Thread blocks: block_q counts packed rows (query positions x the g heads of a KV head).
 int64_t fused_blocks(const longattn_args& a, const longattn_plan& p) {
@@ -294,11 +301,11 @@ void unfused_run(const longattn_args& a, const longattn_plan&, Arena& arena,
 
 const PathImpl kCudaPaths[] = {
     {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_unsupported, fused_configure, fused_blocks,
-     fused_workspace, fused_run},
+     fused_workspace, fused_run, fused_kernel_name},
     {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_unsupported, split_configure, fused_blocks,
-     split_workspace, split_run},
+     split_workspace, split_run, fused_kernel_name},
     {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_unsupported, unfused_configure,
-     unfused_items, unfused_workspace, unfused_run},
+     unfused_items, unfused_workspace, unfused_run, nullptr},
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 // (backend_cuda.cpp, tests) includes this; only the instantiation files include the kernel.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (a plain struct; the driver is reached through the runtime)
 #include <cuda_runtime_api.h>
 
 #include <cmath>
@@ -89,7 +90,9 @@ inline Mma16 mma_type_for(int32_t dtype) {
 // What one compiled kernel is on the current device: the traits of the arch its code was built
 // for (which the launch must use), shared memory, registers and spills, as the driver reports.
 struct FusedKernelInfo {
-  FusedTraits traits;
+  int family = 80;  // 80: the portable kernel (fused_kernel_sm80.cuh); 90: the sm_90a kernel
+  int block_q = 0, block_k = 0, threads = 0;  // packed query rows and keys per tile, per block
+  FusedTraits traits;                         // family 80 only
   int64_t smem_bytes = 0;
   int regs = 0;
   int local_bytes = 0;    // spills: should be 0
@@ -105,12 +108,25 @@ struct FusedInstance {
   static cudaError_t launch(const FusedParams& p, cudaStream_t stream);
 };
 
+// One compiled sm_90a kernel (fused_kernel_sm90.cuh); the tensor maps describe K and V for TMA.
+template <int kDqk, int kDv, Mma16 kType>
+struct Sm90Instance {
+  static cudaError_t info(FusedKernelInfo* info);
+  static cudaError_t launch(const FusedParams& p, const CUtensorMap& k_map,
+                            const CUtensorMap& v_map, cudaStream_t stream);
+};
+
 // Dispatch over the compiled (head_dim_qk, head_dim_v) pairs (fused_dispatch_cuda.cpp).
 bool fused_has_kernel(int64_t dqk, int64_t dv);
 const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
 cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info);
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
                          cudaStream_t stream);
+bool fused_sm90_has_kernel(int64_t dqk, int64_t dv);
+cudaError_t fused_sm90_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info);
+cudaError_t fused_sm90_launch(int dqk, int dv, Mma16 type, const FusedParams& p,
+                              const CUtensorMap& k_map, const CUtensorMap& v_map,
+                              cudaStream_t stream);
 // Whether the decode shapes serve these args: few query rows per KV head.
 inline bool fused_use_decode(const longattn_args& a) {
   return a.q_len * (a.q_heads / a.kv_heads) <= kDecodeRows;

@@ -1,18 +1,117 @@
 #include "cuda/launch_cuda.hpp"
 
-#include <algorithm>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda/fused_traits_sm90.hpp"
 #include "cuda/merge_cuda.hpp"
 
 namespace longattn::cuda {
+namespace {
+
+// LONGATTN_CUDA_KERNEL=sm80 keeps Hopper on the portable kernel (tests and benchmarks of it).
+bool sm90_allowed() {
+  static const bool allowed = [] {
+    const char* v = std::getenv("LONGATTN_CUDA_KERNEL");
+    return !(v && std::strcmp(v, "sm80") == 0);
+  }();
+  return allowed;
+}
+
+// The sm_90a kernel takes 16-bit prefill on compute capability 9.0 for its head dims. The rest
+// (float32, decode shapes, other head dims, pages that split its key tiles) stays portable.
+bool sm90_applies(const longattn_args& a) {
+  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || fused_use_decode(a) ||
+      !fused_sm90_has_kernel(a.head_dim_qk, a.head_dim_v))
+    return false;
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (major != 9 || minor != 0) return false;
+  if (a.block_table &&
+      a.page_size % fused_sm90_traits(int(a.head_dim_qk), int(a.head_dim_v)).block_k != 0)
+    return false;
+  return true;
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      f = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// K or V as the 4-D tensor TMA reads: (head_dim, token, head, batch), or with paged K/V
+// (head_dim, slot in page, head, block). Boxes are 64 elements (128 bytes, the swizzle width) by
+// block_k tokens. A dimension of size 1 is never stepped; it gets a stride TMA accepts.
+cudaError_t make_kv_map(const longattn_args& a, const void* base, const longattn_strides& s,
+                        int64_t dim, int block_k, CUtensorMap* map) {
+  const auto encode = tensor_map_encoder();
+  if (!encode) return cudaErrorNotSupported;
+  const int64_t es = 2;  // the sm90 kernel runs 16-bit inputs only
+  const cuuint64_t sizes[4] = {cuuint64_t(dim), cuuint64_t(a.block_table ? a.page_size : a.kv_len),
+                               cuuint64_t(a.kv_heads),
+                               cuuint64_t(a.block_table ? a.num_blocks : a.batch)};
+  const int64_t given[3] = {s.token, s.head, s.batch};
+  cuuint64_t strides[3];
+  int64_t packed = dim * es;
+  for (int d = 0; d < 3; ++d) {
+    strides[d] = cuuint64_t(sizes[d + 1] > 1 ? given[d] * es : packed);
+    packed = int64_t(strides[d]) * int64_t(sizes[d + 1]);
+  }
+  const cuuint32_t box[4] = {64, cuuint32_t(block_k), 1, 1};
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  const CUresult r = encode(map,
+                            a.dtype == LONGATTN_FLOAT16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                        : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                            4, const_cast<void*>(base), sizes, strides, box, unit,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// Whether TMA can describe K and V (16-byte aligned bases and strides, sizes in range).
+bool kv_maps_encode(const longattn_args& a, int block_k) {
+  CUtensorMap k_map, v_map;
+  const bool ok = make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, block_k, &k_map) == cudaSuccess &&
+                  make_kv_map(a, a.v, a.v_strides, a.head_dim_v, block_k, &v_map) == cudaSuccess;
+  return ok;
+}
+
+}  // namespace
 
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
-  return fused_kernel_info(int(a.head_dim_qk), int(a.head_dim_v), mma_type_for(a.dtype),
-                           fused_use_decode(a), info);
+  const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
+  if (sm90_applies(a) && kv_maps_encode(a, fused_sm90_traits(dqk, dv).block_k)) {
+    cudaError_t e = fused_sm90_kernel_info(dqk, dv, mma_type_for(a.dtype), info);
+    if (e == cudaSuccess && info->blocks_per_sm > 0) return e;
+    cudaGetLastError();  // no sm_90a code in this build: the portable kernel runs
+  }
+  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), fused_use_decode(a), info);
+  info->family = 80;
+  info->block_q = info->traits.block_q();
+  info->block_k = info->traits.block_k;
+  info->threads = info->traits.threads();
+  return e;
 }
 
 int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_count) {
-  const int64_t bq = info.traits.block_q(), bk = info.traits.block_k;
+  const int64_t bq = info.block_q, bk = info.block_k;
   const int64_t items = a.batch * a.kv_heads * ((a.q_len * (a.q_heads / a.kv_heads) + bq - 1) / bq);
   const int64_t slots = int64_t(std::max(1, sm_count)) * std::max(1, info.blocks_per_sm);
   const int64_t key_tiles = (a.kv_len + bk - 1) / bk;
@@ -42,11 +141,20 @@ cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* 
   FusedParams p = make_fused_params(a);
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const Mma16 type = mma_type_for(a.dtype);
-  const bool decode = fused_use_decode(a);
-  if (splits <= 1) return fused_launch(dqk, dv, type, decode, p, stream);
-  p.splits = splits, p.o_part = o_part, p.lse_part = lse_part;
-  cudaError_t e = fused_launch(dqk, dv, type, decode, p, stream);
+  FusedKernelInfo ki;
+  cudaError_t e = kernel_for(a, &ki);
   if (e != cudaSuccess) return e;
+  if (splits > 1) p.splits = splits, p.o_part = o_part, p.lse_part = lse_part;
+  if (ki.family == 90) {
+    CUtensorMap k_map, v_map;
+    if ((e = make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, ki.block_k, &k_map)) != cudaSuccess ||
+        (e = make_kv_map(a, a.v, a.v_strides, a.head_dim_v, ki.block_k, &v_map)) != cudaSuccess)
+      return e;
+    e = fused_sm90_launch(dqk, dv, type, p, k_map, v_map, stream);
+  } else {
+    e = fused_launch(dqk, dv, type, fused_use_decode(a), p, stream);
+  }
+  if (e != cudaSuccess || splits <= 1) return e;
   MergeParams m{};
   m.o_part = o_part, m.lse_part = lse_part, m.splits = splits;
   m.o = a.o, m.lse = a.lse, m.dtype = a.dtype, m.sinks = a.sinks;

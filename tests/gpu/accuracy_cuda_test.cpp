@@ -5,6 +5,8 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "longattn/attention.hpp"
@@ -174,6 +176,34 @@ std::vector<Case> grid() {
       Case("d256_bf16_window").shape(1, 2, 1, 1023, 1023).dims(256).type(BF16).is_causal().win(500),
       Case("d512_bf16").shape(1, 2, 1, 113, 1023).dims(512).type(BF16),
       Case("d512_f16_causal_kv").shape(1, 4, 2, 300, 300).dims(512).type(F16).is_causal().same_kv(),
+      // The sm90 kernel's modes (run there on Hopper): d = 512 split across consumers with masks
+      // and sinks, K aliasing V in a tokens-major layout, GQA 8 with a window and Lq > Lk,
+      // 192/128 with softcap and an additive mask.
+      Case("d512_bf16_gqa8_causal_sinks_mask")
+          .shape(1, 16, 2, 113, 1023)
+          .dims(512)
+          .type(BF16)
+          .is_causal()
+          .sinks(1.0f)
+          .mask(kBool, 0, 0, 1, 1),
+      Case("d256_f16_kv_tokens_major")
+          .shape(2, 4, 2, 300, 1023)
+          .dims(256)
+          .type(F16)
+          .same_kv()
+          .layout(L::kTokensMajor, L::kTokensMajor),
+      Case("d64_f16_gqa8_window_lq_gt_lk")
+          .shape(1, 16, 2, 300, 113)
+          .dims(64)
+          .type(F16)
+          .is_causal()
+          .win(40),
+      Case("d192x128_f16_softcap_add_mask")
+          .shape(1, 4, 2, 200, 777)
+          .dims(192, 128)
+          .type(F16)
+          .cap(30.0f, 8.0f)
+          .mask(kAdd, 0, 1, 0, 1),
       // Head dims without a fused kernel and unaligned layouts: unfused (and AUTO) still run them.
       Case("d72_bf16_unfused_only").shape(1, 4, 2, 113, 1023).dims(72).type(BF16).is_causal(),
       Case("padded_f16_unfused_only")
@@ -326,8 +356,17 @@ TEST(DeterminismCuda, SameBitsTwice) {
   }
 }
 
-// Paged K/V read through a device block table gives the contiguous result bit for bit; a page
-// size the kernel cannot tile is refused with a reason, a block id outside the pool is an error.
+// The kernel a plan runs, from its reason ("... kernel sm90a wgmma+TMA, ...").
+std::string kernel_of(const longattn_plan& p) {
+  const std::string r = p.reason;
+  const size_t at = r.find("kernel ");
+  return at == std::string::npos ? "" : r.substr(at, r.find(',', at) - at);
+}
+
+// Paged K/V read through a device block table gives the contiguous result bit for bit when the
+// same kernel runs both (on Hopper a page size that splits the sm90 kernel's key tile runs the
+// portable kernel: then the two agree to rounding); a page size no kernel can tile is refused with
+// a reason, a block id outside the pool is an error.
 TEST(PagedCuda, MatchesContiguousBitForBit) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (int32_t dtype : {int32_t(BF16), int32_t(LONGATTN_FLOAT16)}) {
@@ -350,8 +389,21 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
         const RunOutput paged = dev.run(path, default_options(), &a);
         ASSERT_EQ(paged.status, LONGATTN_OK) << paged.message;
         EXPECT_EQ(paged.guard_problem, "");
-        EXPECT_TRUE(paged.o.bytes() == contiguous.o.bytes());
-        EXPECT_TRUE(paged.lse.bytes() == contiguous.lse.bytes());
+        if (kernel_of(paged.plan) == kernel_of(contiguous.plan)) {
+          EXPECT_TRUE(paged.o.bytes() == contiguous.o.bytes()) << kernel_of(paged.plan);
+          EXPECT_TRUE(paged.lse.bytes() == contiguous.lse.bytes()) << kernel_of(paged.plan);
+        } else {
+          float peak = 0.f, diff = 0.f, lse_diff = 0.f;
+          for (size_t i = 0; i < paged.o_dense.size(); ++i) {
+            peak = std::max(peak, std::fabs(contiguous.o_dense[i]));
+            diff = std::max(diff, std::fabs(paged.o_dense[i] - contiguous.o_dense[i]));
+          }
+          for (size_t i = 0; i < paged.lse_dense.size(); ++i)
+            lse_diff = std::max(lse_diff, std::fabs(paged.lse_dense[i] - contiguous.lse_dense[i]));
+          EXPECT_LE(diff, 2e-2f * peak)
+              << kernel_of(paged.plan) << " vs " << kernel_of(contiguous.plan);
+          EXPECT_LE(lse_diff, 1e-3f);
+        }
       }
       if (page == 64) {
         longattn_args odd = a;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cuda/fused_cuda.hpp"
+#include "cuda/fused_traits_sm90.hpp"
 #include "cuda/launch_cuda.hpp"
 
 using longattn::cuda::FusedKernelInfo;
@@ -558,6 +559,8 @@ double copy_gbps() {
   return 2.0 * bytes / (ms * 1e-3) / 1e9;
 }
 
+int bench_dtype = LONGATTN_BFLOAT16;  // --f16: time the float16 kernels
+
 int bench() {
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -565,7 +568,7 @@ int bench() {
   std::printf("\ncuBLAS bf16 8192^3 matmul: %.0f TFLOPS; device copy %.0f GB/s (read + write)\n",
               peak, copy);
   std::vector<Shape> shapes;
-  for (int d : {128, 256})
+  for (int d : {128, 192, 256})
     for (int lq : {512, 2048})
       for (int lk : {16384, 65536, 131072})
         shapes.push_back({"chunk", 1, 16, 8, lq, lk, d, 1, false});
@@ -576,8 +579,9 @@ int bench() {
   for (int d : {128, 256, 512})
     for (auto [hq, hkv] : {std::pair{16, 2}, std::pair{32, 8}})
       for (int lk : {32768, 131072}) shapes.push_back({"decode", 1, hq, hkv, 1, lk, d, 1, false});
-  std::printf("\n%-8s %-4s %-6s %-6s %-7s %-4s %-4s %-6s %-8s %-7s %-6s %-7s %-6s\n", "shape", "d",
-              "H", "Lq", "Lk", "caus", "k=v", "splits", "ms", "TFLOPS", "%mm", "GB/s", "%copy");
+  std::printf("\n%-8s %-4s %-6s %-6s %-7s %-4s %-4s %-4s %-6s %-8s %-7s %-6s %-7s %-6s\n", "shape",
+              "d", "H", "Lq", "Lk", "caus", "k=v", "kern", "splits", "ms", "TFLOPS", "%mm", "GB/s",
+              "%copy");
   for (const Shape& s : shapes) {
     const int64_t nq = int64_t(s.b) * s.hq * s.lq * s.d, nk = int64_t(s.b) * s.hkv * s.lk * s.d;
     uint16_t *q, *k, *v, *o;
@@ -586,12 +590,13 @@ int bench() {
     CHECK_CUDA(cudaMalloc(&o, nq * 2));
     v = k;
     if (!s.kv_shared) CHECK_CUDA(cudaMalloc(&v, nk * 2));
-    fill_kernel<<<1024, 256>>>(q, nq, 3, true);
-    fill_kernel<<<1024, 256>>>(k, nk, 4, true);
-    if (!s.kv_shared) fill_kernel<<<1024, 256>>>(v, nk, 5, true);
+    const bool bf16 = bench_dtype == LONGATTN_BFLOAT16;
+    fill_kernel<<<1024, 256>>>(q, nq, 3, bf16);
+    fill_kernel<<<1024, 256>>>(k, nk, 4, bf16);
+    if (!s.kv_shared) fill_kernel<<<1024, 256>>>(v, nk, 5, bf16);
     longattn_args a;
     std::memset(&a, 0, sizeof a);
-    a.q = q, a.k = k, a.v = v, a.o = o, a.dtype = LONGATTN_BFLOAT16;
+    a.q = q, a.k = k, a.v = v, a.o = o, a.dtype = bench_dtype;
     a.batch = s.b, a.q_heads = s.hq, a.kv_heads = s.hkv, a.q_len = s.lq, a.kv_len = s.lk;
     a.head_dim_qk = a.head_dim_v = s.d;
     a.q_strides = {int64_t(s.hq) * s.lq * s.d, int64_t(s.lq) * s.d, s.d};
@@ -613,10 +618,10 @@ int bench() {
     // Bytes that must move: K and V once (once in all when k == v), Q read and O written.
     const double bytes = 2.0 * (nk * (s.kv_shared ? 1 : 2) + 2 * nq);
     const double gbps = bytes / (ms * 1e-3) / 1e9;
-    std::printf("%-8s %-4d %-6s %-6d %-7d %-4d %-4s %-6d %-8.3f %-7.1f %-6.1f %-7.0f %-6.1f\n",
+    std::printf("%-8s %-4d %-6s %-6d %-7d %-4d %-4s %-4d %-6d %-8.3f %-7.1f %-6.1f %-7.0f %-6.1f\n",
                 s.group, s.d, (std::to_string(s.hq) + "/" + std::to_string(s.hkv)).c_str(), s.lq,
-                s.lk, s.causal, s.kv_shared ? "yes" : "no", splits, ms, tflops, 100 * tflops / peak,
-                gbps, 100 * gbps / copy);
+                s.lk, s.causal, s.kv_shared ? "yes" : "no", ki.family, splits, ms, tflops,
+                100 * tflops / peak, gbps, 100 * gbps / copy);
     cudaFree(q), cudaFree(k), cudaFree(o), cudaFree(o_part), cudaFree(lse_part);
     if (!s.kv_shared) cudaFree(v);
   }
@@ -634,10 +639,12 @@ int main(int argc, char** argv) {
       quick = true;
     else if (a == "--bench")
       do_bench = true;
+    else if (a == "--f16")
+      bench_dtype = LONGATTN_FLOAT16;
     else if (a == "--only" && i + 1 < argc)
       only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--quick] [--bench] [--only SUBSTRING]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--bench [--f16]] [--only SUBSTRING]\n", argv[0]);
       return 2;
     }
   }
@@ -666,6 +673,18 @@ int main(int argc, char** argv) {
     LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
   }
+#define LONGATTN_X(a, b)                                                                         \
+  {                                                                                              \
+    FusedKernelInfo ki;                                                                          \
+    CHECK_CUDA(longattn::cuda::fused_sm90_kernel_info(a, b, longattn::cuda::Mma16::kBf16, &ki)); \
+    std::printf(                                                                                 \
+        "kernel d%d/%d sm90: sm_%d code, tiles %dx%d, %d threads, %lld B smem, "                 \
+        "%d regs, %d B local, %d blocks/SM\n",                                                   \
+        a, b, ki.arch, ki.block_q, ki.block_k, ki.threads, (long long)ki.smem_bytes, ki.regs,    \
+        ki.local_bytes, ki.blocks_per_sm);                                                       \
+  }
+  LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
   if (do_bench) return bench();
   int failed = 0, ran = 0;
   uint32_t seed = 1234;

@@ -32,4 +32,16 @@ set(LONGATTN_CUDA_INSTANCES
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d96x96_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d96x96_f16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d96x96_f16_prefill.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d128x128_bf16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d128x128_f16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d192x128_bf16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d192x128_f16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d192x192_bf16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d192x192_f16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d256x256_bf16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d256x256_f16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d512x512_bf16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d512x512_f16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d64x64_bf16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm90_d64x64_f16.cu
 )

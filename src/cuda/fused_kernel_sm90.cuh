@@ -1,0 +1,608 @@
+// The Hopper (sm_90a) fused prefill kernel: TMA loads, wgmma tensor cores, warp specialization.
+//
+// A block computes block_q packed rows of one (batch, kv head), as the portable kernel does (GQA
+// packing, causal/window tile skipping, longest blocks first, split_kv partials), with
+// 1 + consumers warpgroups:
+// - the producer warpgroup (one thread of it) streams the block's K and V tiles with TMA into a
+//   ring of shared-memory slots, each guarded by a "full" mbarrier (TMA bytes landed) and an
+//   "empty" one (every consumer warp is done reading). It keeps registers to a minimum
+//   (setmaxnreg.dec) so the consumers can hold O.
+// - each consumer warpgroup owns 64 query rows: S = Q K^T by wgmma from shared memory into
+//   registers, scale/softcap/mask, online softmax, then O += P V by wgmma with P in registers
+//   (the S accumulator layout is the A-fragment layout) and V read N-major from shared memory.
+//   The two consumers run the same loop; while one is in its softmax the other's wgmma keeps the
+//   tensor cores busy.
+// head_dim_v 512 (split_keys): O of 64 x 512 floats does not fit a warpgroup. Both consumers take
+// the same 64 rows; each computes S for half of a 64-key tile and O for half of the columns. They
+// exchange row maxima and P (bf16/f16, swizzled like a K tile) through shared memory, and the P V
+// wgmma reads P from there.
+//
+// Q is loaded once by the consumers (cp.async into the swizzled layout; the GQA row packing is a
+// gather TMA boxes cannot express). Tiles past kv_len are zero-filled by TMA and masked.
+//
+// Shared layout (1024-byte aligned, every operand in 64-column panels of 128-byte rows with the
+// 128-byte swizzle that TMA writes and wgmma reads): Q [panels][block_q][64], ring slots of
+// [panels][block_k][64] each holding a K or a V tile (one tile serves both when V is K), P, row
+// max/sum exchange, then the mbarriers.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#include <cstdint>
+
+#include "cuda/fused_cuda.hpp"
+#include "cuda/fused_kernel_sm80.cuh"  // MmaElement, capped_masked, kLog2e, kLn2
+#include "cuda/fused_traits_sm90.hpp"
+#include "cuda/ptx_sm90.cuh"
+
+namespace longattn::cuda {
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define LONGATTN_SM90A_CODE 1
+#else
+#define LONGATTN_SM90A_CODE 0
+#endif
+
+// Registers per thread after the rebalance: the producer needs few; the consumers hold O, S and P.
+// 128 x 24 + 256 x 240 = 64512 of the 65536 an SM has.
+constexpr int kProducerRegs = 24;
+constexpr int kConsumerRegs = 240;
+
+// Byte offset of element (row, col) in a swizzled [panels][rows][64] 16-bit tile: 16-byte chunk
+// c of row r sits at chunk c ^ (r % 8) (what TMA's 128-byte swizzle writes).
+__device__ __forceinline__ uint32_t swizzled_offset(int rows, int row, int col) {
+  return uint32_t((col / 64) * rows * 128 + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) +
+                  (col % 8) * 2);
+}
+
+// One block's work: a query tile of one (batch, kv head) and, with split_kv, one slice of its key
+// band. Items are numbered head by head, so the blocks running at any time share a few heads' K
+// and V in L2, and within a head the heaviest first: the last query tiles see the most keys under
+// causal masking, so no long tile starts last. (A persistent grid over the same order, striding
+// statically, was slower: causal tiles of unequal length left blocks idle; bench/NOTES.md.)
+struct WorkTile {
+  int b, kv_head, split;
+  int64_t row0, row_end;    // packed rows [row0, row_end)
+  int64_t i_first, i_last;  // their query positions
+  int t_begin, n_tiles;     // key tiles [t_begin, t_begin + n_tiles) of the band
+};
+
+__device__ __forceinline__ WorkTile work_tile(const FusedParams& p, int64_t w, int block_q,
+                                              int block_k) {
+  const int64_t rows = int64_t(p.q_len) * p.group;
+  const int64_t tiles = (rows + block_q - 1) / block_q;
+  WorkTile wt;
+  wt.split = int(w % p.splits);
+  const int64_t q_tile = tiles - 1 - (w / p.splits) % tiles;
+  const int64_t head = w / p.splits / tiles;
+  wt.kv_head = int(head % p.kv_heads), wt.b = int(head / p.kv_heads);
+  wt.row0 = q_tile * block_q;
+  wt.row_end = min(wt.row0 + block_q, rows);
+  // The key band: union of the rows' [i + off - W, i + off] (bottom-right causal).
+  const int64_t off = int64_t(p.kv_len) - p.q_len;
+  wt.i_first = wt.row0 / p.group, wt.i_last = (wt.row_end - 1) / p.group;
+  int64_t lo = 0, hi = p.kv_len;
+  if (p.causal) hi = min(hi, wt.i_last + off + 1);
+  if (p.window_left >= 0) lo = max(lo, wt.i_first + off - p.window_left);
+  wt.t_begin = int(lo / block_k);
+  wt.n_tiles = hi > lo ? int((hi + block_k - 1) / block_k) - wt.t_begin : 0;
+  if (p.splits > 1) {  // split_kv: an equal share of the band's tiles
+    const int per = (wt.n_tiles + p.splits - 1) / p.splits;
+    wt.t_begin += wt.split * per;
+    wt.n_tiles = max(0, min(per, wt.n_tiles - wt.split * per));
+  }
+  return wt;
+}
+
+template <int kDqk, int kDv, Mma16 kType>
+__global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
+    fused_sm90_kernel(const __grid_constant__ FusedParams p,
+                      const __grid_constant__ CUtensorMap k_map,
+                      const __grid_constant__ CUtensorMap v_map) {
+#if LONGATTN_SM90A_CODE
+  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  constexpr int kBQ = kT.block_q(), kBK = kT.block_k, kSlots = kT.slots;
+  constexpr int kConsumers = kT.consumers;
+  constexpr bool kSplitKeys = kT.split_keys;
+  constexpr bool kOverlap = kT.overlap;
+  constexpr int kNS = kSplitKeys ? kBK / 2 : kBK;  // keys of S per consumer
+  constexpr int kNO = kSplitKeys ? kDv / 2 : kDv;  // columns of O per consumer
+  constexpr int kPanel = Sm90Traits::kPanel;
+  constexpr uint32_t kRowBytes = 2 * kPanel;      // 128: one swizzled row
+  constexpr uint32_t kAtomBytes = 8 * kRowBytes;  // 1024: 8 rows, one swizzle atom
+  constexpr uint32_t kSlotBytes = uint32_t(kT.slot_bytes());
+  static_assert(kDqk % kPanel == 0 && kDv % kPanel == 0, "head dims come in 64-column panels");
+  static_assert(kNS % 16 == 0 && kNO <= 256 && kBK % 8 == 0, "wgmma shapes");
+  static_assert(!kSplitKeys || (kBK == kPanel && kNO == 4 * kPanel), "split_keys: P is one panel");
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = ptx::smem_addr(smem_raw);
+  const uint32_t s_q = (raw + kAtomBytes - 1) & ~(kAtomBytes - 1);
+  const uint32_t s_ring = s_q + uint32_t(kT.q_bytes());
+  const uint32_t s_p = s_ring + kSlots * kSlotBytes;
+  float* s_red = reinterpret_cast<float*>(smem_raw + (s_p - raw) + kT.p_bytes());  // [2][64][2]
+  const uint32_t s_bars = s_p + uint32_t(kT.p_bytes() + kT.reduce_bytes());
+  auto full_bar = [&](int slot) { return s_bars + 8 * slot; };
+  auto empty_bar = [&](int slot) { return s_bars + 8 * (kSlots + slot); };
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warpgroup = threadIdx.x / 128;
+  const int g = p.group;
+  const int64_t rows = int64_t(p.q_len) * g;
+  const int64_t off = int64_t(p.kv_len) - p.q_len;
+  // This block's work item: x (query tile and split) runs fastest, then the head, then the batch.
+  const int64_t work =
+      (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + int64_t(blockIdx.x);
+  const bool kv_shared = p.kv_shared != 0;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kSlots; ++s) {
+      ptx::mbar_init(full_bar(s), 1);                // the producer's expect_tx arrival
+      ptx::mbar_init(empty_bar(s), 4 * kConsumers);  // one arrival per consumer warp
+    }
+    ptx::mbar_fence_init();
+  }
+  __syncthreads();  // the last block-wide barrier: the producer leaves early
+
+  // ---- producer: ring entry e is K tile e (K and V shared) or K tile e/2 / V tile e/2.
+  if (warpgroup == 0) {
+    ptx::setmaxnreg_dec<kProducerRegs>();
+    if (threadIdx.x == 0) {
+      {
+        const WorkTile wt = work_tile(p, work, kBQ, kBK);
+        const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
+        for (int e = 0; e < entries; ++e) {
+          const int slot = e % kSlots, use = e / kSlots;
+          if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
+          const bool is_v = !kv_shared && (e & 1);
+          const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? e : e / 2)) * kBK;
+          int token = int(j0), outer = wt.b;
+          if (p.block_table) {  // page_size is a multiple of block_k: a tile is inside one page
+            outer = p.block_table[wt.b * p.block_table_stride + j0 / p.page_size];
+            token = int(j0 % p.page_size);
+          }
+          const int panels = (is_v ? kDv : kDqk) / kPanel;
+          ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+          for (int pn = 0; pn < panels; ++pn)
+            ptx::tma_load_4d(s_ring + slot * kSlotBytes + pn * kBK * kRowBytes,
+                             is_v ? &v_map : &k_map, full_bar(slot), pn * kPanel, token, wt.kv_head,
+                             outer);
+        }
+      }
+    }
+    return;
+  }
+
+  // ---- consumers
+  ptx::setmaxnreg_inc<kConsumerRegs>();
+  const int consumer = warpgroup - 1, ctid = int(threadIdx.x) - 128;
+  const int wq = warp % 4;  // warp in the warpgroup: its 16 rows of the 64
+  using T = typename MmaElement<kType>::Type;
+  const int esize = 2;
+
+  const float scale_log2 = p.scale * kLog2e;
+  const int q_row0 = kSplitKeys ? 0 : 64 * consumer;  // first row of this consumer in the tile
+  const int key0 = kSplitKeys ? consumer * kNS : 0;   // first key of this consumer in a tile
+  const int col0 = kSplitKeys ? consumer * kNO : 0;   // first column of O
+  const WorkTile wt = work_tile(p, work, kBQ, kBK);
+  const int b = wt.b, kv_head = wt.kv_head, split = wt.split, t_begin = wt.t_begin;
+  const int n_tiles = wt.n_tiles;
+  const int64_t row0 = wt.row0, i_first = wt.i_first, i_last = wt.i_last;
+
+  // Q: [block_q][Dqk] into the swizzled panels, by all consumer threads, 16 bytes each.
+  {
+    const char* q_bytes = static_cast<const char*>(p.q);
+    constexpr int kChunks = kDqk / 8, kTotal = kBQ * kChunks;
+    for (int idx = ctid; idx < kTotal; idx += 128 * kConsumers) {
+      const int r = idx / kChunks, ch = idx % kChunks;
+      const int64_t R = row0 + r;
+      const char* src = q_bytes;
+      if (R < rows) {
+        const int64_t head = int64_t(kv_head) * g + R % g;
+        src +=
+            (b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) * esize;
+      }
+      ptx::cp_async_16(s_q + swizzled_offset(kBQ, r, ch * 8), src, R < rows);
+    }
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<0>();
+    ptx::fence_proxy_async();  // wgmma reads Q through the async proxy
+    ptx::named_barrier(1, 128 * kConsumers);
+  }
+
+  // This thread's rows (wgmma accumulator layout: warp wq has rows 16 wq .. 16 wq + 15; a lane has
+  // rows lane / 4 and lane / 4 + 8, columns 8 j + 2 (lane % 4) + {0, 1} of each 8-column block j).
+  // Per row: the visible keys [key_lo, key_hi) (bounds, causal, window; empty for padding rows).
+  int row_i[2], row_head[2], key_lo[2], key_hi[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t R = row0 + q_row0 + 16 * wq + 8 * h + lane / 4;
+    row_i[h] = R < rows ? int(R / g) : p.q_len;  // q_len marks a padding row
+    row_head[h] = kv_head * g + int(R % g);
+    int64_t lo_j = 0, hi_j = R < rows ? p.kv_len : 0;
+    if (p.causal) hi_j = min(hi_j, row_i[h] + off + 1);
+    if (p.window_left >= 0) lo_j = max(lo_j, row_i[h] + off - p.window_left);
+    key_lo[h] = int(min(lo_j, int64_t(p.kv_len))), key_hi[h] = int(max(hi_j, int64_t(0)));
+  }
+  // Tiles [plain_first, plain_last] lie inside every row's band: with no softcap or mask they need
+  // only the scale (the others get per-element bounds).
+  int plain_first = 1, plain_last = 0;
+  if (p.mask_kind == 0 && p.softcap == 0.f) {
+    int64_t lim = p.kv_len;  // plain tiles end at or before this key
+    if (p.causal) lim = min(lim, i_first + off + 1);
+    plain_last = int(max(lim, int64_t(-1)) / kBK) - 1 - t_begin;
+    if (lim < 0) plain_last = -1;
+    plain_first = 0;
+    if (p.window_left >= 0) {
+      const int64_t start = i_last + off - p.window_left;  // plain tiles start at or after this key
+      if (start > 0) plain_first = int((start + kBK - 1) / kBK) - t_begin;
+    }
+  }
+
+  float o[kNO / 2];
+#pragma unroll
+  for (int n = 0; n < kNO / 2; ++n) o[n] = 0.f;
+  float m[2] = {-CUDART_INF_F, -CUDART_INF_F}, l[2] = {0.f, 0.f};
+
+  // With kOverlap the loop overlaps the softmax of tile t with the P V product of tile t - 1:
+  // S_t = Q K_t and O += P_{t-1} V_{t-1} are issued together, the softmax waits for S_t only, and
+  // O is rescaled once the P V product has landed. P_t is kept in registers (fragments `pa`) or,
+  // with split_keys, in one of two shared buffers (the other consumer may still read the last).
+  float s[kNS / 2];
+  uint32_t pa[kNS / 16][4];
+  auto tile_j0 = [&](int t) { return int64_t(t_begin + t) * kBK; };
+  auto k_entry = [&](int t) { return kv_shared ? t : 2 * t; };
+  auto v_entry = [&](int t) { return kv_shared ? t : 2 * t + 1; };
+  auto slot_addr = [&](int entry) { return s_ring + (entry % kSlots) * kSlotBytes; };
+
+  // S = Q K^T: kDqk / 16 wgmma steps of K = 16, 32 bytes apart in a swizzled row.
+  auto issue_s = [&](int t) {
+    const int e = k_entry(t);
+    ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
+    const uint32_t k_tile = slot_addr(e);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kDqk / 16; ++ks) {
+      const uint32_t in_row = (ks % 4) * 32;
+      const uint64_t a = ptx::sw128_desc(
+          s_q + (ks / 4) * kBQ * kRowBytes + q_row0 * kRowBytes + in_row, 16, kAtomBytes);
+      const uint64_t bk = ptx::sw128_desc(
+          k_tile + (ks / 4) * kBK * kRowBytes + key0 * kRowBytes + in_row, 16, kAtomBytes);
+      ptx::Wgmma<kType, kNS>::template ss<0>(s, a, bk, ks > 0);
+    }
+    ptx::wgmma_commit();
+  };
+  auto release = [&](int entry) {
+    __syncwarp();
+    if (lane == 0) ptx::mbar_arrive(empty_bar(entry % kSlots));
+  };
+
+  // O += P V, V read N-major: 16 keys per step are two 8-row groups (1024 bytes apart) of every
+  // 64-column panel (kBK rows apart).
+  // Waits for V_t (outside a pingpong turn: the paged tail needs both consumers).
+  auto prepare_v = [&](int t) {
+    const int e = v_entry(t);
+    ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
+    const int64_t j0 = tile_j0(t);
+    if (p.block_table && j0 + kBK > p.kv_len) {
+      // The last page's slots past kv_len hold stale data (NaN, say) that P = 0 would not cancel:
+      // zero those V rows (TMA zero-fills them for contiguous K/V). The first barrier waits for
+      // the other consumer's reads of this slot as K.
+      ptx::named_barrier(3, 128 * kConsumers);
+      const int valid = int(p.kv_len - j0), chunks = (kDv / kPanel) * 8;
+      unsigned char* v_bytes = smem_raw + (slot_addr(e) - raw);
+      for (int idx = ctid; idx < (kBK - valid) * chunks; idx += 128 * kConsumers) {
+        const int row = valid + idx / chunks, pn = (idx % chunks) / 8, ch = idx % 8;
+        *reinterpret_cast<uint4*>(v_bytes + pn * kBK * kRowBytes + row * kRowBytes + ch * 16) =
+            make_uint4(0, 0, 0, 0);
+      }
+      ptx::fence_proxy_async();
+      ptx::named_barrier(3, 128 * kConsumers);
+    }
+  };
+  auto issue_pv = [&](int t) {
+    const int e = v_entry(t);
+    const uint32_t v_tile = slot_addr(e) + (col0 / kPanel) * kBK * kRowBytes;
+    ptx::wgmma_fence();
+    if constexpr (!kSplitKeys) {
+#pragma unroll
+      for (int kk = 0; kk < kNS / 16; ++kk)
+        ptx::Wgmma<kType, kNO>::template rs<1>(
+            o, pa[kk], ptx::sw128_desc(v_tile + kk * 2 * kAtomBytes, kBK * kRowBytes, kAtomBytes),
+            1);
+    } else {
+      const uint32_t p_buf = s_p + (t % 2) * uint32_t(kT.p_bytes() / 2);
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk)
+        ptx::Wgmma<kType, kNO>::template ss<1>(
+            o, ptx::sw128_desc(p_buf + kk * 32, 16, kAtomBytes),
+            ptx::sw128_desc(v_tile + kk * 2 * kAtomBytes, kBK * kRowBytes, kAtomBytes), 1);
+    }
+    ptx::wgmma_commit();
+  };
+
+  // Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
+  // both consumers with split_keys), exp2, row sums. Returns the factor O must be rescaled by.
+  auto softmax = [&](int t, float(&corr)[2]) {
+    const int j0 = int(tile_j0(t));
+    if (t >= plain_first && t <= plain_last) {
+#pragma unroll
+      for (int n = 0; n < kNS / 2; ++n) s[n] *= scale_log2;
+    } else {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        // The row's visible keys as tile columns [c_lo, c_hi).
+        const int c_lo = min(max(key_lo[h] - j0, 0), kBK);
+        const int c_hi = min(max(key_hi[h] - j0, 0), kBK);
+#pragma unroll
+        for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = key0 + 8 * j + 2 * (lane % 4) + e;
+            float& x = s[4 * j + 2 * h + e];
+            x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * scale_log2;
+          }
+      }
+      // Softcap and the array mask work in natural-log units, per visible element. A pass of its
+      // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
+      if (p.mask_kind != 0 || p.softcap > 0.f) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t mask_row = b * p.mask_stride[0] + row_head[h] * p.mask_stride[1] +
+                                   int64_t(row_i[h]) * p.mask_stride[2];
+#pragma unroll
+          for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int col = key0 + 8 * j + 2 * (lane % 4) + e;
+              float& x = s[4 * j + 2 * h + e];
+              if (x != -CUDART_INF_F)
+                x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *
+                    kLog2e;
+            }
+        }
+      }
+    }
+    float mx[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float v = -CUDART_INF_F;
+#pragma unroll
+      for (int j = 0; j < kNS / 8; ++j) v = fmaxf(v, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+      mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+    }
+    if constexpr (kSplitKeys) {
+      if (lane % 4 == 0)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) s_red[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = mx[h];
+      ptx::named_barrier(2, 256);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float* r = s_red + (16 * wq + 8 * h + lane / 4) * 2;
+        mx[h] = fmaxf(r[0], r[1]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float m_new = fmaxf(m[h], mx[h]);
+      // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
+      const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
+      corr[h] = ptx::exp2_approx(m[h] - base);
+      m[h] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kNS / 8; ++j) {
+        s[4 * j + 2 * h] = ptx::exp2_approx(s[4 * j + 2 * h] - base);
+        s[4 * j + 2 * h + 1] = ptx::exp2_approx(s[4 * j + 2 * h + 1] - base);
+        sum += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
+      }
+      l[h] = l[h] * corr[h] + sum;
+    }
+  };
+
+  // P_t: A fragments in registers (the S accumulator layout is the A-fragment layout), or with
+  // split_keys this consumer's keys into shared buffer t % 2, swizzled like a K tile.
+  auto make_p = [&](int t) {
+    if constexpr (!kSplitKeys) {
+#pragma unroll
+      for (int kk = 0; kk < kNS / 16; ++kk) {
+        pa[kk][0] = ptx::pack2<kType>(s[8 * kk + 0], s[8 * kk + 1]);
+        pa[kk][1] = ptx::pack2<kType>(s[8 * kk + 2], s[8 * kk + 3]);
+        pa[kk][2] = ptx::pack2<kType>(s[8 * kk + 4], s[8 * kk + 5]);
+        pa[kk][3] = ptx::pack2<kType>(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+    } else {
+      unsigned char* p_tile = smem_raw + (s_p - raw) + (t % 2) * (kT.p_bytes() / 2);
+#pragma unroll
+      for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = 16 * wq + 8 * h + lane / 4, col = key0 + 8 * j + 2 * (lane % 4);
+          *reinterpret_cast<uint32_t*>(p_tile + swizzled_offset(kBQ, row, col)) =
+              ptx::pack2<kType>(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]);
+        }
+      ptx::fence_proxy_async();    // the P V wgmma reads P through the async proxy
+      ptx::named_barrier(2, 256);  // both halves written
+    }
+  };
+  auto rescale_o = [&](const float(&corr)[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < kNO / 8; ++j)
+        o[4 * j + 2 * h] *= corr[h], o[4 * j + 2 * h + 1] *= corr[h];
+  };
+  auto pin_p = [&] {
+    if constexpr (!kSplitKeys) {
+#pragma unroll
+      for (int kk = 0; kk < kNS / 16; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(pa[kk][r])::"memory");
+    }
+  };
+
+  if constexpr (kOverlap) {
+    if (n_tiles > 0) {
+      float corr[2];
+      issue_s(0);
+      ptx::wgmma_wait<0>();
+      ptx::pin(s);
+      if (!kv_shared) release(k_entry(0));
+      softmax(0, corr);  // O is still zero: nothing to rescale
+      make_p(0);
+    }
+    for (int t = 1; t < n_tiles; ++t) {
+      float corr[2];
+      prepare_v(t - 1);
+      issue_s(t);
+      issue_pv(t - 1);
+      ptx::wgmma_wait<1>();  // S_t has landed (groups complete in order); P V may still run
+      ptx::pin(s);
+      if (!kv_shared) release(k_entry(t));
+      softmax(t, corr);
+      ptx::wgmma_wait<0>();
+      ptx::pin(o);
+      pin_p();  // P_{t-1}'s registers stay untouched until its wgmma is done
+      release(v_entry(t - 1));
+      rescale_o(corr);
+      make_p(t);
+    }
+    if (n_tiles > 0) {
+      prepare_v(n_tiles - 1);
+      issue_pv(n_tiles - 1);
+      ptx::wgmma_wait<0>();
+      ptx::pin(o);
+      pin_p();
+      release(v_entry(n_tiles - 1));
+    }
+  } else {
+    // One tile at a time: fewer live registers (no P of the previous tile while S is computed).
+    for (int t = 0; t < n_tiles; ++t) {
+      float corr[2];
+      issue_s(t);
+      ptx::wgmma_wait<0>();
+      ptx::pin(s);
+      if (!kv_shared) release(k_entry(t));
+      softmax(t, corr);
+      rescale_o(corr);
+      make_p(t);
+      prepare_v(t);
+      issue_pv(t);
+      ptx::wgmma_wait<0>();
+      ptx::pin(o);
+      pin_p();
+      release(v_entry(t));
+    }
+  }
+
+  // Epilogue: full row sums (over both consumers with split_keys), sinks, 1/l, LSE; each thread
+  // stores its fragment columns.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  if constexpr (kSplitKeys) {
+    float* sums = s_red + 2 * kBQ;
+    if (lane % 4 == 0)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) sums[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = l[h];
+    ptx::named_barrier(2, 256);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float* r = sums + (16 * wq + 8 * h + lane / 4) * 2;
+      l[h] = r[0] + r[1];
+    }
+  }
+  const bool writes_lse = lane % 4 == 0 && (!kSplitKeys || consumer == 0);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = row_i[h], head = row_head[h];
+    if (i >= p.q_len) continue;
+    float inv = 0.f, lse = -CUDART_INF_F;  // a row that saw no key: O = 0, LSE = -inf
+    if (m[h] != -CUDART_INF_F) {
+      float mm = m[h], ll = l[h], o_scale = 1.f;
+      if (p.sinks && p.splits == 1) {  // the sink joins the denominator and carries no value
+        const float sink = p.sinks[head] * kLog2e, mf = fmaxf(mm, sink);
+        o_scale = ptx::exp2_approx(mm - mf);
+        ll = ll * o_scale + ptx::exp2_approx(sink - mf);
+        mm = mf;
+      }
+      inv = o_scale / ll;
+      lse = (mm + log2f(ll)) * kLn2;
+    }
+    const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
+    if (p.splits > 1) {
+      // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
+      const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
+      float* o_row = p.o_part + part_row * kDv + col0;
+#pragma unroll
+      for (int j = 0; j < kNO / 8; ++j)
+        *reinterpret_cast<float2*>(o_row + 8 * j + 2 * (lane % 4)) =
+            make_float2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+      if (writes_lse) p.lse_part[part_row] = lse;
+      continue;
+    }
+    T* o_row =
+        reinterpret_cast<T*>(
+            static_cast<char*>(p.o) +
+            (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize) +
+        col0;
+#pragma unroll
+    for (int j = 0; j < kNO / 8; ++j)
+      *reinterpret_cast<uint32_t*>(o_row + 8 * j + 2 * (lane % 4)) =
+          ptx::pack2<kType>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+    if (p.lse && writes_lse) p.lse[row] = lse;
+  }
+#endif  // LONGATTN_SM90A_CODE
+}
+
+template <int kDqk, int kDv, Mma16 kType>
+cudaError_t Sm90Instance<kDqk, kDv, kType>::info(FusedKernelInfo* info) {
+  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  auto kernel = fused_sm90_kernel<kDqk, kDv, kType>;
+  cudaFuncAttributes attr;
+  cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
+  if (e != cudaSuccess) return e;
+  info->family = 90;
+  info->arch = attr.binaryVersion;
+  info->block_q = kT.block_q(), info->block_k = kT.block_k, info->threads = kT.threads();
+  info->smem_bytes = kT.smem_bytes();
+  info->regs = attr.numRegs;
+  info->local_bytes = int(attr.localSizeBytes);
+  info->blocks_per_sm = 0;
+  // Only sm_90a machine code has the kernel's body (an sm_80 build of it is empty).
+  if (attr.binaryVersion != 90) return cudaSuccess;
+  int device = 0, optin = 0;
+  if ((e = cudaGetDevice(&device)) != cudaSuccess) return e;
+  if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) !=
+      cudaSuccess)
+    return e;
+  if (info->smem_bytes > optin) return cudaSuccess;
+  if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                int(info->smem_bytes))) != cudaSuccess)
+    return e;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&info->blocks_per_sm, kernel, kT.threads(),
+                                                       size_t(info->smem_bytes));
+}
+
+template <int kDqk, int kDv, Mma16 kType>
+cudaError_t Sm90Instance<kDqk, kDv, kType>::launch(const FusedParams& p, const CUtensorMap& k_map,
+                                                   const CUtensorMap& v_map, cudaStream_t stream) {
+  FusedKernelInfo ki;
+  cudaError_t e = info(&ki);
+  if (e != cudaSuccess) return e;
+  if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
+  const int64_t tiles = (int64_t(p.q_len) * p.group + ki.block_q - 1) / ki.block_q;
+  if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
+    return cudaErrorInvalidValue;
+  // The hardware starts blocks in x order, so work items go heaviest first within a head.
+  const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
+  fused_sm90_kernel<kDqk, kDv, kType>
+      <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map);
+  return cudaGetLastError();
+}
+
+}  // namespace longattn::cuda

@@ -1,0 +1,72 @@
+// Tile shapes of the sm_90a kernel (fused_kernel_sm90.cuh), one entry per head dim, read by the
+// kernel and the host (launch, shared-memory sizing, router) alike. Plain C++.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/fused_traits_cuda.hpp"  // LONGATTN_HOST_DEVICE
+
+namespace longattn::cuda {
+
+// ---- The sm_90a kernel (fused_kernel_sm90.cuh): one producer warpgroup streams K and V tiles by
+// TMA into a ring of shared-memory slots; `consumers` warpgroups of 64 query rows each run wgmma.
+struct Sm90Traits {
+  int head_dim_qk = 0, head_dim_v = 0;
+  int consumers = 2;        // consumer warpgroups
+  bool split_keys = false;  // the consumers share 64 rows: each computes S for half the keys and
+                            // O for half of head_dim_v (O of 64 x 512 floats fits no warpgroup)
+  int block_k = 0;          // keys per tile
+  int slots = 0;            // ring slots; each holds one K tile or one V tile (K and V: one tile)
+  bool overlap = false;     // softmax of tile t overlaps the P V product of tile t - 1
+
+  static constexpr int kPanel = 64;  // elements per 128-byte swizzled row: one TMA box's width
+  LONGATTN_HOST_DEVICE constexpr int threads() const { return 128 * (1 + consumers); }
+  LONGATTN_HOST_DEVICE constexpr int block_q() const { return split_keys ? 64 : 64 * consumers; }
+  LONGATTN_HOST_DEVICE constexpr int64_t q_bytes() const {
+    return int64_t(block_q()) * head_dim_qk * 2;
+  }
+  LONGATTN_HOST_DEVICE constexpr int64_t slot_bytes() const {
+    return int64_t(block_k) * (head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v) * 2;
+  }
+  // split_keys: P goes through shared memory, two buffers (one may still be read by the P V
+  // product of the previous tile), and the consumers exchange row maxima and sums.
+  LONGATTN_HOST_DEVICE constexpr int64_t p_bytes() const {
+    return split_keys ? 2 * int64_t(block_q()) * block_k * 2 : 0;
+  }
+  LONGATTN_HOST_DEVICE constexpr int64_t reduce_bytes() const {
+    return split_keys ? int64_t(2) * block_q() * consumers * 4 : 0;
+  }
+  // Q, the ring, P and the reductions, then one full and one empty mbarrier per slot; 1024 bytes of
+  // slack align the start to a swizzle atom.
+  LONGATTN_HOST_DEVICE constexpr int64_t smem_bytes() const {
+    return 1024 + q_bytes() + slots * slot_bytes() + p_bytes() + reduce_bytes() + 16 * slots;
+  }
+};
+
+// Dynamic shared memory an sm_90 block may use (227 KB).
+constexpr int64_t kSm90SmemBytes = 232448;
+
+// Why these shapes. O lives in registers: 64 rows x head_dim_v floats per warpgroup is
+// head_dim_v / 2 registers per thread, 128 at d = 256 of the 240 a consumer gets; S takes
+// block_k / 2 more and P block_k / 4. So the key tile narrows as the head widens (FlashAttention-3
+// uses 128 x 80 at d = 256 for the same reason). d = 512 cannot hold O at all and splits it.
+// The ring then takes all remaining shared memory (at most 8 slots: more buys nothing).
+LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
+  Sm90Traits t;
+  t.head_dim_qk = dqk;
+  t.head_dim_v = dv;
+  t.split_keys = dv > 256;
+  t.block_k = dqk <= 128 ? 128 : dqk <= 192 ? 96 : dqk <= 256 ? 80 : 64;
+  t.overlap = dqk == 256;  // measured: a gain at 256 only (bench/NOTES.md)
+  t.slots = 0;
+  const int64_t fixed = t.smem_bytes();  // with no slots
+  const int64_t fit = (kSm90SmemBytes - fixed) / (t.slot_bytes() + 16);
+  t.slots = int(fit > 8 ? 8 : fit);
+  return t;
+}
+
+}  // namespace longattn::cuda
+
+// LONGATTN_FUSED_SM90_HEAD_DIMS(X): the (head_dim_qk, head_dim_v) pairs with an sm_90a kernel,
+// written by scripts/gen_cuda_instances.py with the instantiation files.
+#include "cuda/instantiations/fused_sm90_head_dims.inc"
