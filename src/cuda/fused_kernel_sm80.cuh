@@ -170,6 +170,11 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
   // blockIdx.x = query tile x K/V split. Causal blocks late in the sequence have the most tiles:
   // start them first.
   const int split = int(blockIdx.x % p.splits);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // split_kv: let the merge kernel, launched as a programmatic dependent (launch_cuda.cpp), be
+  // scheduled now; it waits (griddepcontrol.wait) until this grid has finished and flushed.
+  if (p.splits > 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
   const int64_t row0 = int64_t(gridDim.x / p.splits - 1 - blockIdx.x / p.splits) * kBQ;
   const int64_t row_end = min(row0 + kBQ, rows);
   const bool input_f32 = p.input_f32 != 0;

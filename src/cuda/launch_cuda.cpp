@@ -6,6 +6,9 @@
 
 namespace longattn::cuda {
 
+// Whether the library launches the merge as a programmatic dependent (sm_90+).
+constexpr bool kDefaultProgrammaticMerge = false;
+
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   return fused_kernel_info(int(a.head_dim_qk), int(a.head_dim_v), mma_type_for(a.dtype),
                            fused_use_decode(a), info);
@@ -38,7 +41,7 @@ int64_t split_lse_floats(const longattn_args& a, int splits) {
 }
 
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, MergeLaunch merge) {
   FusedParams p = make_fused_params(a);
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const Mma16 type = mma_type_for(a.dtype);
@@ -54,7 +57,14 @@ cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* 
   m.o_stride[2] = a.o_strides.token;
   m.batch = int32_t(a.batch), m.q_heads = int32_t(a.q_heads), m.q_len = int32_t(a.q_len);
   m.head_dim_v = int32_t(a.head_dim_v);
-  return merge_launch(m, stream);
+  // Programmatic launch needs sm_90 (the fused kernel's code says which the device runs).
+  bool programmatic = merge == MergeLaunch::kProgrammatic;
+  if (merge == MergeLaunch::kDefault) {
+    FusedKernelInfo info;
+    programmatic =
+        kDefaultProgrammaticMerge && kernel_for(a, &info) == cudaSuccess && info.arch >= 90;
+  }
+  return merge_launch(m, stream, programmatic);
 }
 
 }  // namespace longattn::cuda

@@ -27,7 +27,9 @@ int64_t split_lse_floats(const longattn_args& a, int splits);
 
 // splits == 1: one fused launch writes O and LSE. splits > 1: the fused kernel writes partials
 // into o_part / lse_part, then the merge kernel writes O and LSE (and adds the sinks).
+// merge: how the merge is launched (kDefault: what the library uses).
+enum class MergeLaunch { kDefault, kPlain, kProgrammatic };
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
-                      cudaStream_t stream);
+                      cudaStream_t stream, MergeLaunch merge = MergeLaunch::kDefault);
 
 }  // namespace longattn::cuda
