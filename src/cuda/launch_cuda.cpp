@@ -6,8 +6,10 @@
 
 namespace longattn::cuda {
 
-// Whether the library launches the merge as a programmatic dependent (sm_90+).
-constexpr bool kDefaultProgrammaticMerge = false;
+// Whether the library launches the merge as a programmatic dependent (sm_90+): its launch then
+// overlaps the fused kernel's last blocks. 0.3-0.8 us less per decode call on the H100 sweep
+// (bench/NOTES.md v0.2), where a call takes 19 us and more.
+constexpr bool kDefaultProgrammaticMerge = true;
 
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   return fused_kernel_info(int(a.head_dim_qk), int(a.head_dim_v), mma_type_for(a.dtype),
@@ -21,7 +23,15 @@ int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_co
   const int64_t key_tiles = (a.kv_len + bk - 1) / bk;
   const int64_t most = std::min<int64_t>(kMaxSplits, key_tiles / kMinTilesPerSplit);
   if (most < 2 || items >= slots) return 1;
-  // Fraction of the slots of the last wave that is busy, for each candidate count.
+  if (fused_use_decode(a)) {
+    // The decode kernel streams K/V: one block per SM already keeps enough bytes in flight, a
+    // second block on some SMs makes those SMs the tail, and every split adds merge work. So as
+    // many splits as give each SM one block (H100 sweep, bench/NOTES.md v0.2: 128-132 blocks
+    // were as fast as or faster than 192 and 264 on all 12 decode shapes, up to 18%).
+    const int64_t s = std::min<int64_t>(most, std::max(1, sm_count) / items);
+    return s >= 2 ? int(s) : 1;
+  }
+  // Prefill: fraction of the slots of the last wave that is busy, for each candidate count.
   auto efficiency = [&](int64_t s) {
     const int64_t blocks = items * s, waves = (blocks + slots - 1) / slots;
     return double(blocks) / double(waves * slots);

@@ -15,8 +15,9 @@ namespace longattn::cuda {
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info);
 
 // split_kv: how many K/V slices per row fill the GPU. Few (batch, kv head, query tile) blocks
-// leave SMs idle; splitting each row's keys multiplies the blocks. Picks the smallest count whose
-// last wave is nearly as full as the best, with at least kMinTilesPerSplit key tiles per slice.
+// leave SMs idle; splitting each row's keys multiplies the blocks. Decode kernels: one block per
+// SM (as many splits as fit). Prefill: the smallest count whose last wave is nearly as full as the
+// best. Either way at least kMinTilesPerSplit key tiles per slice.
 constexpr int kMinTilesPerSplit = 4;
 constexpr int kMaxSplits = 128;
 int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_count);
