@@ -32,8 +32,7 @@ DeviceContext make_context(const longattn_args& a, const longattn_options& o, bo
   // cannot be allocated is refused here with a reason instead of failing (or swapping) later.
   // Free memory only matters when the library allocates: not with a caller's workspace (the run
   // takes its bytes from there, and run_attention checks that they fit), nor during CUDA graph
-  // capture (which cannot allocate). There the device-wide query is skipped: it is the largest
-  // host cost of a decode call.
+  // capture (which cannot allocate). There the device-wide query is skipped.
   const bool free_memory_matters =
       enforce_budget && o.memory_budget < 0 && !o.workspace &&
       !(a.device == LONGATTN_DEVICE_CUDA && cuda_stream_capturing(o.stream));

@@ -49,9 +49,9 @@ Gpu current_gpu() {
 cudaStream_t stream_of(const longattn_options& o) { return static_cast<cudaStream_t>(o.stream); }
 
 // The queries a run makes (pointer attributes, kernel attributes, occupancy, the shared-memory
-// opt-in) are not stream work, but CUDA counts them as "potentially unsafe" during a global-mode
-// graph capture (what torch.cuda.graph uses) and would fail them and invalidate the capture. They
-// are safe here, so this thread relaxes its capture mode while the backend runs, and restores it.
+// opt-in) are not stream work, but a global-mode graph capture (what torch.cuda.graph uses) may
+// reject "potentially unsafe" calls, and a rejected call invalidates the capture. They are safe
+// here, so this thread relaxes its capture mode while the backend runs, and restores it.
 class RelaxedCapture {
  public:
   RelaxedCapture() { ok_ = cudaThreadExchangeStreamCaptureMode(&mode_) == cudaSuccess; }

@@ -562,10 +562,9 @@ cudaError_t query_fused_kernel(int device, FusedKernelInfo* info) {
       &info->blocks_per_sm, kernel, info->traits.threads(), size_t(info->smem_bytes));
 }
 
-// The answer is fixed per device, and the router and every launch ask for it: queried once per
-// device (the queries and the attribute set cost microseconds each, a decode kernel ~10 us) and
-// kept. forget() drops it, for a launch that failed (say the context was reset, and with it the
-// shared-memory opt-in).
+// The answer is fixed per device, and the router and every launch ask for it (several times per
+// call): queried once per device and kept. forget() drops it, for a launch that failed (say the
+// context was reset, and with it the shared-memory opt-in).
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 struct FusedInfoCache {
   static constexpr int kDevices = 64;

@@ -7,8 +7,8 @@
 namespace longattn::cuda {
 
 // Whether the library launches the merge as a programmatic dependent (sm_90+): its launch then
-// overlaps the fused kernel's last blocks. 0.3-0.8 us less per decode call on the H100 sweep
-// (bench/NOTES.md v0.2), where a call takes 19 us and more.
+// overlaps the fused kernel's last blocks. 0-0.8 us less per decode call on the H100 sweep, 2.2 us
+// at the smallest shape once (bench/NOTES.md v0.2), where a call takes 19 us and more.
 constexpr bool kDefaultProgrammaticMerge = true;
 
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
