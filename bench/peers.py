@@ -15,6 +15,14 @@ a causal square attention counts half the pairs. Causal is bottom-right aligned 
 iff j <= i + Lk - Lq); SDPA gets it as torch.nn.attention.bias.causal_lower_right where Lq != Lk.
 GQA runs natively (enable_gqa) where a backend takes it; a backend that refuses gets K/V expanded
 to all query heads, marked "kv expanded", and its peak memory includes the copy.
+
+Timing (the "timing" column): "call" is one call between two events, median of repeats: host work
+per call (planning, launch) counts, as it does for an eager caller. "graph" (the groups of
+--graph-groups, decode by default) captures 20 calls into a CUDA graph after warm-up on a side
+stream and times replays: what a serving runtime's decode step pays, the GPU time with the host
+out of the way. The 20 calls rotate among copies of K/V of at least 150 MB together, so no call
+finds the previous call's K/V in the 50 MB L2. The graph's own output of the first set is
+checked against the reference too. A peer whose capture fails falls back to "call" and says why.
 """
 import argparse
 import ctypes
@@ -113,6 +121,8 @@ class Longattn:
         note = f"{PATHS[plan.path]}" + (f" x{plan.splits}" if plan.splits > 1 else "")
 
         def run():
+            # The stream of the moment: a graph capture runs on torch's capture stream.
+            opts.stream = torch.cuda.current_stream().cuda_stream
             if self.lib.longattn_attention(ctypes.byref(args), ctypes.byref(opts), None):
                 raise RuntimeError(self.error())
             return o
@@ -246,6 +256,37 @@ def time_ms(fn, budget_ms=400.0, max_reps=50):
     return statistics.median(times)
 
 
+def time_graph_ms(runners, calls=20, replays=10):
+    """Per-call ms of `calls` calls captured in one CUDA graph (call i runs runners[i % n]), and
+    the graph's own output of runners[0]'s first call."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as torch's docs ask
+        for _ in range(2):
+            for r in runners:
+                r()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = [runners[i % len(runners)]() for i in range(calls)]
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(replays):
+        start.record()
+        graph.replay()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times) / calls, outs[0], graph
+
+
+def rotation_sets(kv_bytes, total=150e6, most=8):
+    return min(most, max(1, math.ceil(total / kv_bytes)))
+
+
 def matmul_tflops():
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -266,8 +307,11 @@ def main():
     ap.add_argument("--groups", default="grid,chunk,gemma,decode")
     ap.add_argument("--peers", default="longattn,flash,cudnn,efficient,flex")
     ap.add_argument("--out", help="also write the table (markdown) to this file")
+    ap.add_argument("--graph-groups", default="decode",
+                    help="groups timed as CUDA graph replays (the others per call)")
     args = ap.parse_args()
     groups, peers = args.groups.split(","), args.peers.split(",")
+    graph_groups = set(args.graph_groups.split(",")) if args.graph_groups else set()
     torch.manual_seed(0)
     la = Longattn(args.lib) if "longattn" in peers else None
     name = torch.cuda.get_device_name()
@@ -275,9 +319,9 @@ def main():
     lines = [f"# {name}: longattn vs peers (bf16)", "",
              f"bf16 matmul 8192^3: {peak:.0f} TFLOPS; device copy: {copy:.0f} GB/s (read+write); "
              f"torch {torch.__version__}", "",
-             "| group | B | Hq/Hkv | Lq | Lk | d | causal | k=v | peer | ms | TFLOPS | % mm | GB/s "
-             "| % copy | peak extra MB | rel err | note |",
-             "|" + "---|" * 17]
+             "| group | B | Hq/Hkv | Lq | Lk | d | causal | k=v | peer | timing | ms | TFLOPS | % mm "
+             "| GB/s | % copy | peak extra MB | rel err | note |",
+             "|" + "---|" * 18]
     print("\n".join(lines), flush=True)
     for s in shapes(groups):
         b, hq, hkv, lq, lk, d = s["b"], s["hq"], s["hkv"], s["lq"], s["lk"], s["d"]
@@ -289,27 +333,56 @@ def main():
         ref = reference_rows(q, k, v, s["causal"], rows)
         flops = 4 * d * visible_pairs(s) * b * hq
         bytes_moved = (k.numel() * (1 if s["kv_shared"] else 2) + 2 * q.numel()) * 2
+        use_graph = s["group"] in graph_groups
+        kv_sets = [(k, v)]
+        if use_graph:  # K/V copies for the graph's rotation (set 0 is the checked one)
+            for _ in range(rotation_sets(bytes_moved) - 1):
+                kk = torch.randn_like(k)
+                kv_sets.append((kk, kk if s["kv_shared"] else torch.randn_like(v)))
         for peer in peers:
             note, err, ms = "", float("nan"), float("nan")
+            timing = "graph" if use_graph else "call"
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-            keep = None
-            try:
+            keep = []
+
+            def runner(kk, vv):
                 if peer == "longattn":
                     o = torch.empty_like(q)
-                    run, note, keep = la.prepare(q, k, v, o, s["causal"])
-                elif peer == "flex":
-                    run, note = flex_runner(q, k, v, s["causal"], g)
-                else:
-                    run, note = sdpa_runner(peer, q, k, v, s["causal"], g)
+                    run, note, workspace = la.prepare(q, kk, vv, o, s["causal"])
+                    keep.append(workspace)
+                    return run, note
+                if peer == "flex":
+                    return flex_runner(q, kk, vv, s["causal"], g)
+                return sdpa_runner(peer, q, kk, vv, s["causal"], g)
+
+            try:
+                run, note = runner(k, v)
                 out = run()
                 torch.cuda.synchronize()
                 err = max_rel_error(out, ref, rows)
                 del out
-                ms = time_ms(run)
-                extra = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+                if use_graph:
+                    # Peak memory of one call, before the rotation's runners and the graph pool.
+                    extra = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+                    try:
+                        runs = [run] + [runner(kk, vv)[0] for kk, vv in kv_sets[1:]]
+                        ms, out, graph = time_graph_ms(runs)
+                        err = max(err, max_rel_error(out, ref, rows))
+                        del out, graph, runs
+                        # The eager caller's view too (host work per call included).
+                        note = f"{note} eager {1000 * time_ms(run, budget_ms=100):.0f} us".strip()
+                    except Exception as e:  # not capturable: time per call, say why
+                        torch.cuda.synchronize()
+                        timing = "call"
+                        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:60]
+                        note = f"{note} graph failed: {why}".strip()
+                        ms = time_ms(run)
+                else:
+                    ms = time_ms(run)
+                    extra = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
                 status = "ok" if err < 2e-2 else "WRONG"
             except Exception as e:  # a peer that cannot run the shape: say why, keep going
                 extra = float("nan")
@@ -319,12 +392,12 @@ def main():
             tflops = flops / (ms * 1e-3) / 1e12 if ms == ms else float("nan")
             gbps = bytes_moved / (ms * 1e-3) / 1e9 if ms == ms else float("nan")
             line = (f"| {s['group']} | {b} | {hq}/{hkv} | {lq} | {lk} | {d} | {int(s['causal'])} "
-                    f"| {int(s['kv_shared'])} | {peer} | {ms:.3f} | {tflops:.1f} | "
+                    f"| {int(s['kv_shared'])} | {peer} | {timing} | {ms:.4f} | {tflops:.1f} | "
                     f"{100 * tflops / peak:.1f} | {gbps:.0f} | {100 * gbps / copy:.1f} | "
                     f"{extra:.1f} | {err:.1e} | {status} {note} |")
             lines.append(line)
             print(line, flush=True)
-        del q, k, v
+        del q, k, v, kv_sets
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

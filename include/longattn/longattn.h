@@ -106,9 +106,12 @@ typedef void (*longattn_log_fn)(void* user, const char* message);
 
 typedef struct longattn_options {
   int32_t path;          /* longattn_path; AUTO lets the router choose */
-  int64_t memory_budget; /* bytes of transient memory allowed; -1: what the device has available */
+  int64_t memory_budget; /* bytes of transient memory allowed; -1: what the device has available
+                            (no limit with a workspace or during CUDA graph capture: nothing is
+                            allocated then) */
   int32_t num_threads;   /* CPU threads; 0: all cores */
-  void* workspace;       /* optional caller memory for transient data (same device as args) */
+  void* workspace;       /* optional caller memory for transient data (same device as args);
+                            required for a CUDA run captured into a graph that needs any */
   int64_t workspace_bytes;
   longattn_log_fn log; /* optional: receives the router's decision and reason */
   void* log_user;

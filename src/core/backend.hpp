@@ -56,6 +56,11 @@ void* cuda_alloc(int64_t bytes);
 
 // Device queries (cpu_features.cpp, cuda backend). Never throw.
 void cpu_device_info(longattn_device_info* info);
-void cuda_device_info(longattn_device_info* info);  // available = 0 when not built or no GPU
+// available = 0 when not built or no GPU. free_memory = false skips cudaMemGetInfo (a device-wide
+// query, tens of microseconds): memory_free and memory_total stay 0.
+void cuda_device_info(longattn_device_info* info, bool free_memory = true);
+// Whether work enqueued on `stream` (a cudaStream_t; NULL = default stream) is being captured into
+// a CUDA graph, where allocation and synchronous copies are not allowed. false without CUDA.
+bool cuda_stream_capturing(void* stream);
 
 }  // namespace longattn::detail

@@ -9,7 +9,7 @@ namespace longattn::detail {
 
 PathList cuda_paths() { return {}; }
 
-void cuda_device_info(longattn_device_info* info) {
+void cuda_device_info(longattn_device_info* info, bool) {
   std::memset(info, 0, sizeof *info);
   info->device = LONGATTN_DEVICE_CUDA;
   std::snprintf(info->name, sizeof info->name,
@@ -19,5 +19,6 @@ void cuda_device_info(longattn_device_info* info) {
 
 void* cuda_alloc(int64_t) { fail(LONGATTN_UNSUPPORTED, "this build has no CUDA backend"); }
 void cuda_free(void*) {}
+bool cuda_stream_capturing(void*) { return false; }
 
 }  // namespace longattn::detail

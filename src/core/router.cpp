@@ -28,17 +28,24 @@ const PathImpl* find_impl(const PathList& list, int32_t path) {
 DeviceContext make_context(const longattn_args& a, const longattn_options& o, bool enforce_budget) {
   DeviceContext ctx;
   ctx.options = &o;
+  // With no explicit budget, the memory the device has available is the budget: a plan that
+  // cannot be allocated is refused here with a reason instead of failing (or swapping) later.
+  // Free memory only matters when the library allocates: not with a caller's workspace (the run
+  // takes its bytes from there, and run_attention checks that they fit), nor during CUDA graph
+  // capture (which cannot allocate). There the device-wide query is skipped.
+  const bool free_memory_matters =
+      enforce_budget && o.memory_budget < 0 && !o.workspace &&
+      !(a.device == LONGATTN_DEVICE_CUDA && cuda_stream_capturing(o.stream));
   if (a.device == LONGATTN_DEVICE_CPU)
     cpu_device_info(&ctx.info);
   else
-    cuda_device_info(&ctx.info);
+    cuda_device_info(&ctx.info, free_memory_matters);
   int cores = std::max(1, ctx.info.cores);
   ctx.max_threads =
       a.device == LONGATTN_DEVICE_CPU ? (o.num_threads > 0 ? o.num_threads : cores) : 1;
-  // With no explicit budget, the memory the device has available is the budget: a plan that
-  // cannot be allocated is refused here with a reason instead of failing (or swapping) later.
   ctx.budget = o.memory_budget;
-  if (ctx.budget < 0 && ctx.info.memory_free > 0) ctx.budget = ctx.info.memory_free;
+  if (ctx.budget < 0 && free_memory_matters && ctx.info.memory_free > 0)
+    ctx.budget = ctx.info.memory_free;
   if (!enforce_budget) ctx.budget = -1;
   return ctx;
 }
@@ -170,6 +177,12 @@ longattn_plan run_attention(const longattn_args& a, const longattn_options& o) {
            (long long)o.workspace_bytes, (long long)plan.transient_bytes,
            longattn_path_name(plan.path));
   } else if (plan.transient_bytes > 0) {
+    if (a.device == LONGATTN_DEVICE_CUDA && cuda_stream_capturing(o.stream))
+      fail(LONGATTN_INVALID_ARGUMENT,
+           "the %s path needs %lld transient bytes, and options.stream is being captured into a "
+           "CUDA graph, where they cannot be allocated: pass them as options.workspace "
+           "(longattn_transient_bytes says how many)",
+           longattn_path_name(plan.path), (long long)plan.transient_bytes);
     base = device_alloc(a.device, plan.transient_bytes);
     owned = std::unique_ptr<void, void (*)(void*)>(
         base, a.device == LONGATTN_DEVICE_CPU ? cpu_free : cuda_free);

@@ -48,6 +48,24 @@ Gpu current_gpu() {
 
 cudaStream_t stream_of(const longattn_options& o) { return static_cast<cudaStream_t>(o.stream); }
 
+// The queries a run makes (pointer attributes, kernel attributes, occupancy, the shared-memory
+// opt-in) are not stream work, but a global-mode graph capture (what torch.cuda.graph uses) may
+// reject "potentially unsafe" calls, and a rejected call invalidates the capture. They are safe
+// here, so this thread relaxes its capture mode while the backend runs, and restores it.
+class RelaxedCapture {
+ public:
+  RelaxedCapture() { ok_ = cudaThreadExchangeStreamCaptureMode(&mode_) == cudaSuccess; }
+  ~RelaxedCapture() {
+    if (ok_) cudaThreadExchangeStreamCaptureMode(&mode_);
+  }
+  RelaxedCapture(const RelaxedCapture&) = delete;
+  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
+
+ private:
+  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+  bool ok_ = false;
+};
+
 void check_cuda(cudaError_t e, const char* what, const longattn_args& a) {
   if (e == cudaSuccess) return;
   cudaGetLastError();
@@ -57,7 +75,7 @@ void check_cuda(cudaError_t e, const char* what, const longattn_args& a) {
 }
 
 // The pointers must be memory the current device can read: device or managed memory.
-void check_device_pointers(const longattn_args& a) {
+void check_device_pointers(const longattn_args& a, const longattn_options& o) {
   const struct {
     const char* name;
     const void* p;
@@ -94,6 +112,11 @@ void check_device_pointers(const longattn_args& a) {
   // A block id out of the pool would make the kernel read outside K/V: the table (B x pages
   // int32, small) is copied to the host and checked, as validate.cpp does for CPU runs.
   if (a.block_table) {
+    if (cuda_stream_capturing(o.stream))
+      fail(LONGATTN_INVALID_ARGUMENT,
+           "block_table: paged K/V is checked on the host (a synchronous copy of the table) "
+           "before each run, which CUDA graph capture does not allow; run paged attention "
+           "outside a capture");
     const int64_t pages = ceil_div(a.kv_len, a.page_size);
     std::vector<int32_t> table(static_cast<size_t>(pages));
     for (int64_t b = 0; b < a.batch; ++b) {
@@ -113,6 +136,7 @@ void check_device_pointers(const longattn_args& a) {
 // ---- fused and split_kv (one kernel; split_kv adds K/V slices and the merge)
 
 std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
+  RelaxedCapture relaxed;
   const Gpu g = current_gpu();
   if (!g.error.empty()) return "no usable CUDA device: " + g.error;
   if (g.prop.major < 8)
@@ -191,6 +215,7 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
 }
 
 cuda::FusedKernelInfo kernel_info(const longattn_args& a) {
+  RelaxedCapture relaxed;
   cuda::FusedKernelInfo ki;
   check_cuda(cuda::kernel_for(a, &ki), "fused kernel query", a);
   return ki;
@@ -226,11 +251,13 @@ int64_t unfused_items(const longattn_args& a, const longattn_plan&) {
 }
 
 void fused_run(const longattn_args& a, const longattn_plan&, Arena&, const longattn_options& o) {
-  check_device_pointers(a);
+  RelaxedCapture relaxed;
+  check_device_pointers(a, o);
   check_cuda(cuda::run_fused(a, 1, nullptr, nullptr, stream_of(o)), "fused kernel launch", a);
 }
 
 void split_configure(const longattn_args& a, const DeviceContext& ctx, longattn_plan* p) {
+  RelaxedCapture relaxed;
   fused_configure(a, ctx, p);
   p->splits = cuda::choose_splits(a, kernel_info(a), current_gpu().prop.multiProcessorCount);
 }
@@ -252,7 +279,8 @@ int64_t split_workspace(const longattn_args& a, const longattn_plan& p) {
 
 void split_run(const longattn_args& a, const longattn_plan& p, Arena& arena,
                const longattn_options& o) {
-  check_device_pointers(a);
+  RelaxedCapture relaxed;
+  check_device_pointers(a, o);
   float *o_part = nullptr, *lse_part = nullptr;
   if (p.splits > 1) {
     o_part = arena.take<float>(cuda::split_o_floats(a, p.splits));
@@ -264,6 +292,7 @@ void split_run(const longattn_args& a, const longattn_plan& p, Arena& arena,
 // ---- unfused (cuBLAS)
 
 std::string unfused_unsupported(const longattn_args& a, const DeviceContext&) {
+  RelaxedCapture relaxed;
   const Gpu g = current_gpu();
   if (!g.error.empty()) return "no usable CUDA device: " + g.error;
   return cuda::unfused_unsupported(a);
@@ -288,7 +317,8 @@ int64_t unfused_workspace(const longattn_args& a, const longattn_plan&) {
 
 void unfused_run(const longattn_args& a, const longattn_plan&, Arena& arena,
                  const longattn_options& o) {
-  check_device_pointers(a);
+  RelaxedCapture relaxed;
+  check_device_pointers(a, o);
   const cuda::UnfusedLayout u = cuda::unfused_layout(a);
   cuda::UnfusedBuffers buf;
   buf.scores = arena.take<char>(u.scores_bytes);
@@ -312,7 +342,20 @@ const PathImpl kCudaPaths[] = {
 
 PathList cuda_paths() { return {kCudaPaths, int(sizeof kCudaPaths / sizeof kCudaPaths[0])}; }
 
-void cuda_device_info(longattn_device_info* info) {
+bool cuda_stream_capturing(void* stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cudaError_t e = cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &status);
+  if (e != cudaSuccess) {
+    // The legacy default stream while another stream captures (cudaErrorStreamCaptureImplicit):
+    // nothing synchronous may run now either.
+    cudaGetLastError();
+    return true;
+  }
+  return status != cudaStreamCaptureStatusNone;
+}
+
+void cuda_device_info(longattn_device_info* info, bool free_memory) {
+  RelaxedCapture relaxed;
   std::memset(info, 0, sizeof *info);
   info->device = LONGATTN_DEVICE_CUDA;
   int count = 0;
@@ -334,6 +377,7 @@ void cuda_device_info(longattn_device_info* info) {
                 g.prop.minor, int(g.prop.sharedMemPerBlockOptin / 1024));
   info->cores = g.prop.multiProcessorCount;
   size_t free_bytes = 0, total_bytes = 0;
+  if (!free_memory) return;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
     info->memory_free = int64_t(free_bytes);
     info->memory_total = int64_t(total_bytes);

@@ -25,6 +25,7 @@
 #include <math_constants.h>
 
 #include <cstdint>
+#include <mutex>
 
 #include "cuda/fused_cuda.hpp"
 #include "cuda/ptx_sm80.cuh"
@@ -169,6 +170,11 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
   // blockIdx.x = query tile x K/V split. Causal blocks late in the sequence have the most tiles:
   // start them first.
   const int split = int(blockIdx.x % p.splits);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // split_kv: let the merge kernel, launched as a programmatic dependent (launch_cuda.cpp), be
+  // scheduled now; it waits (griddepcontrol.wait) until this grid has finished and flushed.
+  if (p.splits > 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
   const int64_t row0 = int64_t(gridDim.x / p.splits - 1 - blockIdx.x / p.splits) * kBQ;
   const int64_t row_end = min(row0 + kBQ, rows);
   const bool input_f32 = p.input_f32 != 0;
@@ -528,8 +534,9 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
     }
 }
 
+// What the driver says about one kernel on `device`, and the shared-memory opt-in it needs.
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
-cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info) {
+cudaError_t query_fused_kernel(int device, FusedKernelInfo* info) {
   auto kernel = fused_sm80_kernel<kDqk, kDv, kType, kDecode>;
   cudaFuncAttributes attr;
   cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
@@ -542,8 +549,7 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info
   info->smem_bytes = info->traits.smem_bytes();
   info->regs = attr.numRegs;
   info->local_bytes = int(attr.localSizeBytes);
-  int device = 0, optin = 0;
-  if ((e = cudaGetDevice(&device)) != cudaSuccess) return e;
+  int optin = 0;
   if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) !=
       cudaSuccess)
     return e;
@@ -556,21 +562,69 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info
       &info->blocks_per_sm, kernel, info->traits.threads(), size_t(info->smem_bytes));
 }
 
+// The answer is fixed per device, and the router and every launch ask for it (several times per
+// call): queried once per device and kept. forget() drops it, for a launch that failed (say the
+// context was reset, and with it the shared-memory opt-in).
+template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+struct FusedInfoCache {
+  static constexpr int kDevices = 64;
+  std::mutex mu;
+  bool known[kDevices] = {};
+  FusedKernelInfo info[kDevices];
+
+  static FusedInfoCache& get() {
+    static FusedInfoCache cache;
+    return cache;
+  }
+  cudaError_t lookup(FusedKernelInfo* out) {
+    int device = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e != cudaSuccess) return e;
+    if (device < 0 || device >= kDevices)
+      return query_fused_kernel<kDqk, kDv, kType, kDecode>(device, out);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (known[device]) return *out = info[device], cudaSuccess;
+    }
+    e = query_fused_kernel<kDqk, kDv, kType, kDecode>(device, out);
+    if (e != cudaSuccess) return e;
+    std::lock_guard<std::mutex> lock(mu);
+    info[device] = *out, known[device] = true;
+    return cudaSuccess;
+  }
+  void forget() {
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return;
+    std::lock_guard<std::mutex> lock(mu);
+    known[device] = false;
+  }
+};
+
+template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info) {
+  return FusedInfoCache<kDqk, kDv, kType, kDecode>::get().lookup(info);
+}
+
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& p,
                                                              cudaStream_t stream) {
-  FusedKernelInfo ki;
-  cudaError_t e = info(&ki);
-  if (e != cudaSuccess) return e;
-  if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
-  const int64_t tiles =
-      (int64_t(p.q_len) * p.group + ki.traits.block_q() - 1) / ki.traits.block_q();
-  if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
-    return cudaErrorInvalidValue;
-  const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
-  fused_sm80_kernel<kDqk, kDv, kType, kDecode>
-      <<<grid, ki.traits.threads(), size_t(ki.smem_bytes), stream>>>(p);
-  return cudaGetLastError();
+  auto& cache = FusedInfoCache<kDqk, kDv, kType, kDecode>::get();
+  cudaError_t e = cudaSuccess;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    FusedKernelInfo ki;
+    if ((e = cache.lookup(&ki)) != cudaSuccess) return e;
+    if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
+    const int64_t tiles =
+        (int64_t(p.q_len) * p.group + ki.traits.block_q() - 1) / ki.traits.block_q();
+    if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
+      return cudaErrorInvalidValue;
+    const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
+    fused_sm80_kernel<kDqk, kDv, kType, kDecode>
+        <<<grid, ki.traits.threads(), size_t(ki.smem_bytes), stream>>>(p);
+    if ((e = cudaGetLastError()) == cudaSuccess) return e;
+    cache.forget();  // query again (and set the opt-in again) before the one retry
+  }
+  return e;
 }
 
 }  // namespace longattn::cuda

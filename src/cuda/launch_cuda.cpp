@@ -95,6 +95,11 @@ bool kv_maps_encode(const longattn_args& a, int block_k) {
 
 }  // namespace
 
+// Whether the library launches the merge as a programmatic dependent (sm_90+): its launch then
+// overlaps the fused kernel's last blocks. 0-0.8 us less per decode call on the H100 sweep, 2.2 us
+// at the smallest shape once (bench/NOTES.md v0.2), where a call takes 19 us and more.
+constexpr bool kDefaultProgrammaticMerge = true;
+
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   if (sm90_applies(a) && kv_maps_encode(a, fused_sm90_traits(dqk, dv).block_k)) {
@@ -117,7 +122,15 @@ int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_co
   const int64_t key_tiles = (a.kv_len + bk - 1) / bk;
   const int64_t most = std::min<int64_t>(kMaxSplits, key_tiles / kMinTilesPerSplit);
   if (most < 2 || items >= slots) return 1;
-  // Fraction of the slots of the last wave that is busy, for each candidate count.
+  if (fused_use_decode(a)) {
+    // The decode kernel streams K/V: one block per SM already keeps enough bytes in flight, a
+    // second block on some SMs makes those SMs the tail, and every split adds merge work. So as
+    // many splits as give each SM one block (H100 sweep, bench/NOTES.md v0.2: 128-132 blocks
+    // were as fast as or faster than 192 and 264 on all 12 decode shapes, up to 18%).
+    const int64_t s = std::min<int64_t>(most, std::max(1, sm_count) / items);
+    return s >= 2 ? int(s) : 1;
+  }
+  // Prefill: fraction of the slots of the last wave that is busy, for each candidate count.
   auto efficiency = [&](int64_t s) {
     const int64_t blocks = items * s, waves = (blocks + slots - 1) / slots;
     return double(blocks) / double(waves * slots);
@@ -137,7 +150,7 @@ int64_t split_lse_floats(const longattn_args& a, int splits) {
 }
 
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, MergeLaunch merge) {
   FusedParams p = make_fused_params(a);
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const Mma16 type = mma_type_for(a.dtype);
@@ -162,7 +175,14 @@ cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* 
   m.o_stride[2] = a.o_strides.token;
   m.batch = int32_t(a.batch), m.q_heads = int32_t(a.q_heads), m.q_len = int32_t(a.q_len);
   m.head_dim_v = int32_t(a.head_dim_v);
-  return merge_launch(m, stream);
+  // Programmatic launch needs sm_90 (the fused kernel's code says which the device runs).
+  bool programmatic = merge == MergeLaunch::kProgrammatic;
+  if (merge == MergeLaunch::kDefault) {
+    FusedKernelInfo info;
+    programmatic =
+        kDefaultProgrammaticMerge && kernel_for(a, &info) == cudaSuccess && info.arch >= 90;
+  }
+  return merge_launch(m, stream, programmatic);
 }
 
 }  // namespace longattn::cuda

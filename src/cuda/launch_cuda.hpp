@@ -15,8 +15,9 @@ namespace longattn::cuda {
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info);
 
 // split_kv: how many K/V slices per row fill the GPU. Few (batch, kv head, query tile) blocks
-// leave SMs idle; splitting each row's keys multiplies the blocks. Picks the smallest count whose
-// last wave is nearly as full as the best, with at least kMinTilesPerSplit key tiles per slice.
+// leave SMs idle; splitting each row's keys multiplies the blocks. Decode kernels: one block per
+// SM (as many splits as fit). Prefill: the smallest count whose last wave is nearly as full as the
+// best. Either way at least kMinTilesPerSplit key tiles per slice.
 constexpr int kMinTilesPerSplit = 4;
 constexpr int kMaxSplits = 128;
 int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_count);
@@ -27,7 +28,9 @@ int64_t split_lse_floats(const longattn_args& a, int splits);
 
 // splits == 1: one fused launch writes O and LSE. splits > 1: the fused kernel writes partials
 // into o_part / lse_part, then the merge kernel writes O and LSE (and adds the sinks).
+// merge: how the merge is launched (kDefault: what the library uses).
+enum class MergeLaunch { kDefault, kPlain, kProgrammatic };
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
-                      cudaStream_t stream);
+                      cudaStream_t stream, MergeLaunch merge = MergeLaunch::kDefault);
 
 }  // namespace longattn::cuda

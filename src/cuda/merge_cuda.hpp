@@ -19,7 +19,9 @@ struct MergeParams {
   const float* sinks;  // [Hq] or null: joins the denominator once, here
 };
 
-// head_dim_v must be a multiple of 4 (every fused head dim is).
-cudaError_t merge_launch(const MergeParams& p, cudaStream_t stream);
+// head_dim_v must be a multiple of 4 (every fused head dim is). programmatic: launch as a
+// programmatic dependent of the kernel before it on the stream (sm_90+: its blocks start while
+// that kernel drains and wait for its results on the device, which hides the launch gap).
+cudaError_t merge_launch(const MergeParams& p, cudaStream_t stream, bool programmatic = false);
 
 }  // namespace longattn::cuda

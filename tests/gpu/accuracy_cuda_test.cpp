@@ -466,6 +466,73 @@ TEST(MemoryCuda, FusedIsIndependentOfKvLenAndBudgetHolds) {
   EXPECT_EQ(plan.status, LONGATTN_OVER_BUDGET) << plan.reason;
 }
 
+// A decode run captured into a CUDA graph (global capture mode, as torch.cuda.graph uses) replays
+// to the eager run's bits; without a workspace the capture is refused with a reason, and the
+// capture itself stays valid.
+TEST(GraphCuda, CapturedDecodeMatchesEagerBitForBit) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Fixture fx(Case("graph").shape(1, 16, 2, 1, 8192).dims(128).type(BF16).is_causal());
+  const DeviceProblem dev(fx);
+  longattn_args a = dev.args();
+  const int64_t o_bytes = a.q_heads * a.head_dim_v * 2;
+  void *o = nullptr, *lse = nullptr, *ws = nullptr;
+  ASSERT_CUDA(cudaMalloc(&o, size_t(o_bytes)));
+  ASSERT_CUDA(cudaMalloc(&lse, size_t(a.q_heads * 4)));
+  a.o = o, a.lse = static_cast<float*>(lse),
+  a.o_strides = {o_bytes / 2, a.head_dim_v, a.head_dim_v};
+  cudaStream_t st;
+  ASSERT_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  longattn_options opt = default_options();
+  opt.path = LONGATTN_PATH_SPLIT_KV;
+  opt.stream = st;
+  int64_t bytes = 0;
+  ASSERT_EQ(longattn_transient_bytes(&a, opt.path, &opt, &bytes), LONGATTN_OK)
+      << longattn_last_error();
+  ASSERT_GT(bytes, 0);
+  ASSERT_CUDA(cudaMalloc(&ws, size_t(bytes)));
+  opt.workspace = ws, opt.workspace_bytes = bytes;
+  longattn_plan plan;
+  ASSERT_EQ(longattn_attention(&a, &opt, &plan), LONGATTN_OK) << longattn_last_error();
+  EXPECT_GT(plan.splits, 1) << plan.reason;
+  ASSERT_CUDA(cudaStreamSynchronize(st));
+  std::vector<uint8_t> eager_o(static_cast<size_t>(o_bytes)),
+      eager_lse(static_cast<size_t>(a.q_heads * 4));
+  ASSERT_CUDA(cudaMemcpy(eager_o.data(), o, eager_o.size(), cudaMemcpyDeviceToHost));
+  ASSERT_CUDA(cudaMemcpy(eager_lse.data(), lse, eager_lse.size(), cudaMemcpyDeviceToHost));
+  ASSERT_CUDA(cudaMemset(o, 0xff, size_t(o_bytes)));
+  ASSERT_CUDA(cudaMemset(lse, 0xff, size_t(a.q_heads * 4)));
+
+  cudaGraph_t graph;
+  ASSERT_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  const longattn_status status = longattn_attention(&a, &opt, nullptr);
+  const std::string message = longattn_last_error();
+  ASSERT_CUDA(cudaStreamEndCapture(st, &graph));
+  ASSERT_EQ(status, LONGATTN_OK) << message;
+  cudaGraphExec_t exec;
+  ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 2; ++i) ASSERT_CUDA(cudaGraphLaunch(exec, st));
+  ASSERT_CUDA(cudaStreamSynchronize(st));
+  std::vector<uint8_t> graph_o(eager_o.size()), graph_lse(eager_lse.size());
+  ASSERT_CUDA(cudaMemcpy(graph_o.data(), o, graph_o.size(), cudaMemcpyDeviceToHost));
+  ASSERT_CUDA(cudaMemcpy(graph_lse.data(), lse, graph_lse.size(), cudaMemcpyDeviceToHost));
+  EXPECT_TRUE(graph_o == eager_o);
+  EXPECT_TRUE(graph_lse == eager_lse);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+
+  // No workspace: the run would have to allocate, which capture forbids; refused, capture intact.
+  opt.workspace = nullptr, opt.workspace_bytes = 0;
+  ASSERT_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  const longattn_status refused = longattn_attention(&a, &opt, nullptr);
+  const std::string why = longattn_last_error();
+  ASSERT_CUDA(cudaStreamEndCapture(st, &graph));
+  EXPECT_EQ(refused, LONGATTN_INVALID_ARGUMENT);
+  EXPECT_NE(why.find("options.workspace"), std::string::npos) << why;
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(st);
+  cudaFree(o), cudaFree(lse), cudaFree(ws);
+}
+
 // Host memory passed as device memory is an invalid argument with a message that says so.
 TEST(ErrorsCuda, HostPointerIsRejected) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";

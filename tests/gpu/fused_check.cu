@@ -6,6 +6,7 @@
 //                          sinks, masks, k == v, strided layouts, Lq > Lk, odd lengths)
 //   fused_check --quick    a few tiny cases (for compute-sanitizer)
 //   fused_check --bench    timing only: chunked prefill and the grid shapes, TFLOPS table
+//   fused_check --decode-sweep  decode shapes at several split counts, CUDA graph timing
 //   fused_check --only S   cases whose name contains S
 // Exit status: 0 pass, 1 failure, 77 no GPU (ctest skips).
 #include <cublas_v2.h>
@@ -628,10 +629,130 @@ int bench() {
   return 0;
 }
 
+// Decode split sweep: the 12 decode shapes of bench/peers.py, each at several split counts, timed
+// as CUDA graph replays (20 calls per graph, K/V rotated among copies of at least 150 MB in all so
+// that no call finds the previous one's K/V in L2). "kernel" is the fused launch alone, "total"
+// adds the merge: what a serving runtime's decode graph pays.
+float graph_us(const std::function<void(cudaStream_t, int)>& enqueue, int calls) {
+  cudaStream_t st;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  for (int i = 0; i < 2; ++i) enqueue(st, i);
+  CHECK_CUDA(cudaStreamSynchronize(st));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < calls; ++i) enqueue(st, i);
+  CHECK_CUDA(cudaStreamEndCapture(st, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK_CUDA(cudaGraphLaunch(exec, st));
+  CHECK_CUDA(cudaStreamSynchronize(st));
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  std::vector<float> t;
+  for (int r = 0; r < 9; ++r) {
+    CHECK_CUDA(cudaEventRecord(a, st));
+    CHECK_CUDA(cudaGraphLaunch(exec, st));
+    CHECK_CUDA(cudaEventRecord(b, st));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  cudaGraphExecDestroy(exec), cudaGraphDestroy(graph), cudaStreamDestroy(st);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2] * 1000.f / calls;
+}
+
+int decode_sweep() {
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  const double copy = copy_gbps();
+  std::printf("\ndecode sweep (graph replays, us per call); device copy %.0f GB/s\n", copy);
+  std::printf("%-4s %-6s %-7s %-6s %-6s %-7s %-6s %-9s %-9s %-9s %-7s %-6s\n", "d", "H", "Lk",
+              "sets", "splits", "blocks", "keys", "kernel_us", "total_us", "pdl_us", "GB/s",
+              "%copy");
+  constexpr int kCalls = 20;
+  for (int d : {128, 256, 512})
+    for (auto [hq, hkv] : {std::pair{16, 2}, std::pair{32, 8}})
+      for (int lk : {32768, 131072}) {
+        const int64_t nq = int64_t(hq) * d, nk = int64_t(hkv) * lk * d;
+        const double kv_bytes = 2.0 * 2 * nk;
+        const int sets = std::min(8, std::max(1, int(std::ceil(150e6 / kv_bytes))));
+        std::vector<uint16_t*> ks(sets), vs(sets);
+        uint16_t *q, *o;
+        CHECK_CUDA(cudaMalloc(&q, nq * 2));
+        CHECK_CUDA(cudaMalloc(&o, nq * 2));
+        fill_kernel<<<1024, 256>>>(q, nq, 3, true);
+        for (int i = 0; i < sets; ++i) {
+          CHECK_CUDA(cudaMalloc(&ks[i], nk * 2));
+          CHECK_CUDA(cudaMalloc(&vs[i], nk * 2));
+          fill_kernel<<<1024, 256>>>(ks[i], nk, 4 + 2 * i, true);
+          fill_kernel<<<1024, 256>>>(vs[i], nk, 5 + 2 * i, true);
+        }
+        longattn_args a;
+        std::memset(&a, 0, sizeof a);
+        a.q = q, a.k = ks[0], a.v = vs[0], a.o = o, a.dtype = LONGATTN_BFLOAT16;
+        a.batch = 1, a.q_heads = hq, a.kv_heads = hkv, a.q_len = 1, a.kv_len = lk;
+        a.head_dim_qk = a.head_dim_v = d;
+        a.q_strides = {nq, d, d};
+        a.k_strides = a.v_strides = {nk, int64_t(lk) * d, d};
+        a.o_strides = a.q_strides;
+        a.causal = 1, a.window_left = -1;
+        FusedKernelInfo ki;
+        CHECK_CUDA(longattn::cuda::kernel_for(a, &ki));
+        const int chosen = longattn::cuda::choose_splits(a, ki, prop.multiProcessorCount);
+        const int64_t items = hkv, key_tiles = (lk + ki.traits.block_k - 1) / ki.traits.block_k;
+        std::vector<int> cand = {chosen};
+        for (int sp : {4, 8, 12, 16, 24, 32, 33, 48, 64, 66, 96, 99, 128, 132, 192, 264})
+          if (sp != chosen && sp <= key_tiles && items * sp <= 1056) cand.push_back(sp);
+        const int most = *std::max_element(cand.begin(), cand.end());
+        float *o_part, *lse_part;
+        CHECK_CUDA(cudaMalloc(&o_part, longattn::cuda::split_o_floats(a, most) * 4));
+        CHECK_CUDA(cudaMalloc(&lse_part, longattn::cuda::split_lse_floats(a, most) * 4));
+        for (int sp : cand) {
+          auto args_for = [&](int call) {
+            longattn_args x = a;
+            x.k = ks[call % sets], x.v = vs[call % sets];
+            return x;
+          };
+          auto with_merge = [&](longattn::cuda::MergeLaunch m) {
+            return graph_us(
+                [&](cudaStream_t st, int call) {
+                  CHECK_CUDA(
+                      longattn::cuda::run_fused(args_for(call), sp, o_part, lse_part, st, m));
+                },
+                kCalls);
+          };
+          const float total = with_merge(longattn::cuda::MergeLaunch::kPlain);
+          const float pdl = sp > 1 ? with_merge(longattn::cuda::MergeLaunch::kProgrammatic) : total;
+          const float kernel = graph_us(
+              [&](cudaStream_t st, int call) {
+                FusedParams p = longattn::cuda::make_fused_params(args_for(call));
+                if (sp > 1) p.splits = sp, p.o_part = o_part, p.lse_part = lse_part;
+                CHECK_CUDA(
+                    longattn::cuda::fused_launch(d, d, longattn::cuda::Mma16::kBf16, true, p, st));
+              },
+              kCalls);
+          const double gbps = (kv_bytes + 4.0 * nq) / (total * 1e-6) / 1e9;
+          std::printf(
+              "%-4d %-6s %-7d %-6d %-6d %-7lld %-6lld %-9.1f %-9.1f %-9.1f %-7.0f %-6.1f%s\n", d,
+              (std::to_string(hq) + "/" + std::to_string(hkv)).c_str(), lk, sets, sp,
+              (long long)(items * sp), (long long)((lk + sp - 1) / sp), kernel, total, pdl, gbps,
+              100 * gbps / copy, sp == chosen ? "  <- choose_splits" : "");
+        }
+        std::fflush(stdout);
+        cudaFree(q), cudaFree(o), cudaFree(o_part), cudaFree(lse_part);
+        for (int i = 0; i < sets; ++i) cudaFree(ks[i]), cudaFree(vs[i]);
+      }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, do_bench = false;
+  bool quick = false, do_bench = false, do_sweep = false;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -641,10 +762,14 @@ int main(int argc, char** argv) {
       do_bench = true;
     else if (a == "--f16")
       bench_dtype = LONGATTN_FLOAT16;
+    else if (a == "--decode-sweep")
+      do_sweep = true;
     else if (a == "--only" && i + 1 < argc)
       only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--quick] [--bench [--f16]] [--only SUBSTRING]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--bench [--f16]] [--decode-sweep] [--only SUBSTRING]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -686,6 +811,7 @@ int main(int argc, char** argv) {
   LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
   if (do_bench) return bench();
+  if (do_sweep) return decode_sweep();
   int failed = 0, ran = 0;
   uint32_t seed = 1234;
   for (const Case& c : grid(quick)) {
