@@ -25,9 +25,9 @@
 #include <math_constants.h>
 
 #include <cstdint>
-#include <mutex>
 
 #include "cuda/fused_cuda.hpp"
+#include "cuda/kernel_info_cache_cuda.hpp"
 #include "cuda/ptx_sm80.cuh"
 
 namespace longattn::cuda {
@@ -562,43 +562,14 @@ cudaError_t query_fused_kernel(int device, FusedKernelInfo* info) {
       &info->blocks_per_sm, kernel, info->traits.threads(), size_t(info->smem_bytes));
 }
 
-// The answer is fixed per device, and the router and every launch ask for it (several times per
-// call): queried once per device and kept. forget() drops it, for a launch that failed (say the
-// context was reset, and with it the shared-memory opt-in).
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
-struct FusedInfoCache {
-  static constexpr int kDevices = 64;
-  std::mutex mu;
-  bool known[kDevices] = {};
-  FusedKernelInfo info[kDevices];
-
-  static FusedInfoCache& get() {
-    static FusedInfoCache cache;
-    return cache;
-  }
-  cudaError_t lookup(FusedKernelInfo* out) {
-    int device = 0;
-    cudaError_t e = cudaGetDevice(&device);
-    if (e != cudaSuccess) return e;
-    if (device < 0 || device >= kDevices)
-      return query_fused_kernel<kDqk, kDv, kType, kDecode>(device, out);
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (known[device]) return *out = info[device], cudaSuccess;
-    }
-    e = query_fused_kernel<kDqk, kDv, kType, kDecode>(device, out);
-    if (e != cudaSuccess) return e;
-    std::lock_guard<std::mutex> lock(mu);
-    info[device] = *out, known[device] = true;
-    return cudaSuccess;
-  }
-  void forget() {
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return;
-    std::lock_guard<std::mutex> lock(mu);
-    known[device] = false;
+struct FusedQuery {
+  static cudaError_t query(int device, FusedKernelInfo* info) {
+    return query_fused_kernel<kDqk, kDv, kType, kDecode>(device, info);
   }
 };
+template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+using FusedInfoCache = KernelInfoCache<FusedQuery<kDqk, kDv, kType, kDecode>>;
 
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info) {

@@ -35,6 +35,7 @@
 #include "cuda/fused_cuda.hpp"
 #include "cuda/fused_kernel_sm80.cuh"  // MmaElement, capped_masked, kLog2e, kLn2
 #include "cuda/fused_traits_sm90.hpp"
+#include "cuda/kernel_info_cache_cuda.hpp"
 #include "cuda/ptx_sm90.cuh"
 
 namespace longattn::cuda {
@@ -96,7 +97,10 @@ __device__ __forceinline__ WorkTile work_tile(const FusedParams& p, int64_t w, i
   return wt;
 }
 
-template <int kDqk, int kDv, Mma16 kType>
+// kElementwise: the kernel applies softcap and array masks. The plain one (neither, the common
+// case) leaves that code out: at d = 256 its registers alone made the compiler spill in the main
+// loop, 8-15% slower (bench/NOTES.md).
+template <int kDqk, int kDv, Mma16 kType, bool kElementwise>
 __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     fused_sm90_kernel(const __grid_constant__ FusedParams p,
                       const __grid_constant__ CUtensorMap k_map,
@@ -135,6 +139,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   const int64_t work =
       (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + int64_t(blockIdx.x);
   const bool kv_shared = p.kv_shared != 0;
+  // split_kv: the merge kernel, launched as a programmatic dependent (launch_cuda.cpp), may be
+  // scheduled now; it waits (griddepcontrol.wait) until this grid has finished and flushed.
+  if (p.splits > 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kSlots; ++s) {
@@ -213,22 +220,17 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
 
   // This thread's rows (wgmma accumulator layout: warp wq has rows 16 wq .. 16 wq + 15; a lane has
   // rows lane / 4 and lane / 4 + 8, columns 8 j + 2 (lane % 4) + {0, 1} of each 8-column block j).
-  // Per row: the visible keys [key_lo, key_hi) (bounds, causal, window; empty for padding rows).
-  int row_i[2], row_head[2], key_lo[2], key_hi[2];
+  int row_i[2], row_head[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t R = row0 + q_row0 + 16 * wq + 8 * h + lane / 4;
     row_i[h] = R < rows ? int(R / g) : p.q_len;  // q_len marks a padding row
     row_head[h] = kv_head * g + int(R % g);
-    int64_t lo_j = 0, hi_j = R < rows ? p.kv_len : 0;
-    if (p.causal) hi_j = min(hi_j, row_i[h] + off + 1);
-    if (p.window_left >= 0) lo_j = max(lo_j, row_i[h] + off - p.window_left);
-    key_lo[h] = int(min(lo_j, int64_t(p.kv_len))), key_hi[h] = int(max(hi_j, int64_t(0)));
   }
   // Tiles [plain_first, plain_last] lie inside every row's band: with no softcap or mask they need
   // only the scale (the others get per-element bounds).
   int plain_first = 1, plain_last = 0;
-  if (p.mask_kind == 0 && p.softcap == 0.f) {
+  if (!kElementwise) {
     int64_t lim = p.kv_len;  // plain tiles end at or before this key
     if (p.causal) lim = min(lim, i_first + off + 1);
     plain_last = int(max(lim, int64_t(-1)) / kBK) - 1 - t_begin;
@@ -280,7 +282,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
 
   // O += P V, V read N-major: 16 keys per step are two 8-row groups (1024 bytes apart) of every
   // 64-column panel (kBK rows apart).
-  // Waits for V_t (outside a pingpong turn: the paged tail needs both consumers).
+  // Waits for V_t; on a paged tail tile, zeroes its rows past kv_len.
   auto prepare_v = [&](int t) {
     const int e = v_entry(t);
     ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
@@ -332,9 +334,14 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     } else {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        // The row's visible keys as tile columns [c_lo, c_hi).
-        const int c_lo = min(max(key_lo[h] - j0, 0), kBK);
-        const int c_hi = min(max(key_hi[h] - j0, 0), kBK);
+        // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
+        // here, not kept per row: registers are the limit at d = 256.)
+        const int64_t i = row_i[h];
+        int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
+        if (p.causal) hi_j = min(hi_j, i + off + 1);
+        if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
+        const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kBK)));
+        const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kBK)));
 #pragma unroll
         for (int j = 0; j < kNS / 8; ++j)
 #pragma unroll
@@ -346,7 +353,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       }
       // Softcap and the array mask work in natural-log units, per visible element. A pass of its
       // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
-      if (p.mask_kind != 0 || p.softcap > 0.f) {
+      if constexpr (kElementwise) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int64_t mask_row = b * p.mask_stride[0] + row_head[h] * p.mask_stride[1] +
@@ -455,8 +462,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     }
     for (int t = 1; t < n_tiles; ++t) {
       float corr[2];
+      issue_s(t);  // first: V_{t-1} may still be landing
       prepare_v(t - 1);
-      issue_s(t);
       issue_pv(t - 1);
       ptx::wgmma_wait<1>();  // S_t has landed (groups complete in order); P V may still run
       ptx::pin(s);
@@ -559,50 +566,68 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
 #endif  // LONGATTN_SM90A_CODE
 }
 
+// What the driver says about one sm90 kernel on `device`, and the shared-memory opt-in it needs.
+template <int kDqk, int kDv, Mma16 kType>
+struct Sm90Query {
+  static cudaError_t query(int device, FusedKernelInfo* info) {
+    constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+    auto kernel = fused_sm90_kernel<kDqk, kDv, kType, false>;
+    auto kernel_elementwise = fused_sm90_kernel<kDqk, kDv, kType, true>;
+    cudaFuncAttributes attr;
+    cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
+    if (e != cudaSuccess) return e;
+    info->family = 90;
+    info->arch = attr.binaryVersion;
+    info->block_q = kT.block_q(), info->block_k = kT.block_k, info->threads = kT.threads();
+    info->smem_bytes = kT.smem_bytes();
+    info->regs = attr.numRegs;
+    info->local_bytes = int(attr.localSizeBytes);
+    info->blocks_per_sm = 0;
+    // Only sm_90a machine code has the kernel's body (an sm_80 build of it is empty).
+    if (attr.binaryVersion != 90) return cudaSuccess;
+    int optin = 0;
+    if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) !=
+        cudaSuccess)
+      return e;
+    if (info->smem_bytes > optin) return cudaSuccess;
+    for (auto k : {kernel, kernel_elementwise})
+      if ((e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(info->smem_bytes))) != cudaSuccess)
+        return e;
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&info->blocks_per_sm, kernel, kT.threads(),
+                                                         size_t(info->smem_bytes));
+  }
+};
+
 template <int kDqk, int kDv, Mma16 kType>
 cudaError_t Sm90Instance<kDqk, kDv, kType>::info(FusedKernelInfo* info) {
-  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
-  auto kernel = fused_sm90_kernel<kDqk, kDv, kType>;
-  cudaFuncAttributes attr;
-  cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
-  if (e != cudaSuccess) return e;
-  info->family = 90;
-  info->arch = attr.binaryVersion;
-  info->block_q = kT.block_q(), info->block_k = kT.block_k, info->threads = kT.threads();
-  info->smem_bytes = kT.smem_bytes();
-  info->regs = attr.numRegs;
-  info->local_bytes = int(attr.localSizeBytes);
-  info->blocks_per_sm = 0;
-  // Only sm_90a machine code has the kernel's body (an sm_80 build of it is empty).
-  if (attr.binaryVersion != 90) return cudaSuccess;
-  int device = 0, optin = 0;
-  if ((e = cudaGetDevice(&device)) != cudaSuccess) return e;
-  if ((e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) !=
-      cudaSuccess)
-    return e;
-  if (info->smem_bytes > optin) return cudaSuccess;
-  if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                int(info->smem_bytes))) != cudaSuccess)
-    return e;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&info->blocks_per_sm, kernel, kT.threads(),
-                                                       size_t(info->smem_bytes));
+  return KernelInfoCache<Sm90Query<kDqk, kDv, kType>>::get().lookup(info);
 }
 
 template <int kDqk, int kDv, Mma16 kType>
 cudaError_t Sm90Instance<kDqk, kDv, kType>::launch(const FusedParams& p, const CUtensorMap& k_map,
                                                    const CUtensorMap& v_map, cudaStream_t stream) {
-  FusedKernelInfo ki;
-  cudaError_t e = info(&ki);
-  if (e != cudaSuccess) return e;
-  if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
-  const int64_t tiles = (int64_t(p.q_len) * p.group + ki.block_q - 1) / ki.block_q;
-  if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
-    return cudaErrorInvalidValue;
-  // The hardware starts blocks in x order, so work items go heaviest first within a head.
-  const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
-  fused_sm90_kernel<kDqk, kDv, kType>
-      <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map);
-  return cudaGetLastError();
+  auto& cache = KernelInfoCache<Sm90Query<kDqk, kDv, kType>>::get();
+  cudaError_t e = cudaSuccess;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    FusedKernelInfo ki;
+    if ((e = cache.lookup(&ki)) != cudaSuccess) return e;
+    if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
+    const int64_t tiles = (int64_t(p.q_len) * p.group + ki.block_q - 1) / ki.block_q;
+    if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
+      return cudaErrorInvalidValue;
+    // The hardware starts blocks in x order, so work items go heaviest first within a head.
+    const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
+    if (p.mask_kind != 0 || p.softcap > 0.f)
+      fused_sm90_kernel<kDqk, kDv, kType, true>
+          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map);
+    else
+      fused_sm90_kernel<kDqk, kDv, kType, false>
+          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map);
+    if ((e = cudaGetLastError()) == cudaSuccess) return e;
+    cache.forget();  // query again (and set the opt-in again) before the one retry
+  }
+  return e;
 }
 
 }  // namespace longattn::cuda

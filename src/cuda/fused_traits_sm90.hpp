@@ -57,7 +57,9 @@ LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
   t.head_dim_v = dv;
   t.split_keys = dv > 256;
   t.block_k = dqk <= 128 ? 128 : dqk <= 192 ? 96 : dqk <= 256 ? 80 : 64;
-  t.overlap = dqk == 256;  // measured: a gain at 256 only (bench/NOTES.md)
+  // Measured (bench/NOTES.md v0.2): +4% at d = 64, within run-to-run noise at 256, slower at
+  // 128, 192 and 512 (d = 512: -17%, its P goes through shared memory on two barriers).
+  t.overlap = dqk == 64 || dqk == 256;
   t.slots = 0;
   const int64_t fixed = t.smem_bytes();  // with no slots
   const int64_t fit = (kSm90SmemBytes - fixed) / (t.slot_bytes() + 16);

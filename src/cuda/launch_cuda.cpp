@@ -177,11 +177,7 @@ cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* 
   m.head_dim_v = int32_t(a.head_dim_v);
   // Programmatic launch needs sm_90 (the fused kernel's code says which the device runs).
   bool programmatic = merge == MergeLaunch::kProgrammatic;
-  if (merge == MergeLaunch::kDefault) {
-    FusedKernelInfo info;
-    programmatic =
-        kDefaultProgrammaticMerge && kernel_for(a, &info) == cudaSuccess && info.arch >= 90;
-  }
+  if (merge == MergeLaunch::kDefault) programmatic = kDefaultProgrammaticMerge && ki.arch >= 90;
   return merge_launch(m, stream, programmatic);
 }
 
