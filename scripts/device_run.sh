@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (the workplace's device tool), over binaries built here and carried:
-# the library's GPU test suite (float64 reference grid, sharded), compute-sanitizer memcheck and
-# racecheck on the kernel's tiny grid, the gemma4-26b-a4b 131072-token prefill (fused and
+# the library's GPU test suite (float64 reference grid, sharded) on the kernels the router picks
+# (the sm_90a kernel on Hopper) and again on the portable kernel alone (LONGATTN_CUDA_KERNEL=sm80),
+# fused_check's kernel grid, compute-sanitizer memcheck, racecheck and synccheck on its tiny grid,
+# fused_check --bench for both kernels, the gemma4-26b-a4b 131072-token prefill (fused and
 # unfused), and bench/peers.py. Each step has a time limit; every log lands in $OUT.
 #
 #   scripts/device_run.sh DIR    DIR holds longattn (CLI), liblongattn.so, longattn_gpu_tests,
@@ -22,21 +24,33 @@ step() {  # name seconds command...: runs with a limit, appends to $out/<name>.l
   echo "[$name] $((SECONDS - t0)) s"
 }
 
-# 1. The library's GPU suite through the public API, 8 shards on the one GPU.
-for i in 0 1 2 3 4 5 6 7; do
-  GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 120 "$dir/longattn_gpu_tests" \
-    > "$out/suite_$i.tmp" 2>&1 &
-done
-wait
-cat "$out"/suite_*.tmp > "$out/suite.log" && rm -f "$out"/suite_*.tmp
-echo "gpu suite: $(grep -c '^\[       OK \]' "$out/suite.log") ok, $(grep -c '^\[  FAILED  \]' "$out/suite.log") failed lines, $(grep -c '^\[ RUN' "$out/suite.log") started"
-grep -A8 "^\[  FAILED  \]" "$out/suite.log" | head -30
-grep -q "^\[  FAILED  \]" "$out/suite.log" && status=1
+# 1. The library's GPU suite through the public API, 8 shards on the one GPU; then fused_check.
+suite() {  # log-name [env...]
+  local name=$1; shift
+  for i in 0 1 2 3 4 5 6 7; do
+    env "$@" GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 150 "$dir/longattn_gpu_tests" \
+      > "$out/${name}_$i.tmp" 2>&1 &
+  done
+  wait
+  cat "$out/${name}"_*.tmp > "$out/$name.log" && rm -f "$out/${name}"_*.tmp
+  echo "$name: $(grep -c '^\[       OK \]' "$out/$name.log") ok, $(grep -c '^\[  FAILED  \]' "$out/$name.log") failed lines, $(grep -c '^\[ RUN' "$out/$name.log") started"
+  grep -A8 "^\[  FAILED  \]" "$out/$name.log" | head -30
+  grep -q "^\[  FAILED  \]" "$out/$name.log" && status=1
+}
+suite suite LONGATTN_CUDA_KERNEL=auto
+suite suite_sm80 LONGATTN_CUDA_KERNEL=sm80
+step fused_check 120 "$dir/fused_check"
+tail -1 "$out/fused_check.log"; grep "^kernel" "$out/fused_check.log"
 
-# 2. compute-sanitizer on the kernel's tiny grid.
-step sanitizer 40 compute-sanitizer --tool memcheck --error-exitcode 9 "$dir/fused_check" --quick
-step sanitizer 40 compute-sanitizer --tool racecheck --error-exitcode 9 "$dir/fused_check" --quick
+# 2. compute-sanitizer on the kernels' tiny grid (the sm_90a kernel where it applies).
+for tool in memcheck racecheck synccheck; do
+  step sanitizer 60 compute-sanitizer --tool $tool --error-exitcode 9 "$dir/fused_check" --quick
+done
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
+
+# 2b. Kernel timings, both kernels, same run (TFLOPS against the cuBLAS matmul of the same run).
+step bench 150 "$dir/fused_check" --bench
+step bench_sm80 150 env LONGATTN_CUDA_KERNEL=sm80 "$dir/fused_check" --bench
 
 # 3. The prefill scenario of issue 5: gemma4-26b-a4b, 131072 tokens, 2048-token chunks.
 step prefill 110 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --tokens 131072 \
@@ -44,7 +58,7 @@ step prefill 110 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --
 tail -c 1500 "$out/prefill.log"; echo
 
 # 4. Peers: SDPA flash / cuDNN / efficient on the same shapes, same run.
-step peers 130 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
+step peers 200 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
   --groups chunk,gemma,decode,grid --peers longattn,flash,cudnn,efficient --out "$out/peers.md"
 grep "^|" "$out/peers.md" 2>/dev/null | head -60
 exit $status
