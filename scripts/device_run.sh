@@ -10,7 +10,9 @@
 #                                fused_check
 set -uo pipefail
 dir=${1:?usage: device_run.sh DIR}
-out=${OUT:-/tmp/longattn_device}
+# Logs go to $OUT/logs and leave as one archive (the device tool returns at most 8 files).
+final=${OUT:-/tmp/longattn_device}
+out=$final/logs
 mkdir -p "$out"
 export LD_LIBRARY_PATH=$dir:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 status=0
@@ -61,4 +63,6 @@ tail -c 1500 "$out/prefill.log"; echo
 step peers 200 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
   --groups chunk,gemma,decode,grid --peers longattn,flash,cudnn,efficient --out "$out/peers.md"
 grep "^|" "$out/peers.md" 2>/dev/null | head -60
+cp "$out/peers.md" "$final/" 2>/dev/null
+tar czf "$final/logs.tgz" -C "$final" logs && rm -rf "$out"
 exit $status

@@ -46,10 +46,12 @@ namespace longattn::cuda {
 #define LONGATTN_SM90A_CODE 0
 #endif
 
-// Registers per thread after the rebalance: the producer needs few; the consumers hold O, S and P.
-// 128 x 24 + 256 x 240 = 64512 of the 65536 an SM has.
+// Registers per thread after the rebalance: the producer needs few; the consumers hold O, S and P
+// and share the rest of the 65536 an SM has, in multiples of 8 (two consumers: 240 each).
 constexpr int kProducerRegs = 24;
-constexpr int kConsumerRegs = 240;
+__host__ __device__ constexpr int consumer_regs(int consumers) {
+  return (65536 - 128 * kProducerRegs) / (128 * consumers) / 8 * 8;
+}
 
 // Byte offset of element (row, col) in a swizzled [panels][rows][64] 16-bit tile: 16-byte chunk
 // c of row r sits at chunk c ^ (r % 8) (what TMA's 128-byte swizzle writes).
@@ -61,8 +63,11 @@ __device__ __forceinline__ uint32_t swizzled_offset(int rows, int row, int col) 
 // One block's work: a query tile of one (batch, kv head) and, with split_kv, one slice of its key
 // band. Items are numbered head by head, so the blocks running at any time share a few heads' K
 // and V in L2, and within a head the heaviest first: the last query tiles see the most keys under
-// causal masking, so no long tile starts last. (A persistent grid over the same order, striding
-// statically, was slower: causal tiles of unequal length left blocks idle; bench/NOTES.md.)
+// causal masking, so no long tile starts last. The hardware starts blocks in this order and a
+// new one whenever one finishes. Persistent grids were measured (bench/NOTES.md v0.2): striding
+// statically over all heads' longest tiles first, 15-20% slower (L2 reuse); head by head, causal
+// up to 45% slower (blocks idle behind long tiles); taking items from a global counter, within
+// +-3% of this in the same run, at 64 bytes of workspace and more registers (spills).
 struct WorkTile {
   int b, kv_head, split;
   int64_t row0, row_end;    // packed rows [row0, row_end)
@@ -182,7 +187,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   }
 
   // ---- consumers
-  ptx::setmaxnreg_inc<kConsumerRegs>();
+  ptx::setmaxnreg_inc<consumer_regs(kConsumers)>();
   const int consumer = warpgroup - 1, ctid = int(threadIdx.x) - 128;
   const int wq = warp % 4;  // warp in the warpgroup: its 16 rows of the 64
   using T = typename MmaElement<kType>::Type;

@@ -50,7 +50,9 @@ constexpr int64_t kSm90SmemBytes = 232448;
 // head_dim_v / 2 registers per thread, 128 at d = 256 of the 240 a consumer gets; S takes
 // block_k / 2 more and P block_k / 4. So the key tile narrows as the head widens (FlashAttention-3
 // uses 128 x 80 at d = 256 for the same reason). d = 512 cannot hold O at all and splits it.
-// The ring then takes all remaining shared memory (at most 8 slots: more buys nothing).
+// The ring then takes all remaining shared memory (at most 8 slots: more buys nothing). Two
+// consumers: a third (192-row tiles at 160 registers each, 96 keys at d = 128) measured 4-32%
+// slower at d = 64 and 128 (bench/NOTES.md v0.2).
 LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
   Sm90Traits t;
   t.head_dim_qk = dqk;
