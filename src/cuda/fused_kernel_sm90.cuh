@@ -440,6 +440,10 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     }
   };
   auto rescale_o = [&](const float(&corr)[2]) {
+    // Once the row maxima settle, most tiles leave them unchanged (corr = 1): when that holds for
+    // the whole warp, skip the kDv / 2 multiplies (an exact shortcut: x * 1 = x). Measured +4-10%
+    // at d = 128 to 512 (bench/NOTES.md v0.2).
+    if (__all_sync(0xffffffffu, corr[0] == 1.f && corr[1] == 1.f)) return;
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
