@@ -26,25 +26,12 @@
 
 #include <cstdint>
 
+#include "cuda/fused_common_cuda.cuh"
 #include "cuda/fused_cuda.hpp"
 #include "cuda/kernel_info_cache_cuda.hpp"
 #include "cuda/ptx_sm80.cuh"
 
 namespace longattn::cuda {
-
-template <Mma16 kType>
-struct MmaElement;
-template <>
-struct MmaElement<Mma16::kBf16> {
-  using Type = __nv_bfloat16;
-};
-template <>
-struct MmaElement<Mma16::kF16> {
-  using Type = __half;
-};
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // The code being compiled is for sm_90 (227 KB of shared memory) or sm_80-class parts.
 __host__ __device__ constexpr SmemClass compiled_smem_class() {
@@ -119,24 +106,6 @@ __device__ __forceinline__ void load_kv_tile(void* dst, const char* rows, int64_
   }
 }
 
-// tanh through one exponential: accurate in absolute terms (what a softcapped logit needs), unlike
-// tanh.approx whose ~2^-11 relative error becomes a visible logit error at caps of 30 or 50.
-__device__ __forceinline__ float tanh_abs_accurate(float x) {
-  x = fminf(fmaxf(x, -15.f), 15.f);  // tanh(15) rounds to 1; keeps exp finite
-  return 1.f - __fdividef(2.f, __expf(2.f * x) + 1.f);
-}
-
-// softcap, then the array mask (DESIGN.md 1), in natural-log units; `at` is the mask element.
-__device__ __forceinline__ float capped_masked(const FusedParams& p, float x, int64_t at) {
-  if (p.softcap > 0.f) x = p.softcap * tanh_abs_accurate(x / p.softcap);
-  if (p.mask_kind == 1) {  // LONGATTN_MASK_BOOLEAN
-    if (!static_cast<const uint8_t*>(p.mask)[at]) x = -CUDART_INF_F;
-  } else if (p.mask_kind == 2) {  // LONGATTN_MASK_ADDITIVE
-    x += static_cast<const float*>(p.mask)[at];
-  }
-  return x;
-}
-
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode).threads())
     fused_sm80_kernel(const FusedParams p) {
@@ -165,34 +134,22 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int group = warp / kSplit, part = warp % kSplit;
-  const int g = p.group, kv_head = blockIdx.y, b = blockIdx.z;
+  const int g = p.group;
   const int64_t rows = int64_t(p.q_len) * g;
-  // blockIdx.x = query tile x K/V split. Causal blocks late in the sequence have the most tiles:
-  // start them first.
-  const int split = int(blockIdx.x % p.splits);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // split_kv: let the merge kernel, launched as a programmatic dependent (launch_cuda.cpp), be
   // scheduled now; it waits (griddepcontrol.wait) until this grid has finished and flushed.
   if (p.splits > 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-  const int64_t row0 = int64_t(gridDim.x / p.splits - 1 - blockIdx.x / p.splits) * kBQ;
-  const int64_t row_end = min(row0 + kBQ, rows);
+  // This block's work item (x: query tile and split, then the head, then the batch) and its band.
+  const WorkTile wt = work_tile(
+      p, (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x, kBQ, kBK);
+  const int kv_head = wt.kv_head, b = wt.b, split = wt.split;
+  const int64_t row0 = wt.row0, i_first = wt.i_first, i_last = wt.i_last;
+  const int t_begin = wt.t_begin, n_tiles = wt.n_tiles;
+  const int64_t off = int64_t(p.kv_len) - p.q_len;
   const bool input_f32 = p.input_f32 != 0;
   const int esize = input_f32 ? 4 : 2;
-
-  // The key band of this block: union of its rows' [i + off - W, i + off] (bottom-right causal).
-  const int64_t off = int64_t(p.kv_len) - p.q_len;
-  const int64_t i_first = row0 / g, i_last = (row_end - 1) / g;
-  int64_t lo = 0, hi = p.kv_len;
-  if (p.causal) hi = min(hi, i_last + off + 1);
-  if (p.window_left >= 0) lo = max(lo, i_first + off - p.window_left);
-  int t_begin = int(lo / kBK);
-  int n_tiles = hi > lo ? int((hi + kBK - 1) / kBK) - t_begin : 0;
-  if (p.splits > 1) {  // split_kv: this block takes an equal share of the band's tiles
-    const int per = (n_tiles + p.splits - 1) / p.splits;
-    t_begin += split * per;
-    n_tiles = max(0, min(per, n_tiles - split * per));
-  }
 
   const char* q_bytes = static_cast<const char*>(p.q);
   // First row of the key tile at j0 in a K or V tensor (through the block table when paged).
@@ -493,18 +450,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
     for (int h = 0; h < 2; ++h) {
       const int i = row_i[mt][h], head = row_head[mt][h];
       if (i >= p.q_len) continue;
-      float inv = 0.f, lse = -CUDART_INF_F;  // a row that saw no key: O = 0, LSE = -inf
-      if (m[mt][h] != -CUDART_INF_F) {
-        float mm = m[mt][h], ll = l[mt][h], o_scale = 1.f;
-        if (p.sinks && p.splits == 1) {  // the sink joins the denominator and carries no value
-          const float sink = p.sinks[head] * kLog2e, mf = fmaxf(mm, sink);
-          o_scale = ptx::exp2_approx(mm - mf);
-          ll = ll * o_scale + ptx::exp2_approx(sink - mf);
-          mm = mf;
-        }
-        inv = o_scale / ll;
-        lse = (mm + log2f(ll)) * kLn2;
-      }
+      float inv, lse;
+      finish_row(p, head, m[mt][h], l[mt][h], &inv, &lse);
       const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
       if (p.splits > 1) {
         // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.

@@ -32,8 +32,8 @@
 
 #include <cstdint>
 
+#include "cuda/fused_common_cuda.cuh"
 #include "cuda/fused_cuda.hpp"
-#include "cuda/fused_kernel_sm80.cuh"  // MmaElement, capped_masked, kLog2e, kLn2
 #include "cuda/fused_traits_sm90.hpp"
 #include "cuda/kernel_info_cache_cuda.hpp"
 #include "cuda/ptx_sm90.cuh"
@@ -58,48 +58,6 @@ __host__ __device__ constexpr int consumer_regs(int consumers) {
 __device__ __forceinline__ uint32_t swizzled_offset(int rows, int row, int col) {
   return uint32_t((col / 64) * rows * 128 + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) +
                   (col % 8) * 2);
-}
-
-// One block's work: a query tile of one (batch, kv head) and, with split_kv, one slice of its key
-// band. Items are numbered head by head, so the blocks running at any time share a few heads' K
-// and V in L2, and within a head the heaviest first: the last query tiles see the most keys under
-// causal masking, so no long tile starts last. The hardware starts blocks in this order and a
-// new one whenever one finishes. Persistent grids were measured (bench/NOTES.md v0.2): striding
-// statically over all heads' longest tiles first, 15-20% slower (L2 reuse); head by head, causal
-// up to 45% slower (blocks idle behind long tiles); taking items from a global counter, within
-// +-3% of this in the same run, at 64 bytes of workspace and more registers (spills).
-struct WorkTile {
-  int b, kv_head, split;
-  int64_t row0, row_end;    // packed rows [row0, row_end)
-  int64_t i_first, i_last;  // their query positions
-  int t_begin, n_tiles;     // key tiles [t_begin, t_begin + n_tiles) of the band
-};
-
-__device__ __forceinline__ WorkTile work_tile(const FusedParams& p, int64_t w, int block_q,
-                                              int block_k) {
-  const int64_t rows = int64_t(p.q_len) * p.group;
-  const int64_t tiles = (rows + block_q - 1) / block_q;
-  WorkTile wt;
-  wt.split = int(w % p.splits);
-  const int64_t q_tile = tiles - 1 - (w / p.splits) % tiles;
-  const int64_t head = w / p.splits / tiles;
-  wt.kv_head = int(head % p.kv_heads), wt.b = int(head / p.kv_heads);
-  wt.row0 = q_tile * block_q;
-  wt.row_end = min(wt.row0 + block_q, rows);
-  // The key band: union of the rows' [i + off - W, i + off] (bottom-right causal).
-  const int64_t off = int64_t(p.kv_len) - p.q_len;
-  wt.i_first = wt.row0 / p.group, wt.i_last = (wt.row_end - 1) / p.group;
-  int64_t lo = 0, hi = p.kv_len;
-  if (p.causal) hi = min(hi, wt.i_last + off + 1);
-  if (p.window_left >= 0) lo = max(lo, wt.i_first + off - p.window_left);
-  wt.t_begin = int(lo / block_k);
-  wt.n_tiles = hi > lo ? int((hi + block_k - 1) / block_k) - wt.t_begin : 0;
-  if (p.splits > 1) {  // split_kv: an equal share of the band's tiles
-    const int per = (wt.n_tiles + p.splits - 1) / p.splits;
-    wt.t_begin += wt.split * per;
-    wt.n_tiles = max(0, min(per, wt.n_tiles - wt.split * per));
-  }
-  return wt;
 }
 
 // kElementwise: the kernel applies softcap and array masks. The plain one (neither, the common
@@ -252,6 +210,20 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   for (int n = 0; n < kNO / 2; ++n) o[n] = 0.f;
   float m[2] = {-CUDART_INF_F, -CUDART_INF_F}, l[2] = {0.f, 0.f};
 
+  // split_keys: combines this thread's two row values with the other consumer's (max or sum)
+  // through `buf` [64 rows][2 consumers].
+  auto exchange = [&](float(&v)[2], float* buf, bool take_max) {
+    if (lane % 4 == 0)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) buf[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = v[h];
+    ptx::named_barrier(2, 256);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float* r = buf + (16 * wq + 8 * h + lane / 4) * 2;
+      v[h] = take_max ? fmaxf(r[0], r[1]) : r[0] + r[1];
+    }
+  };
+
   // With kOverlap the loop overlaps the softmax of tile t with the P V product of tile t - 1:
   // S_t = Q K_t and O += P_{t-1} V_{t-1} are issued together, the softmax waits for S_t only, and
   // O is rescaled once the P V product has landed. P_t is kept in registers (fragments `pa`) or,
@@ -385,17 +357,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
       mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
     }
-    if constexpr (kSplitKeys) {
-      if (lane % 4 == 0)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) s_red[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = mx[h];
-      ptx::named_barrier(2, 256);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float* r = s_red + (16 * wq + 8 * h + lane / 4) * 2;
-        mx[h] = fmaxf(r[0], r[1]);
-      }
-    }
+    if constexpr (kSplitKeys) exchange(mx, s_red, true);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float m_new = fmaxf(m[h], mx[h]);
@@ -520,35 +482,14 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
   }
-  if constexpr (kSplitKeys) {
-    float* sums = s_red + 2 * kBQ;
-    if (lane % 4 == 0)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) sums[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = l[h];
-    ptx::named_barrier(2, 256);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float* r = sums + (16 * wq + 8 * h + lane / 4) * 2;
-      l[h] = r[0] + r[1];
-    }
-  }
+  if constexpr (kSplitKeys) exchange(l, s_red + 2 * kBQ, false);
   const bool writes_lse = lane % 4 == 0 && (!kSplitKeys || consumer == 0);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int i = row_i[h], head = row_head[h];
     if (i >= p.q_len) continue;
-    float inv = 0.f, lse = -CUDART_INF_F;  // a row that saw no key: O = 0, LSE = -inf
-    if (m[h] != -CUDART_INF_F) {
-      float mm = m[h], ll = l[h], o_scale = 1.f;
-      if (p.sinks && p.splits == 1) {  // the sink joins the denominator and carries no value
-        const float sink = p.sinks[head] * kLog2e, mf = fmaxf(mm, sink);
-        o_scale = ptx::exp2_approx(mm - mf);
-        ll = ll * o_scale + ptx::exp2_approx(sink - mf);
-        mm = mf;
-      }
-      inv = o_scale / ll;
-      lse = (mm + log2f(ll)) * kLn2;
-    }
+    float inv, lse;
+    finish_row(p, head, m[h], l[h], &inv, &lse);
     const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
     if (p.splits > 1) {
       // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
