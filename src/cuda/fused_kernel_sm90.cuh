@@ -119,26 +119,24 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x == 0) {
-      {
-        const WorkTile wt = work_tile(p, work, kBQ, kBK);
-        const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
-        for (int e = 0; e < entries; ++e) {
-          const int slot = e % kSlots, use = e / kSlots;
-          if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
-          const bool is_v = !kv_shared && (e & 1);
-          const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? e : e / 2)) * kBK;
-          int token = int(j0), outer = wt.b;
-          if (p.block_table) {  // page_size is a multiple of block_k: a tile is inside one page
-            outer = p.block_table[wt.b * p.block_table_stride + j0 / p.page_size];
-            token = int(j0 % p.page_size);
-          }
-          const int panels = (is_v ? kDv : kDqk) / kPanel;
-          ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
-          for (int pn = 0; pn < panels; ++pn)
-            ptx::tma_load_4d(s_ring + slot * kSlotBytes + pn * kBK * kRowBytes,
-                             is_v ? &v_map : &k_map, full_bar(slot), pn * kPanel, token, wt.kv_head,
-                             outer);
+      const WorkTile wt = work_tile(p, work, kBQ, kBK);
+      const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
+      for (int e = 0; e < entries; ++e) {
+        const int slot = e % kSlots, use = e / kSlots;
+        if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
+        const bool is_v = !kv_shared && (e & 1);
+        const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? e : e / 2)) * kBK;
+        int token = int(j0), outer = wt.b;
+        if (p.block_table) {  // page_size is a multiple of block_k: a tile is inside one page
+          outer = p.block_table[wt.b * p.block_table_stride + j0 / p.page_size];
+          token = int(j0 % p.page_size);
         }
+        const int panels = (is_v ? kDv : kDqk) / kPanel;
+        ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+        for (int pn = 0; pn < panels; ++pn)
+          ptx::tma_load_4d(s_ring + slot * kSlotBytes + pn * kBK * kRowBytes,
+                           is_v ? &v_map : &k_map, full_bar(slot), pn * kPanel, token, wt.kv_head,
+                           outer);
       }
     }
     return;
