@@ -3,8 +3,9 @@
 # the library's GPU test suite (float64 reference grid, sharded) on the kernels the router picks
 # (the sm_90a kernel on Hopper) and again on the portable kernel alone (LONGATTN_CUDA_KERNEL=sm80),
 # fused_check's kernel grid, compute-sanitizer memcheck, racecheck and synccheck on its tiny grid,
-# fused_check --bench for both kernels, the gemma4-26b-a4b 131072-token prefill (fused and
-# unfused), and bench/peers.py. Each step has a time limit; every log lands in $OUT.
+# fused_check --bench and the decode shapes, bench/peers.py, then the portable kernel's suite and
+# timings and the gemma4-26b-a4b 131072-token prefill (fused and unfused): most needed first. Each
+# step has a time limit; every log lands in $OUT.
 #
 #   scripts/device_run.sh DIR    DIR holds longattn (CLI), liblongattn.so, longattn_gpu_tests,
 #                                fused_check
@@ -19,11 +20,15 @@ status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader |
   tee "$out/card.txt"
 
+# The archive is rewritten after every step, so a call cut short by its time limit still returns
+# the logs of the steps that finished.
+pack() { tar czf "$final/logs.tgz" -C "$final" logs; }
 step() {  # name seconds command...: runs with a limit, appends to $out/<name>.log
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
   timeout "$limit" "$@" >> "$out/$name.log" 2>&1 || { echo "[$name] exit $? after $((SECONDS - t0)) s"; status=1; }
   echo "[$name] $((SECONDS - t0)) s"
+  pack
 }
 
 # 1. The library's GPU suite through the public API, 8 shards on the one GPU; then fused_check.
@@ -38,11 +43,11 @@ suite() {  # log-name [env...]
   echo "$name: $(grep -c '^\[       OK \]' "$out/$name.log") ok, $(grep -c '^\[  FAILED  \]' "$out/$name.log") failed lines, $(grep -c '^\[ RUN' "$out/$name.log") started"
   grep -A8 "^\[  FAILED  \]" "$out/$name.log" | head -30
   grep -q "^\[  FAILED  \]" "$out/$name.log" && status=1
+  pack
 }
-suite suite LONGATTN_CUDA_KERNEL=auto
-suite suite_sm80 LONGATTN_CUDA_KERNEL=sm80
 step fused_check 120 "$dir/fused_check"
 tail -1 "$out/fused_check.log"; grep "^kernel" "$out/fused_check.log"
+suite suite LONGATTN_CUDA_KERNEL=auto
 
 # 2. compute-sanitizer on the kernels' tiny grid (the sm_90a kernel where it applies).
 for tool in memcheck racecheck synccheck; do
@@ -50,19 +55,26 @@ for tool in memcheck racecheck synccheck; do
 done
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
 
-# 2b. Kernel timings, both kernels, same run (TFLOPS against the cuBLAS matmul of the same run).
+# 2b. Kernel timings (TFLOPS against the cuBLAS matmul of the same run),
+# and the decode shapes at the library's split count (CUDA graph replays).
 step bench 150 "$dir/fused_check" --bench
-step bench_sm80 150 env LONGATTN_CUDA_KERNEL=sm80 "$dir/fused_check" --bench
+step decode 100 "$dir/fused_check" --decode-chosen
+grep -A14 "^decode sweep" "$out/decode.log"
 
-# 3. The prefill scenario of issue 5: gemma4-26b-a4b, 131072 tokens, 2048-token chunks.
-step prefill 110 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --tokens 131072 \
-  --chunk 2048 --path both --json
-tail -c 1500 "$out/prefill.log"; echo
-
-# 4. Peers: SDPA flash / cuDNN / efficient on the same shapes, same run.
+# 3. Peers: SDPA flash / cuDNN / efficient on the same shapes, same run.
 step peers 200 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
   --groups chunk,gemma,decode,grid --peers longattn,flash,cudnn,efficient --out "$out/peers.md"
 grep "^|" "$out/peers.md" 2>/dev/null | head -60
 cp "$out/peers.md" "$final/" 2>/dev/null
-tar czf "$final/logs.tgz" -C "$final" logs && rm -rf "$out"
+
+# 4. The portable kernel alone: the suite and its timings.
+suite suite_sm80 LONGATTN_CUDA_KERNEL=sm80
+step bench_sm80 150 env LONGATTN_CUDA_KERNEL=sm80 "$dir/fused_check" --bench
+
+# 5. The prefill scenario of issue 5: gemma4-26b-a4b, 131072 tokens, 2048-token chunks.
+step prefill 110 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --tokens 131072 \
+  --chunk 2048 --path both --json
+tail -c 1500 "$out/prefill.log"; echo
+
+pack && rm -rf "$out"
 exit $status

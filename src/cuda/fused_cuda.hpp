@@ -105,7 +105,8 @@ struct FusedKernelInfo {
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 struct FusedInstance {
   static cudaError_t info(FusedKernelInfo* info);
-  static cudaError_t launch(const FusedParams& p, cudaStream_t stream);
+  // programmatic: launch as a programmatic dependent of the kernel before it on the stream (sm_90+)
+  static cudaError_t launch(const FusedParams& p, cudaStream_t stream, bool programmatic);
 };
 
 // One compiled sm_90a kernel (fused_kernel_sm90.cuh); the tensor maps describe K and V for TMA.
@@ -121,7 +122,7 @@ bool fused_has_kernel(int64_t dqk, int64_t dv);
 const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
 cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info);
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
-                         cudaStream_t stream);
+                         cudaStream_t stream, bool programmatic = false);
 bool fused_sm90_has_kernel(int64_t dqk, int64_t dv);
 cudaError_t fused_sm90_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info);
 cudaError_t fused_sm90_launch(int dqk, int dv, Mma16 type, const FusedParams& p,

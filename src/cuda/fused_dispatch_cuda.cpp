@@ -44,8 +44,8 @@ cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKer
 }
 
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
-                         cudaStream_t stream) {
-#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, launch(p, stream))
+                         cudaStream_t stream, bool programmatic) {
+#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, launch(p, stream, programmatic))
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
   return cudaErrorInvalidValue;

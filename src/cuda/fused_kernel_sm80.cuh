@@ -137,6 +137,10 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
   const int g = p.group;
   const int64_t rows = int64_t(p.q_len) * g;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent (decode, launch_cuda.cpp), the block may start while the
+  // kernel before it drains: nothing is read or written before that kernel's results are visible.
+  // (A no-op for an ordinary launch.)
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   // split_kv: let the merge kernel, launched as a programmatic dependent (launch_cuda.cpp), be
   // scheduled now; it waits (griddepcontrol.wait) until this grid has finished and flushed.
   if (p.splits > 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -525,7 +529,8 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info
 
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& p,
-                                                             cudaStream_t stream) {
+                                                             cudaStream_t stream,
+                                                             bool programmatic) {
   auto& cache = FusedInfoCache<kDqk, kDv, kType, kDecode>::get();
   cudaError_t e = cudaSuccess;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -537,9 +542,20 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& 
     if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
       return cudaErrorInvalidValue;
     const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
-    fused_sm80_kernel<kDqk, kDv, kType, kDecode>
-        <<<grid, ki.traits.threads(), size_t(ki.smem_bytes), stream>>>(p);
-    if ((e = cudaGetLastError()) == cudaSuccess) return e;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = dim3(unsigned(ki.traits.threads()));
+    config.dynamicSmemBytes = size_t(ki.smem_bytes);
+    config.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attr;
+    config.numAttrs = programmatic ? 1 : 0;
+    if ((e = cudaLaunchKernelEx(&config, fused_sm80_kernel<kDqk, kDv, kType, kDecode>, p)) ==
+        cudaSuccess)
+      return e;
+    cudaGetLastError();
     cache.forget();  // query again (and set the opt-in again) before the one retry
   }
   return e;

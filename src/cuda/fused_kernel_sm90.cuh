@@ -10,8 +10,9 @@
 // - each consumer warpgroup owns 64 query rows: S = Q K^T by wgmma from shared memory into
 //   registers, scale/softcap/mask, online softmax, then O += P V by wgmma with P in registers
 //   (the S accumulator layout is the A-fragment layout) and V read N-major from shared memory.
-//   The two consumers run the same loop; while one is in its softmax the other's wgmma keeps the
-//   tensor cores busy.
+//   The consumers (two; three at d = 64) run the same loop and take turns issuing their GEMMs
+//   (pingpong, d <= 192): a consumer issues S_t and P V_{t-1} in its turn, then runs softmax_t
+//   while the next consumer's GEMMs keep the tensor cores busy.
 // head_dim_v 512 (split_keys): O of 64 x 512 floats does not fit a warpgroup. Both consumers take
 // the same 64 rows; each computes S for half of a 64-key tile and O for half of the columns. They
 // exchange row maxima and P (bf16/f16, swizzled like a K tile) through shared memory, and the P V
@@ -47,7 +48,8 @@ namespace longattn::cuda {
 #endif
 
 // Registers per thread after the rebalance: the producer needs few; the consumers hold O, S and P
-// and share the rest of the 65536 an SM has, in multiples of 8 (two consumers: 240 each).
+// and share the rest of the 65536 an SM has, in multiples of 8 (two consumers: 240 each, three:
+// 160).
 constexpr int kProducerRegs = 24;
 __host__ __device__ constexpr int consumer_regs(int consumers) {
   return (65536 - 128 * kProducerRegs) / (128 * consumers) / 8 * 8;
@@ -73,7 +75,10 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   constexpr int kBQ = kT.block_q(), kBK = kT.block_k, kSlots = kT.slots;
   constexpr int kConsumers = kT.consumers;
   constexpr bool kSplitKeys = kT.split_keys;
+  constexpr bool kPingpong = kT.pingpong;
   constexpr bool kOverlap = kT.overlap;
+  static_assert(!(kPingpong && kSplitKeys), "split_keys consumers share rows: no pingpong");
+
   constexpr int kNS = kSplitKeys ? kBK / 2 : kBK;  // keys of S per consumer
   constexpr int kNO = kSplitKeys ? kDv / 2 : kDv;  // columns of O per consumer
   constexpr int kPanel = Sm90Traits::kPanel;
@@ -190,8 +195,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   }
   // Tiles [plain_first, plain_last] lie inside every row's band: with no softcap or mask they need
   // only the scale (the others get per-element bounds).
+  // (A negative scale reverses the order of scores: then every tile takes the general path.)
   int plain_first = 1, plain_last = 0;
-  if (!kElementwise) {
+  if (!kElementwise && p.scale > 0.f) {
     int64_t lim = p.kv_len;  // plain tiles end at or before this key
     if (p.causal) lim = min(lim, i_first + off + 1);
     plain_last = int(max(lim, int64_t(-1)) / kBK) - 1 - t_begin;
@@ -301,12 +307,13 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
 
   // Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
   // both consumers with split_keys), exp2, row sums. Returns the factor O must be rescaled by.
+  // Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
+  // the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
   auto softmax = [&](int t, float(&corr)[2]) {
     const int j0 = int(tile_j0(t));
-    if (t >= plain_first && t <= plain_last) {
-#pragma unroll
-      for (int n = 0; n < kNS / 2; ++n) s[n] *= scale_log2;
-    } else {
+    const bool plain = t >= plain_first && t <= plain_last;
+    const float mul = plain ? scale_log2 : 1.f;  // what turns s into log2 units
+    if (!plain) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
@@ -353,7 +360,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
 #pragma unroll
       for (int j = 0; j < kNS / 8; ++j) v = fmaxf(v, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
       v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-      mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+      mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
     }
     if constexpr (kSplitKeys) exchange(mx, s_red, true);
 #pragma unroll
@@ -366,8 +373,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       float sum = 0.f;
 #pragma unroll
       for (int j = 0; j < kNS / 8; ++j) {
-        s[4 * j + 2 * h] = ptx::exp2_approx(s[4 * j + 2 * h] - base);
-        s[4 * j + 2 * h + 1] = ptx::exp2_approx(s[4 * j + 2 * h + 1] - base);
+        s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
+        s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
         sum += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
       }
       l[h] = l[h] * corr[h] + sum;
@@ -419,10 +426,29 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     }
   };
 
+  // Pingpong: the consumers take turns issuing their GEMMs (named barriers 4 + consumer), so
+  // one's softmax runs while another's GEMMs have the tensor cores; the tensor pipe runs the
+  // GEMMs in issue order, which keeps the consumers out of phase. (prepare_v stays outside a
+  // turn: its barrier needs every consumer.)
+  // Turns go round: consumer c waits on barrier 4 + c for its predecessor's arrival and then
+  // arrives on its successor's. The last consumer opens the first turn and skips its last
+  // arrival, so every barrier ends complete.
+  const bool last_consumer = consumer == kConsumers - 1;
+  if (kPingpong && last_consumer && n_tiles > 0) ptx::named_barrier_arrive(4, 256);
+  auto turn_begin = [&] {
+    if constexpr (kPingpong) ptx::named_barrier(4 + consumer, 256);
+  };
+  auto turn_end = [&](bool last) {
+    if constexpr (kPingpong)
+      if (!(last && last_consumer)) ptx::named_barrier_arrive(4 + (consumer + 1) % kConsumers, 256);
+  };
+
   if constexpr (kOverlap) {
     if (n_tiles > 0) {
       float corr[2];
+      turn_begin();
       issue_s(0);
+      turn_end(false);
       ptx::wgmma_wait<0>();
       ptx::pin(s);
       if (!kv_shared) release(k_entry(0));
@@ -431,9 +457,17 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     }
     for (int t = 1; t < n_tiles; ++t) {
       float corr[2];
-      issue_s(t);  // first: V_{t-1} may still be landing
-      prepare_v(t - 1);
-      issue_pv(t - 1);
+      if constexpr (kPingpong) {
+        prepare_v(t - 1);
+        turn_begin();
+        issue_s(t);
+        issue_pv(t - 1);
+        turn_end(false);
+      } else {
+        issue_s(t);  // first: V_{t-1} may still be landing
+        prepare_v(t - 1);
+        issue_pv(t - 1);
+      }
       ptx::wgmma_wait<1>();  // S_t has landed (groups complete in order); P V may still run
       ptx::pin(s);
       if (!kv_shared) release(k_entry(t));
@@ -447,7 +481,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     }
     if (n_tiles > 0) {
       prepare_v(n_tiles - 1);
+      turn_begin();
       issue_pv(n_tiles - 1);
+      turn_end(true);
       ptx::wgmma_wait<0>();
       ptx::pin(o);
       pin_p();
@@ -457,7 +493,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     // One tile at a time: fewer live registers (no P of the previous tile while S is computed).
     for (int t = 0; t < n_tiles; ++t) {
       float corr[2];
+      turn_begin();
       issue_s(t);
+      turn_end(false);
       ptx::wgmma_wait<0>();
       ptx::pin(s);
       if (!kv_shared) release(k_entry(t));
@@ -465,7 +503,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       rescale_o(corr);
       make_p(t);
       prepare_v(t);
+      turn_begin();
       issue_pv(t);
+      turn_end(t == n_tiles - 1);
       ptx::wgmma_wait<0>();
       ptx::pin(o);
       pin_p();

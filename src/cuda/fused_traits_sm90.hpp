@@ -12,12 +12,13 @@ namespace longattn::cuda {
 // TMA into a ring of shared-memory slots; `consumers` warpgroups of 64 query rows each run wgmma.
 struct Sm90Traits {
   int head_dim_qk = 0, head_dim_v = 0;
-  int consumers = 2;        // consumer warpgroups
+  int consumers = 2;        // consumer warpgroups (each 64 rows unless split_keys)
   bool split_keys = false;  // the consumers share 64 rows: each computes S for half the keys and
                             // O for half of head_dim_v (O of 64 x 512 floats fits no warpgroup)
   int block_k = 0;          // keys per tile
   int slots = 0;            // ring slots; each holds one K tile or one V tile (K and V: one tile)
   bool overlap = false;     // softmax of tile t overlaps the P V product of tile t - 1
+  bool pingpong = false;    // the consumers take turns issuing their GEMMs
 
   static constexpr int kPanel = 64;  // elements per 128-byte swizzled row: one TMA box's width
   LONGATTN_HOST_DEVICE constexpr int threads() const { return 128 * (1 + consumers); }
@@ -50,18 +51,27 @@ constexpr int64_t kSm90SmemBytes = 232448;
 // head_dim_v / 2 registers per thread, 128 at d = 256 of the 240 a consumer gets; S takes
 // block_k / 2 more and P block_k / 4. So the key tile narrows as the head widens (FlashAttention-3
 // uses 128 x 80 at d = 256 for the same reason). d = 512 cannot hold O at all and splits it.
-// The ring then takes all remaining shared memory (at most 8 slots: more buys nothing). Two
-// consumers: a third (192-row tiles at 160 registers each, 96 keys at d = 128) measured 4-32%
-// slower at d = 64 and 128 (bench/NOTES.md v0.2).
+// The ring then takes all remaining shared memory (at most 8 slots: more buys nothing).
+// Consumers: three at d = 64 (192-row tiles, 160 registers each), two elsewhere. With the
+// pingpong schedule three measured +17-18% non-causal and +8% causal at d = 64 (bench/NOTES.md
+// v0.3), although they spill 132 bytes there; at d = 128 they do not fit (O + S + P of the
+// overlap need more than 160 registers: 476 bytes of spills, 3-4x slower). Without pingpong
+// (v0.2) three were 4-32% slower at both.
 LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
   Sm90Traits t;
   t.head_dim_qk = dqk;
   t.head_dim_v = dv;
   t.split_keys = dv > 256;
+  t.consumers = dqk <= 64 && dv <= 64 ? 3 : 2;
   t.block_k = dqk <= 128 ? 128 : dqk <= 192 ? 96 : dqk <= 256 ? 80 : 64;
-  // Measured (bench/NOTES.md v0.2): +4% at d = 64, within run-to-run noise at 256, slower at
-  // 128, 192 and 512 (d = 512: -17%, its P goes through shared memory on two barriers).
-  t.overlap = dqk == 64 || dqk == 256;
+  // Overlap and pingpong work together (FlashAttention-3's schedule): a consumer issues S_t and
+  // P V_{t-1} in its turn, then runs softmax_t while the other consumer's GEMMs run. Measured on
+  // the H100 (bench/NOTES.md v0.3), interleaved A/B: both, vs overlap alone at 64 and 256 and
+  // neither at 128 and 192: +6-7% at d = 64, +4-11% at 128, +2-8% at 192 (one shape -4%); at 256
+  // within +-2% (overlap alone kept); overlap alone was 4-17% slower at 128/192 (v0.2). d = 512
+  // has neither: its consumers share rows and meet on barriers each tile (overlap: -12-17%).
+  t.overlap = !t.split_keys;
+  t.pingpong = dqk <= 192;
   t.slots = 0;
   const int64_t fixed = t.smem_bytes();  // with no slots
   const int64_t fit = (kSm90SmemBytes - fixed) / (t.slot_bytes() + 16);

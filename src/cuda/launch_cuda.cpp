@@ -149,8 +149,14 @@ int64_t split_lse_floats(const longattn_args& a, int splits) {
   return splits * a.batch * a.q_heads * a.q_len;
 }
 
+// Whether a decode kernel is launched as a programmatic dependent of the kernel before it (sm_90+):
+// its blocks are placed while that kernel drains and wait on the device (griddepcontrol.wait)
+// before reading anything, which hides the launch gap. On the H100 decode sweep (graph replays,
+// bench/NOTES.md v0.3): 0.5-2.1 us less per call, 2.1 us (10%) at the smallest shape.
+constexpr bool kDefaultProgrammaticDecode = true;
+
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
-                      cudaStream_t stream, MergeLaunch merge) {
+                      cudaStream_t stream, MergeLaunch merge, MergeLaunch fused) {
   FusedParams p = make_fused_params(a);
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const Mma16 type = mma_type_for(a.dtype);
@@ -165,7 +171,11 @@ cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* 
       return e;
     e = fused_sm90_launch(dqk, dv, type, p, k_map, v_map, stream);
   } else {
-    e = fused_launch(dqk, dv, type, fused_use_decode(a), p, stream);
+    const bool decode = fused_use_decode(a);
+    bool programmatic = fused == MergeLaunch::kProgrammatic;
+    if (fused == MergeLaunch::kDefault)
+      programmatic = kDefaultProgrammaticDecode && decode && ki.arch >= 90;
+    e = fused_launch(dqk, dv, type, decode, p, stream, programmatic && ki.arch >= 90);
   }
   if (e != cudaSuccess || splits <= 1) return e;
   MergeParams m{};

@@ -28,9 +28,11 @@ int64_t split_lse_floats(const longattn_args& a, int splits);
 
 // splits == 1: one fused launch writes O and LSE. splits > 1: the fused kernel writes partials
 // into o_part / lse_part, then the merge kernel writes O and LSE (and adds the sinks).
-// merge: how the merge is launched (kDefault: what the library uses).
+// merge: how the merge is launched; fused: how the decode kernel is (kDefault: what the library
+// uses; kProgrammatic: as a programmatic dependent of the kernel before it, sm_90+).
 enum class MergeLaunch { kDefault, kPlain, kProgrammatic };
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
-                      cudaStream_t stream, MergeLaunch merge = MergeLaunch::kDefault);
+                      cudaStream_t stream, MergeLaunch merge = MergeLaunch::kDefault,
+                      MergeLaunch fused = MergeLaunch::kDefault);
 
 }  // namespace longattn::cuda

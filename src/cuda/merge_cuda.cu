@@ -42,6 +42,9 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const MergeParams p) {
   // Launched as a programmatic dependent: the partials are complete once this returns. (A no-op
   // for an ordinary launch.)
   asm volatile("griddepcontrol.wait;" ::: "memory");
+  // A decode kernel launched as a programmatic dependent of this one may be placed now (it waits
+  // for this grid's results before it reads anything).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
   const int t = threadIdx.x;
   const int64_t rows = int64_t(p.batch) * p.q_heads * p.q_len;

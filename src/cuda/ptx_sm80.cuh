@@ -80,6 +80,9 @@ __device__ __forceinline__ float exp2_approx(float x) {
 }
 
 // Synchronizes `threads` threads (whole warps) on barrier `id` (1..15; 0 is __syncthreads).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }

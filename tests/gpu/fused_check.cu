@@ -7,7 +7,8 @@
 //   fused_check --quick    a few tiny cases (for compute-sanitizer)
 //   fused_check --bench    timing only: chunked prefill and the grid shapes, TFLOPS table
 //   fused_check --decode-sweep  decode shapes at several split counts, CUDA graph timing
-//   fused_check --only S   cases whose name contains S
+//   fused_check --decode-chosen the same at the split count the library picks only
+//   fused_check --only S   cases (or --bench shapes, e.g. "grid16k d128 c0") whose name contains S
 // Exit status: 0 pass, 1 failure, 77 no GPU (ctest skips).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -387,6 +388,9 @@ std::vector<Case> grid(bool quick) {
       c = Case{}, c.dqk = dqk, c.dv = dv;  // decode shapes, split
       c.hq = 8, c.hkv = 2, c.lq = 1, c.lk = 300, c.sinks = true, c.splits = 2;
       add(c);
+      c = Case{}, c.dqk = dqk, c.dv = dv;  // the plain (no softcap/mask) kernel, several tiles
+      c.hq = 2, c.hkv = 1, c.lq = 200, c.lk = 300, c.causal = 1;
+      add(c);
     }
     return cases;
   }
@@ -561,6 +565,8 @@ double copy_gbps() {
 }
 
 int bench_dtype = LONGATTN_BFLOAT16;  // --f16: time the float16 kernels
+std::string bench_only;               // --only S: bench shapes whose label contains S
+bool sweep_chosen_only = false;       // --decode-chosen: the sweep at the chosen split count only
 
 int bench() {
   cudaDeviceProp prop;
@@ -584,6 +590,10 @@ int bench() {
               "d", "H", "Lq", "Lk", "caus", "k=v", "kern", "splits", "ms", "TFLOPS", "%mm", "GB/s",
               "%copy");
   for (const Shape& s : shapes) {
+    const std::string label = std::string(s.group) + " d" + std::to_string(s.d) + " c" +
+                              std::to_string(s.causal) + " lq" + std::to_string(s.lq) + " lk" +
+                              std::to_string(s.lk);
+    if (label.find(bench_only) == std::string::npos) continue;
     const int64_t nq = int64_t(s.b) * s.hq * s.lq * s.d, nk = int64_t(s.b) * s.hkv * s.lk * s.d;
     uint16_t *q, *k, *v, *o;
     CHECK_CUDA(cudaMalloc(&q, nq * 2));
@@ -623,6 +633,7 @@ int bench() {
                 s.group, s.d, (std::to_string(s.hq) + "/" + std::to_string(s.hkv)).c_str(), s.lq,
                 s.lk, s.causal, s.kv_shared ? "yes" : "no", ki.family, splits, ms, tflops,
                 100 * tflops / peak, gbps, 100 * gbps / copy);
+    std::fflush(stdout);
     cudaFree(q), cudaFree(k), cudaFree(o), cudaFree(o_part), cudaFree(lse_part);
     if (!s.kv_shared) cudaFree(v);
   }
@@ -670,9 +681,9 @@ int decode_sweep() {
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   const double copy = copy_gbps();
   std::printf("\ndecode sweep (graph replays, us per call); device copy %.0f GB/s\n", copy);
-  std::printf("%-4s %-6s %-7s %-6s %-6s %-7s %-6s %-9s %-9s %-9s %-7s %-6s\n", "d", "H", "Lk",
-              "sets", "splits", "blocks", "keys", "kernel_us", "total_us", "pdl_us", "GB/s",
-              "%copy");
+  std::printf("%-4s %-6s %-7s %-6s %-6s %-7s %-6s %-9s %-9s %-9s %-9s %-7s %-6s\n", "d", "H",
+              "Lk", "sets", "splits", "blocks", "keys", "kernel_us", "total_us", "pdl_us",
+              "early_us", "GB/s", "%copy");
   constexpr int kCalls = 20;
   for (int d : {128, 256, 512})
     for (auto [hq, hkv] : {std::pair{16, 2}, std::pair{32, 8}})
@@ -706,7 +717,8 @@ int decode_sweep() {
         const int64_t items = hkv, key_tiles = (lk + ki.traits.block_k - 1) / ki.traits.block_k;
         std::vector<int> cand = {chosen};
         for (int sp : {4, 8, 12, 16, 24, 32, 33, 48, 64, 66, 96, 99, 128, 132, 192, 264})
-          if (sp != chosen && sp <= key_tiles && items * sp <= 1056) cand.push_back(sp);
+          if (!sweep_chosen_only && sp != chosen && sp <= key_tiles && items * sp <= 1056)
+            cand.push_back(sp);
         const int most = *std::max_element(cand.begin(), cand.end());
         float *o_part, *lse_part;
         CHECK_CUDA(cudaMalloc(&o_part, longattn::cuda::split_o_floats(a, most) * 4));
@@ -717,16 +729,20 @@ int decode_sweep() {
             x.k = ks[call % sets], x.v = vs[call % sets];
             return x;
           };
-          auto with_merge = [&](longattn::cuda::MergeLaunch m) {
+          using longattn::cuda::MergeLaunch;
+          auto with_merge = [&](MergeLaunch m, MergeLaunch f) {
             return graph_us(
                 [&](cudaStream_t st, int call) {
                   CHECK_CUDA(
-                      longattn::cuda::run_fused(args_for(call), sp, o_part, lse_part, st, m));
+                      longattn::cuda::run_fused(args_for(call), sp, o_part, lse_part, st, m, f));
                 },
                 kCalls);
           };
-          const float total = with_merge(longattn::cuda::MergeLaunch::kPlain);
-          const float pdl = sp > 1 ? with_merge(longattn::cuda::MergeLaunch::kProgrammatic) : total;
+          const float total = with_merge(MergeLaunch::kPlain, MergeLaunch::kPlain);
+          const float pdl =
+              sp > 1 ? with_merge(MergeLaunch::kProgrammatic, MergeLaunch::kPlain) : total;
+          // "early": the fused kernel too is a programmatic dependent (of the last call's merge).
+          const float early = with_merge(MergeLaunch::kProgrammatic, MergeLaunch::kProgrammatic);
           const float kernel = graph_us(
               [&](cudaStream_t st, int call) {
                 FusedParams p = longattn::cuda::make_fused_params(args_for(call));
@@ -737,9 +753,9 @@ int decode_sweep() {
               kCalls);
           const double gbps = (kv_bytes + 4.0 * nq) / (total * 1e-6) / 1e9;
           std::printf(
-              "%-4d %-6s %-7d %-6d %-6d %-7lld %-6lld %-9.1f %-9.1f %-9.1f %-7.0f %-6.1f%s\n", d,
-              (std::to_string(hq) + "/" + std::to_string(hkv)).c_str(), lk, sets, sp,
-              (long long)(items * sp), (long long)((lk + sp - 1) / sp), kernel, total, pdl, gbps,
+              "%-4d %-6s %-7d %-6d %-6d %-7lld %-6lld %-9.1f %-9.1f %-9.1f %-9.1f %-7.0f %-6.1f%s\n",
+              d, (std::to_string(hq) + "/" + std::to_string(hkv)).c_str(), lk, sets, sp,
+              (long long)(items * sp), (long long)((lk + sp - 1) / sp), kernel, total, pdl, early, gbps,
               100 * gbps / copy, sp == chosen ? "  <- choose_splits" : "");
         }
         std::fflush(stdout);
@@ -764,11 +780,14 @@ int main(int argc, char** argv) {
       bench_dtype = LONGATTN_FLOAT16;
     else if (a == "--decode-sweep")
       do_sweep = true;
+    else if (a == "--decode-chosen")
+      do_sweep = sweep_chosen_only = true;
     else if (a == "--only" && i + 1 < argc)
-      only = argv[++i];
+      only = bench_only = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: %s [--quick] [--bench [--f16]] [--decode-sweep] [--only SUBSTRING]\n",
+                   "usage: %s [--quick] [--bench [--f16]] [--decode-sweep | --decode-chosen] "
+                   "[--only SUBSTRING]\n",
                    argv[0]);
       return 2;
     }
