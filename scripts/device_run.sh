@@ -7,10 +7,13 @@
 # timings and the gemma4-26b-a4b 131072-token prefill (fused and unfused): most needed first. Each
 # step has a time limit; every log lands in $OUT.
 #
-#   scripts/device_run.sh DIR    DIR holds longattn (CLI), liblongattn.so, longattn_gpu_tests,
-#                                fused_check
+#   scripts/device_run.sh DIR [decode]   DIR holds longattn (CLI), liblongattn.so,
+#                                        longattn_gpu_tests, fused_check
+# "decode" runs the decode work's call instead: fused_check, the suite, the decode split sweep
+# (every split count, graph timing) and peers.py on the decode group.
 set -uo pipefail
-dir=${1:?usage: device_run.sh DIR}
+dir=${1:?usage: device_run.sh DIR [decode]}
+mode=${2:-full}
 # Logs go to $OUT/logs and leave as one archive (the device tool returns at most 8 files).
 final=${OUT:-/tmp/longattn_device}
 out=$final/logs
@@ -49,6 +52,17 @@ step fused_check 120 "$dir/fused_check"
 tail -1 "$out/fused_check.log"; grep "^kernel" "$out/fused_check.log"
 suite suite LONGATTN_CUDA_KERNEL=auto
 
+if [ "$mode" = decode ]; then
+  step sweep 150 "$dir/fused_check" --decode-sweep
+  grep "choose_splits" "$out/sweep.log"
+  step peers_decode 150 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
+    --groups decode --peers longattn,flash,cudnn --out "$out/peers_decode.md"
+  grep "^|" "$out/peers_decode.md" 2>/dev/null | cut -c1-150
+  cp "$out/peers_decode.md" "$final/" 2>/dev/null
+  pack && rm -rf "$out"
+  exit $status
+fi
+
 # 2. compute-sanitizer on the kernels' tiny grid (the sm_90a kernel where it applies).
 for tool in memcheck racecheck synccheck; do
   step sanitizer 60 compute-sanitizer --tool $tool --error-exitcode 9 "$dir/fused_check" --quick
@@ -61,11 +75,14 @@ step bench 150 "$dir/fused_check" --bench
 step decode 100 "$dir/fused_check" --decode-chosen
 grep -A14 "^decode sweep" "$out/decode.log"
 
-# 3. Peers: SDPA flash / cuDNN / efficient on the same shapes, same run.
+# 3. Peers: SDPA flash / cuDNN / efficient on the same shapes, same run. Decode first, on a cool
+# card: after the prefill groups its smallest shapes read 2-5 percentage points lower (v0.3).
+step peers_decode 150 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
+  --groups decode --peers longattn,flash,cudnn --out "$out/peers_decode.md"
 step peers 200 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
-  --groups chunk,gemma,decode,grid --peers longattn,flash,cudnn,efficient --out "$out/peers.md"
-grep "^|" "$out/peers.md" 2>/dev/null | head -60
-cp "$out/peers.md" "$final/" 2>/dev/null
+  --groups chunk,gemma,grid --peers longattn,flash,cudnn,efficient --out "$out/peers.md"
+grep "^|" "$out/peers_decode.md" "$out/peers.md" 2>/dev/null | head -80
+cp "$out/peers_decode.md" "$out/peers.md" "$final/" 2>/dev/null
 
 # 4. The portable kernel alone: the suite and its timings.
 suite suite_sm80 LONGATTN_CUDA_KERNEL=sm80

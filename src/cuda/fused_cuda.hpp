@@ -5,10 +5,10 @@
 #include <cuda.h>  // CUtensorMap (a plain struct; the driver is reached through the runtime)
 #include <cuda_runtime_api.h>
 
-#include <cmath>
 #include <cstdint>
 
 #include "cuda/fused_traits_cuda.hpp"
+#include "cuda/score_fields_cuda.hpp"
 #include "longattn/longattn.h"
 
 namespace longattn::cuda {
@@ -66,16 +66,7 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.kv_shared = a.k == a.v && a.head_dim_qk == a.head_dim_v &&
                 a.k_strides.batch == a.v_strides.batch && a.k_strides.head == a.v_strides.head &&
                 a.k_strides.token == a.v_strides.token;
-  p.scale = a.scale != 0.f ? a.scale : 1.f / std::sqrt(float(a.head_dim_qk));  // as validate.cpp
-  p.softcap = a.softcap;
-  p.causal = a.causal;
-  p.window_left = a.window_left;
-  p.sinks = a.sinks;
-  p.mask_kind = a.mask.kind;
-  p.mask = a.mask.data;
-  for (int d = 0; d < 4; ++d)
-    p.mask_stride[d] =
-        a.mask.kind != LONGATTN_MASK_NONE && a.mask.dims[d] != 1 ? a.mask.strides[d] : 0;
+  set_score_fields(a, &p);
   p.splits = 1;
   p.block_table = a.block_table;
   p.block_table_stride = a.block_table_stride;

@@ -106,6 +106,27 @@ __device__ __forceinline__ void load_kv_tile(void* dst, const char* rows, int64_
   }
 }
 
+// acc[mt][n] += a[mt] * B over one k = 16 step, for each of the warp's kM m-tiles: B is kN / 2
+// pairs of n8 blocks, each pair one ldmatrix.x4 (.trans for V, which is stored key-major) at
+// b_addr(pair).
+template <Mma16 kType, bool kTransB, int kM, int kN, class BAddr>
+__device__ __forceinline__ void mma_k16(float (&acc)[kM][kN][4], const uint32_t (&a)[kM][4],
+                                        BAddr b_addr) {
+#pragma unroll
+  for (int np = 0; np < kN / 2; ++np) {
+    uint32_t b[4];
+    if constexpr (kTransB)
+      ptx::ldmatrix_x4_trans(b, b_addr(np));
+    else
+      ptx::ldmatrix_x4(b, b_addr(np));
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt) {
+      ptx::mma_16816<kType>(acc[mt][2 * np], a[mt], b[0], b[1]);
+      ptx::mma_16816<kType>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+    }
+  }
+}
+
 template <int kDqk, int kDv, Mma16 kType, bool kDecode>
 __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode).threads())
     fused_sm80_kernel(const FusedParams p) {
@@ -258,16 +279,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
 #pragma unroll
       for (int mt = 0; mt < kM; ++mt)
         ptx::ldmatrix_x4(qa[mt], q_lane + (mt * 16 * kQP + ks * 16) * 2);
-#pragma unroll
-      for (int np = 0; np < kNS / 2; ++np) {
-        uint32_t kb[4];
-        ptx::ldmatrix_x4(kb, k_base + k_lane + (np * 16 * kQP + ks * 16) * 2);
-#pragma unroll
-        for (int mt = 0; mt < kM; ++mt) {
-          ptx::mma_16816<kType>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
-          ptx::mma_16816<kType>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
-        }
-      }
+      mma_k16<kType, false>(
+          s, qa, [&](int np) { return k_base + k_lane + (np * 16 * kQP + ks * 16) * 2; });
     }
 
     // Scores in log2 units. Tiles inside every row's band, with no softcap or mask, only scale.
@@ -376,16 +389,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
           pa[mt][2] = ptx::pack2<kType>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
           pa[mt][3] = ptx::pack2<kType>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
         }
-#pragma unroll
-        for (int np = 0; np < kNO / 2; ++np) {
-          uint32_t vb[4];
-          ptx::ldmatrix_x4_trans(vb, v_base + v_lane + (kk * 16 * kVP + np * 16) * 2);
-#pragma unroll
-          for (int mt = 0; mt < kM; ++mt) {
-            ptx::mma_16816<kType>(o[mt][2 * np], pa[mt], vb[0], vb[1]);
-            ptx::mma_16816<kType>(o[mt][2 * np + 1], pa[mt], vb[2], vb[3]);
-          }
-        }
+        mma_k16<kType, true>(
+            o, pa, [&](int np) { return v_base + v_lane + (kk * 16 * kVP + np * 16) * 2; });
       }
     } else {
 #pragma unroll
@@ -406,16 +411,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
 #pragma unroll
         for (int mt = 0; mt < kM; ++mt)
           ptx::ldmatrix_x4(pa[mt], p_lane + (mt * 16 * kPP + kk * 16) * 2);
-#pragma unroll
-        for (int np = 0; np < kNO / 2; ++np) {
-          uint32_t vb[4];
-          ptx::ldmatrix_x4_trans(vb, v_base + v_lane + (kk * 16 * kVP + np * 16) * 2);
-#pragma unroll
-          for (int mt = 0; mt < kM; ++mt) {
-            ptx::mma_16816<kType>(o[mt][2 * np], pa[mt], vb[0], vb[1]);
-            ptx::mma_16816<kType>(o[mt][2 * np + 1], pa[mt], vb[2], vb[3]);
-          }
-        }
+        mma_k16<kType, true>(
+            o, pa, [&](int np) { return v_base + v_lane + (kk * 16 * kVP + np * 16) * 2; });
       }
     }
   }

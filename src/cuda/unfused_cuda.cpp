@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/detail.hpp"
+#include "cuda/score_fields_cuda.hpp"
 
 namespace longattn::cuda {
 namespace {
@@ -136,16 +137,7 @@ std::string unfused_run(const longattn_args& a, const UnfusedBuffers& buf, cudaS
   p.lse = a.lse;
   p.dtype = a.dtype;
   p.batch = a.batch, p.q_heads = a.q_heads, p.q_len = a.q_len, p.kv_len = a.kv_len;
-  p.scale = a.scale != 0.f ? a.scale : 1.f / std::sqrt(float(a.head_dim_qk));  // as validate.cpp
-  p.softcap = a.softcap;
-  p.causal = a.causal;
-  p.window_left = a.window_left;
-  p.sinks = a.sinks;
-  p.mask_kind = a.mask.kind;
-  p.mask = a.mask.data;
-  for (int d = 0; d < 4; ++d)
-    p.mask_stride[d] =
-        a.mask.kind != LONGATTN_MASK_NONE && a.mask.dims[d] != 1 ? a.mask.strides[d] : 0;
+  set_score_fields(a, &p);
   cudaError_t e = softmax_launch(p, stream);
   if (e != cudaSuccess) return std::string("softmax kernel: ") + cudaGetErrorString(e);
 
