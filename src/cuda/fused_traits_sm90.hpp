@@ -53,7 +53,7 @@ constexpr int64_t kSm90SmemBytes = 232448;
 // uses 128 x 80 at d = 256 for the same reason). d = 512 cannot hold O at all and splits it.
 // The ring then takes all remaining shared memory (at most 8 slots: more buys nothing).
 // Consumers: three at d = 64 (192-row tiles, 160 registers each), two elsewhere. With the
-// pingpong schedule three measured +17-18% non-causal and +8% causal at d = 64 (bench/NOTES.md
+// pingpong schedule three measured +17-19% non-causal and +7-8% causal at d = 64 (bench/NOTES.md
 // v0.3), although they spill 132 bytes there; at d = 128 they do not fit (O + S + P of the
 // overlap need more than 160 registers: 476 bytes of spills, 3-4x slower). Without pingpong
 // (v0.2) three were 4-32% slower at both.
