@@ -681,9 +681,9 @@ int decode_sweep() {
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   const double copy = copy_gbps();
   std::printf("\ndecode sweep (graph replays, us per call); device copy %.0f GB/s\n", copy);
-  std::printf("%-4s %-6s %-7s %-6s %-6s %-7s %-6s %-9s %-9s %-9s %-9s %-7s %-6s\n", "d", "H",
-              "Lk", "sets", "splits", "blocks", "keys", "kernel_us", "total_us", "pdl_us",
-              "early_us", "GB/s", "%copy");
+  std::printf("%-4s %-6s %-7s %-6s %-6s %-7s %-6s %-9s %-9s %-9s %-9s %-7s %-6s\n", "d", "H", "Lk",
+              "sets", "splits", "blocks", "keys", "kernel_us", "total_us", "pdl_us", "early_us",
+              "GB/s", "%copy");
   constexpr int kCalls = 20;
   for (int d : {128, 256, 512})
     for (auto [hq, hkv] : {std::pair{16, 2}, std::pair{32, 8}})
@@ -753,10 +753,11 @@ int decode_sweep() {
               kCalls);
           const double gbps = (kv_bytes + 4.0 * nq) / (total * 1e-6) / 1e9;
           std::printf(
-              "%-4d %-6s %-7d %-6d %-6d %-7lld %-6lld %-9.1f %-9.1f %-9.1f %-9.1f %-7.0f %-6.1f%s\n",
+              "%-4d %-6s %-7d %-6d %-6d %-7lld %-6lld %-9.1f %-9.1f %-9.1f %-9.1f %-7.0f "
+              "%-6.1f%s\n",
               d, (std::to_string(hq) + "/" + std::to_string(hkv)).c_str(), lk, sets, sp,
-              (long long)(items * sp), (long long)((lk + sp - 1) / sp), kernel, total, pdl, early, gbps,
-              100 * gbps / copy, sp == chosen ? "  <- choose_splits" : "");
+              (long long)(items * sp), (long long)((lk + sp - 1) / sp), kernel, total, pdl, early,
+              gbps, 100 * gbps / copy, sp == chosen ? "  <- choose_splits" : "");
         }
         std::fflush(stdout);
         cudaFree(q), cudaFree(o), cudaFree(o_part), cudaFree(lse_part);
