@@ -152,7 +152,7 @@ int64_t split_lse_floats(const longattn_args& a, int splits) {
 // Whether a decode kernel is launched as a programmatic dependent of the kernel before it (sm_90+):
 // its blocks are placed while that kernel drains and wait on the device (griddepcontrol.wait)
 // before reading anything, which hides the launch gap. On the H100 decode sweep (graph replays,
-// bench/NOTES.md v0.3): 0.5-2.1 us less per call, 2.1 us (10%) at the smallest shape.
+// bench/NOTES.md v0.3): 0.4-2.6 us less per call, the most (12%) at the smallest shape.
 constexpr bool kDefaultProgrammaticDecode = true;
 
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
