@@ -29,6 +29,7 @@
 #include "cuda/fused_common_cuda.cuh"
 #include "cuda/fused_cuda.hpp"
 #include "cuda/kernel_info_cache_cuda.hpp"
+#include "cuda/launch_config_cuda.hpp"
 #include "cuda/ptx_sm80.cuh"
 
 namespace longattn::cuda {
@@ -539,17 +540,9 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& 
     if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
       return cudaErrorInvalidValue;
     const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(unsigned(ki.traits.threads()));
-    config.dynamicSmemBytes = size_t(ki.smem_bytes);
-    config.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = attr;
-    config.numAttrs = programmatic ? 1 : 0;
-    if ((e = cudaLaunchKernelEx(&config, fused_sm80_kernel<kDqk, kDv, kType, kDecode>, p)) ==
+    const LaunchConfig lc(grid, dim3(unsigned(ki.traits.threads())), size_t(ki.smem_bytes), stream,
+                          programmatic);
+    if ((e = cudaLaunchKernelEx(&lc.config, fused_sm80_kernel<kDqk, kDv, kType, kDecode>, p)) ==
         cudaSuccess)
       return e;
     cudaGetLastError();
