@@ -56,13 +56,16 @@ struct FusedTraits {
 
 // Rows of a decode block: query rows x GQA group at most this many take the decode shapes.
 constexpr int kDecodeRows = 16;
+// Most K/V tiles a decode block keeps in its ring (two in flight while one is used). Four
+// measured the same as three at d = 128 on the H100 (v0.4 in bench/NOTES.md).
+constexpr int kDecodeStages = 3;
 
 // Why these shapes. Prefill: O lives in registers (head_dim_v / 2 floats per thread per m-tile),
 // so wide heads get fewer rows per warp; head_dim 512 splits O across two warps. Tiles are as
 // wide as the arch class's shared memory allows with two stages in flight.
 // Decode (query rows x group <= 16): one 16-row tile whose warps split the keys and the columns
 // of O, so no tensor-core work is spent on empty rows and the kernel stays bound by reading K/V;
-// up to 3 stages keep enough bytes in flight.
+// up to kDecodeStages stages keep enough bytes in flight.
 LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemClass smem,
                                                         bool decode) {
   const bool big = smem == SmemClass::kSm90;
@@ -75,9 +78,11 @@ LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemCla
     if (dv > 256) t.split = 2;  // 16 keys per warp need block_k = 32 x split; 512 fits 32 only
     t.warps = t.split, t.m_tiles = 1;
     t.block_k = dv > 256 ? 32 : 64;
-    const int64_t budget = big ? 200 * 1024 : 140 * 1024;
-    const int64_t fit = (budget - 2 * t.q_elems()) / (2 * t.stage_elems());
-    t.stages = int(fit >= 3 ? 3 : fit >= 2 ? 2 : 1);
+    // As many stages as fit, up to kDecodeStages. On sm_90 the budget is the whole opt-in
+    // (227 KB): a 200 KB budget left d = 256/512 two stages, one tile in flight while the other
+    // is used; three took 1.1-1.6 us off the smallest decode shapes (v0.4 in bench/NOTES.md).
+    const int64_t budget = big ? 227 * 1024 : 140 * 1024;
+    for (t.stages = kDecodeStages; t.stages > 1 && t.smem_bytes() > budget;) --t.stages;
   } else if (dqk <= 64 && dv <= 64) {
     t.warps = 4, t.split = 1, t.m_tiles = 2, t.block_k = 64, t.stages = 3;
   } else if (dqk <= 256 && dv <= 256) {
