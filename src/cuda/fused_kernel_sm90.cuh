@@ -99,7 +99,11 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   auto full_bar = [&](int slot) { return s_bars + 8 * slot; };
   auto empty_bar = [&](int slot) { return s_bars + 8 * (kSlots + slot); };
 
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warpgroup = threadIdx.x / 128;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // Broadcast from lane 0, so the compiler knows it is the same in a warp: the consumer's row and
+  // key offsets, and with them the wgmma descriptors, then live in uniform registers (per-warp
+  // descriptor math and register moves before every wgmma cost 9-10% at d = 256, v0.4).
+  const int warpgroup = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
   const int g = p.group;
   const int64_t rows = int64_t(p.q_len) * g;
   const int64_t off = int64_t(p.kv_len) - p.q_len;
@@ -245,13 +249,14 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
     const uint32_t k_tile = slot_addr(e);
     ptx::wgmma_fence();
+    // A descriptor's low bits are the address / 16: an operand's steps add constants to a base.
+    const uint64_t a0 = ptx::sw128_desc(s_q + q_row0 * kRowBytes, 16, kAtomBytes);
+    const uint64_t b0 = ptx::sw128_desc(k_tile + key0 * kRowBytes, 16, kAtomBytes);
 #pragma unroll
     for (int ks = 0; ks < kDqk / 16; ++ks) {
       const uint32_t in_row = (ks % 4) * 32;
-      const uint64_t a = ptx::sw128_desc(
-          s_q + (ks / 4) * kBQ * kRowBytes + q_row0 * kRowBytes + in_row, 16, kAtomBytes);
-      const uint64_t bk = ptx::sw128_desc(
-          k_tile + (ks / 4) * kBK * kRowBytes + key0 * kRowBytes + in_row, 16, kAtomBytes);
+      const uint64_t a = a0 + (((ks / 4) * kBQ * kRowBytes + in_row) >> 4);
+      const uint64_t bk = b0 + (((ks / 4) * kBK * kRowBytes + in_row) >> 4);
       ptx::Wgmma<kType, kNS>::template ss<0>(s, a, bk, ks > 0);
     }
     ptx::wgmma_commit();
@@ -287,20 +292,19 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   auto issue_pv = [&](int t) {
     const int e = v_entry(t);
     const uint32_t v_tile = slot_addr(e) + (col0 / kPanel) * kBK * kRowBytes;
+    const uint64_t v0 = ptx::sw128_desc(v_tile, kBK * kRowBytes, kAtomBytes);
     ptx::wgmma_fence();
     if constexpr (!kSplitKeys) {
 #pragma unroll
       for (int kk = 0; kk < kNS / 16; ++kk)
-        ptx::Wgmma<kType, kNO>::template rs<1>(
-            o, pa[kk], ptx::sw128_desc(v_tile + kk * 2 * kAtomBytes, kBK * kRowBytes, kAtomBytes),
-            1);
+        ptx::Wgmma<kType, kNO>::template rs<1>(o, pa[kk], v0 + ((kk * 2 * kAtomBytes) >> 4), 1);
     } else {
-      const uint32_t p_buf = s_p + (t % 2) * uint32_t(kT.p_bytes() / 2);
+      const uint64_t p0 =
+          ptx::sw128_desc(s_p + (t % 2) * uint32_t(kT.p_bytes() / 2), 16, kAtomBytes);
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk)
-        ptx::Wgmma<kType, kNO>::template ss<1>(
-            o, ptx::sw128_desc(p_buf + kk * 32, 16, kAtomBytes),
-            ptx::sw128_desc(v_tile + kk * 2 * kAtomBytes, kBK * kRowBytes, kAtomBytes), 1);
+        ptx::Wgmma<kType, kNO>::template ss<1>(o, p0 + ((kk * 32) >> 4),
+                                               v0 + ((kk * 2 * kAtomBytes) >> 4), 1);
     }
     ptx::wgmma_commit();
   };
@@ -353,12 +357,22 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         }
       }
     }
+    // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
+    // halves their dependent latency: +3-8% at d = 64, within +-1.5% elsewhere; four chains were
+    // 1-4% slower than two (v0.4 in bench/NOTES.md).
+    constexpr int kChains = 2;
     float mx[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float v = -CUDART_INF_F;
+      float va[kChains];
 #pragma unroll
-      for (int j = 0; j < kNS / 8; ++j) v = fmaxf(v, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      for (int c = 0; c < kChains; ++c) va[c] = -CUDART_INF_F;
+#pragma unroll
+      for (int j = 0; j < kNS / 8; ++j)
+        va[j % kChains] = fmaxf(va[j % kChains], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      float v = va[0];
+#pragma unroll
+      for (int c = 1; c < kChains; ++c) v = fmaxf(v, va[c]);
       v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
       mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
     }
@@ -370,13 +384,18 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
       corr[h] = ptx::exp2_approx(m[h] - base);
       m[h] = m_new;
-      float sum = 0.f;
+      float sa[kChains];
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) sa[c] = 0.f;
 #pragma unroll
       for (int j = 0; j < kNS / 8; ++j) {
         s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
         s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
-        sum += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
+        sa[j % kChains] += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
       }
+      float sum = sa[0];
+#pragma unroll
+      for (int c = 1; c < kChains; ++c) sum += sa[c];
       l[h] = l[h] * corr[h] + sum;
     }
   };

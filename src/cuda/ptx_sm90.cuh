@@ -63,6 +63,8 @@ __device__ __forceinline__ void fence_proxy_async() {
 // groups, `lbo` is unused. N-major (V): `lbo` steps between 64-column panels, `sbo` between
 // 8-row groups along K. The atoms must be 1024-byte aligned; steps of 32 bytes inside a row
 // select the next 16 elements of K (the hardware applies the swizzle to the final address).
+// The low 14 bits hold the address / 16, and shared addresses stay below 256 KB: adding n to a
+// descriptor moves its operand 16 n bytes on, so the kernel builds one per operand and steps it.
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return uint64_t((addr & 0x3FFFF) >> 4) | uint64_t((lbo >> 4) & 0x3FFF) << 16 |
          uint64_t((sbo >> 4) & 0x3FFF) << 32 | uint64_t(1) << 62;
