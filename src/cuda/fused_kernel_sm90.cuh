@@ -358,8 +358,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       }
     }
     // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
-    // halves their dependent latency: +3-8% at d = 64, within +-1.5% elsewhere; four chains were
-    // 1-4% slower than two (v0.4 in bench/NOTES.md).
+    // halves their dependent latency: +3-8% at d = 64, within +-1.5% elsewhere; four measured
+    // -4% to +3% against two (v0.4 in bench/NOTES.md).
     constexpr int kChains = 2;
     float mx[2];
 #pragma unroll
