@@ -385,8 +385,8 @@ std::vector<Case> grid(bool quick) {
       c.mask_kind = 0, c.kv_shared = dqk == dv, c.dtype = LONGATTN_FLOAT32, c.window = 9;
       c.layout = 1, c.splits = 3;
       add(c);
-      c = Case{}, c.dqk = dqk, c.dv = dv;  // decode shapes, split
-      c.hq = 8, c.hkv = 2, c.lq = 1, c.lk = 300, c.sinks = true, c.splits = 2;
+      c = Case{}, c.dqk = dqk, c.dv = dv;  // decode shapes, split (40: most splits empty)
+      c.hq = 8, c.hkv = 2, c.lq = 1, c.lk = 300, c.sinks = true, c.splits = dqk == 128 ? 40 : 2;
       add(c);
       c = Case{}, c.dqk = dqk, c.dv = dv;  // the plain (no softcap/mask) kernel, several tiles
       c.hq = 2, c.hkv = 1, c.lq = 200, c.lk = 300, c.causal = 1;
@@ -445,6 +445,13 @@ std::vector<Case> grid(bool quick) {
     add(c);
     c.dtype = LONGATTN_FLOAT16, c.mask_kind = LONGATTN_MASK_ADDITIVE, c.mask_shape = 1;
     c.lq = 100;
+    add(c);
+    // The merge with many splits: 150 (more than one batch of loads per merge thread, each
+    // split ~2 key tiles), and 40 over 5 key tiles (most splits empty).
+    c = Case{}, c.dqk = dqk, c.dv = dv;
+    c.hq = 8, c.hkv = 2, c.lq = 1, c.lk = 20000, c.sinks = true, c.splits = 150;
+    add(c);
+    c.lk = 300, c.splits = 40;
     add(c);
   }
   for (auto [dqk, dv] : {std::pair{64, 64}, std::pair{128, 128}, std::pair{512, 512}}) {
