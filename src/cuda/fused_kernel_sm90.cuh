@@ -62,6 +62,15 @@ __device__ __forceinline__ uint32_t swizzled_offset(int rows, int row, int col) 
                   (col % 8) * 2);
 }
 
+// A value every lane of the warp holds, broadcast from lane 0 so the compiler can prove it is
+// uniform and keep it (and what is computed from it, such as wgmma descriptors) in uniform
+// registers; a value derived from threadIdx.x or a loop's modulo otherwise lands in vector
+// registers and is moved over before each wgmma.
+template <class T>
+__device__ __forceinline__ T warp_uniform(T x) {
+  return __shfl_sync(0xffffffffu, x, 0);
+}
+
 // kElementwise: the kernel applies softcap and array masks. The plain one (neither, the common
 // case) leaves that code out: at d = 256 its registers alone made the compiler spill in the main
 // loop, 8-15% slower (bench/NOTES.md).
@@ -100,10 +109,10 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   auto empty_bar = [&](int slot) { return s_bars + 8 * (kSlots + slot); };
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // Broadcast from lane 0, so the compiler knows it is the same in a warp: the consumer's row and
-  // key offsets, and with them the wgmma descriptors, then live in uniform registers (per-warp
-  // descriptor math and register moves before every wgmma cost 9-10% at d = 256, v0.4).
-  const int warpgroup = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
+  // Warp-uniform (see warp_uniform): the consumer's row and key offsets, and with them the wgmma
+  // descriptors, live in uniform registers. Computed per thread, they cost a descriptor rebuild
+  // and register moves before every wgmma: 9-10% at d = 256 (v0.4 in bench/NOTES.md).
+  const int warpgroup = warp_uniform(int(threadIdx.x) / 128);
   const int g = p.group;
   const int64_t rows = int64_t(p.q_len) * g;
   const int64_t off = int64_t(p.kv_len) - p.q_len;
@@ -247,7 +256,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   auto issue_s = [&](int t) {
     const int e = k_entry(t);
     ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
-    const uint32_t k_tile = slot_addr(e);
+    const uint32_t k_tile = warp_uniform(slot_addr(e));
     ptx::wgmma_fence();
     // A descriptor's low bits are the address / 16: an operand's steps add constants to a base.
     const uint64_t a0 = ptx::sw128_desc(s_q + q_row0 * kRowBytes, 16, kAtomBytes);
@@ -291,7 +300,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   };
   auto issue_pv = [&](int t) {
     const int e = v_entry(t);
-    const uint32_t v_tile = slot_addr(e) + (col0 / kPanel) * kBK * kRowBytes;
+    const uint32_t v_tile = warp_uniform(slot_addr(e)) + (col0 / kPanel) * kBK * kRowBytes;
     const uint64_t v0 = ptx::sw128_desc(v_tile, kBK * kRowBytes, kAtomBytes);
     ptx::wgmma_fence();
     if constexpr (!kSplitKeys) {
