@@ -16,6 +16,8 @@ namespace longattn::cuda {
 // Shared memory per block: sm_90 (H100/H200) allows 227 KB, sm_80 (A100) 163 KB. The arch class
 // changes only block_k and stages (never the rows or warps), so the grid is the same on both.
 enum class SmemClass { kSm80 = 0, kSm90 = 1 };
+// Dynamic shared memory an sm_90 block may use (227 KB).
+constexpr int64_t kSm90SmemBytes = 232448;
 
 struct FusedTraits {
   int head_dim_qk = 0, head_dim_v = 0;
@@ -81,7 +83,7 @@ LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemCla
     // As many stages as fit, up to kDecodeStages. On sm_90 the budget is the whole opt-in
     // (227 KB): a 200 KB budget left d = 256/512 two stages, one tile in flight while the other
     // is used; three took 1.1-1.6 us off the smallest decode shapes (v0.4 in bench/NOTES.md).
-    const int64_t budget = big ? 227 * 1024 : 140 * 1024;
+    const int64_t budget = big ? kSm90SmemBytes : 140 * 1024;
     for (t.stages = kDecodeStages; t.stages > 1 && t.smem_bytes() > budget;) --t.stages;
   } else if (dqk <= 64 && dv <= 64) {
     t.warps = 4, t.split = 1, t.m_tiles = 2, t.block_k = 64, t.stages = 3;

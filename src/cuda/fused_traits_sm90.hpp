@@ -44,9 +44,6 @@ struct Sm90Traits {
   }
 };
 
-// Dynamic shared memory an sm_90 block may use (227 KB).
-constexpr int64_t kSm90SmemBytes = 232448;
-
 // Why these shapes. O lives in registers: 64 rows x head_dim_v floats per warpgroup is
 // head_dim_v / 2 registers per thread, 128 at d = 256 of the 240 a consumer gets; S takes
 // block_k / 2 more and P block_k / 4. So the key tile narrows as the head widens (FlashAttention-3

@@ -23,7 +23,7 @@ constexpr int kUnroll = 4;  // splits per thread in one batch of loads
 // Float4 columns per block. Many splits (decode: ~66, few rows): 8 columns, so 32 split groups
 // cover 128 splits in one batch of loads and a row spreads over several blocks. Few splits
 // (prefill split_kv: 2, thousands of rows): as many columns as leave a group per split, so the
-// threads are not idle (8-16 columns at 2 splits made the 512 x 16K chunk 47% slower, v0.4).
+// threads are not idle (16 columns at 2 splits made the 512 x 16K chunk take 47% longer, v0.4).
 __host__ __device__ inline int block_cols4(int cols4, int splits) {
   int groups = 1;
   while (groups < splits && groups < 32) groups *= 2;
