@@ -185,6 +185,12 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
         "q_len = %lld, kv_len = %lld, q_heads = %lld: the CUDA kernels allow at most "
         "2^31 - 1 each",
         (long long)a.q_len, (long long)a.kv_len, (long long)a.q_heads);
+  // The kernels number packed rows (a KV head's query rows, GQA packing) in 32 bits.
+  if (a.q_len * (a.q_heads / a.kv_heads) > (int64_t(1) << 30))
+    return format(
+        "q_len * (q_heads / kv_heads) = %lld packed query rows per KV head: the CUDA kernels "
+        "allow at most 2^30",
+        (long long)(a.q_len * (a.q_heads / a.kv_heads)));
   if (a.batch > 65535 || a.kv_heads > 65535)
     return format("batch = %lld, kv_heads = %lld: the CUDA fused grid allows at most 65535 each",
                   (long long)a.batch, (long long)a.kv_heads);

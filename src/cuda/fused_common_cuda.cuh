@@ -49,11 +49,12 @@ __device__ __forceinline__ float capped_masked(const FusedParams& p, float x, in
 // One block's work: a query tile of one (batch, kv head) and, with split_kv, one slice of its key
 // band. Items are numbered head by head, so the blocks running at any time share a few heads' K
 // and V in L2, and within a head the heaviest first: the last query tiles see the most keys under
-// causal masking, so no long tile starts last. The hardware starts blocks in this order and a
-// new one whenever one finishes. Persistent grids were measured (bench/NOTES.md v0.2): striding
-// statically over all heads' longest tiles first, 15-20% slower (L2 reuse); head by head, causal
-// up to 45% slower (blocks idle behind long tiles); taking items from a global counter, within
-// +-3% of this in the same run, at 64 bytes of workspace and more registers (spills).
+// causal masking, so no long tile starts last. The hardware starts blocks in this order, a new one
+// whenever one finishes; the sm_90a kernel's persistent blocks take items in the same order
+// (fused_kernel_sm90.cuh). Static persistent orders were measured slower (bench/NOTES.md v0.2,
+// v0.5): all heads' longest tiles first 15-20% (L2 reuse); head by head, causal up to 45% (blocks
+// idle behind long tiles); head by head in balanced pairs of tiles r and tiles - 1 - r, 2-3% at
+// 16K (one slow block holds up the end).
 struct WorkTile {
   int b, kv_head, split;
   int64_t row0, row_end;    // packed rows [row0, row_end)
@@ -61,20 +62,24 @@ struct WorkTile {
   int t_begin, n_tiles;     // key tiles [t_begin, t_begin + n_tiles) of the band
 };
 
-__device__ __forceinline__ WorkTile work_tile(const FusedParams& p, int64_t w, int block_q,
+// Index math in 32 bits (a 64-bit division is a subroutine call, whose saved registers spill in
+// the persistent loop): the launchers keep work items under 2^31 and the backend packed rows
+// (q_len * group) under 2^31.
+__device__ __forceinline__ WorkTile work_tile(const FusedParams& p, int64_t work, int block_q,
                                               int block_k) {
-  const int64_t rows = int64_t(p.q_len) * p.group;
-  const int64_t tiles = (rows + block_q - 1) / block_q;
+  const int rows = p.q_len * p.group;
+  const int tiles = (rows + block_q - 1) / block_q;
+  const int w = int(work);
   WorkTile wt;
-  wt.split = int(w % p.splits);
-  const int64_t q_tile = tiles - 1 - (w / p.splits) % tiles;
-  const int64_t head = w / p.splits / tiles;
-  wt.kv_head = int(head % p.kv_heads), wt.b = int(head / p.kv_heads);
-  wt.row0 = q_tile * block_q;
-  wt.row_end = min(wt.row0 + block_q, rows);
-  // The key band: union of the rows' [i + off - W, i + off] (bottom-right causal).
+  wt.split = w % p.splits;
+  const int q_tile = tiles - 1 - (w / p.splits) % tiles;
+  const int head = w / p.splits / tiles;
+  wt.kv_head = head % p.kv_heads, wt.b = head / p.kv_heads;
+  wt.row0 = int64_t(q_tile) * block_q;
+  wt.row_end = min(wt.row0 + block_q, int64_t(rows));
   const int64_t off = int64_t(p.kv_len) - p.q_len;
-  wt.i_first = wt.row0 / p.group, wt.i_last = (wt.row_end - 1) / p.group;
+  wt.i_first = int(wt.row0) / p.group, wt.i_last = int(wt.row_end - 1) / p.group;
+  // The key band: union of the rows' [i + off - W, i + off] (bottom-right causal).
   int64_t lo = 0, hi = p.kv_len;
   if (p.causal) hi = min(hi, wt.i_last + off + 1);
   if (p.window_left >= 0) lo = max(lo, wt.i_first + off - p.window_left);

@@ -86,9 +86,11 @@ struct FusedKernelInfo {
   FusedTraits traits;                         // family 80 only
   int64_t smem_bytes = 0;
   int regs = 0;
-  int local_bytes = 0;    // spills: should be 0
-  int arch = 0;           // 80, 90, ...: the virtual arch of the code the driver runs
-  int blocks_per_sm = 0;  // occupancy; 0 when the device's shared memory is too small
+  int local_bytes = 0;            // spills: should be 0
+  int arch = 0;                   // 80, 90, ...: the virtual arch of the code the driver runs
+  int blocks_per_sm = 0;          // occupancy; 0 when the device's shared memory is too small
+  int sm_count = 0;               // the device's multiprocessors (sm_90a kernel only)
+  int* sched_counters = nullptr;  // the persistent schedule's counters (sm_90a kernel only)
 };
 
 // One compiled kernel; the generated files in instantiations/ instantiate it. kDecode selects the
@@ -107,6 +109,13 @@ struct Sm90Instance {
   static cudaError_t launch(const FusedParams& p, const CUtensorMap& k_map,
                             const CUtensorMap& v_map, cudaStream_t stream);
 };
+
+// The persistent sm_90a schedule's counter pair for launches on `stream` on the current device
+// (launch_cuda.cpp): a slot of its own per stream, or -1 (the launch runs one item per block)
+// while the stream is being captured into a graph (a graph may be replayed on another stream,
+// alongside this one) or once every slot is taken.
+constexpr int kSchedCounterSlots = 256;
+int sched_counter_slot(cudaStream_t stream);
 
 // Dispatch over the compiled (head_dim_qk, head_dim_v) pairs (fused_dispatch_cuda.cpp).
 bool fused_has_kernel(int64_t dqk, int64_t dv);

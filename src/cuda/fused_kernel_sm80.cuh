@@ -537,7 +537,9 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& 
     if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
     const int64_t tiles =
         (int64_t(p.q_len) * p.group + ki.traits.block_q() - 1) / ki.traits.block_q();
-    if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
+    // work_tile numbers the items in 32 bits.
+    if (p.splits < 1 || tiles * p.splits * p.kv_heads * p.batch > 0x7fffffff ||
+        p.kv_heads > 65535 || p.batch > 65535)
       return cudaErrorInvalidValue;
     const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
     const LaunchConfig lc(grid, dim3(unsigned(ki.traits.threads())), size_t(ki.smem_bytes), stream,

@@ -1,12 +1,14 @@
 // The Hopper (sm_90a) fused prefill kernel: TMA loads, wgmma tensor cores, warp specialization.
 //
-// A block computes block_q packed rows of one (batch, kv head), as the portable kernel does (GQA
-// packing, causal/window tile skipping, longest blocks first, split_kv partials), with
-// 1 + consumers warpgroups:
+// A work item is block_q packed rows of one (batch, kv head), as in the portable kernel (GQA
+// packing, causal/window tile skipping, longest items first, split_kv partials). A block runs
+// items one after another when there are more than fit on the GPU at once (the persistent
+// schedule, Sm90Schedule below), with 1 + consumers warpgroups:
 // - the producer warpgroup (one thread of it) streams the block's K and V tiles with TMA into a
 //   ring of shared-memory slots, each guarded by a "full" mbarrier (TMA bytes landed) and an
-//   "empty" one (every consumer warp is done reading). It keeps registers to a minimum
-//   (setmaxnreg.dec) so the consumers can hold O.
+//   "empty" one (every consumer warp is done reading), and takes the block's next item while the
+//   consumers finish the last one. It keeps registers to a minimum (setmaxnreg.dec) so the
+//   consumers can hold O.
 // - each consumer warpgroup owns 64 query rows: S = Q K^T by wgmma from shared memory into
 //   registers, scale/softcap/mask, online softmax, then O += P V by wgmma with P in registers
 //   (the S accumulator layout is the A-fragment layout) and V read N-major from shared memory.
@@ -18,19 +20,22 @@
 // exchange row maxima and P (bf16/f16, swizzled like a K tile) through shared memory, and the P V
 // wgmma reads P from there.
 //
-// Q is loaded once by the consumers (cp.async into the swizzled layout; the GQA row packing is a
-// gather TMA boxes cannot express). Tiles past kv_len are zero-filled by TMA and masked.
+// Q is loaded by the consumers, each its own rows (cp.async into the swizzled layout; the GQA row
+// packing is a gather TMA boxes cannot express), the next item's while the last P V product of
+// this one runs (not with split_keys, whose consumers share rows). Tiles past kv_len are
+// zero-filled by TMA and masked.
 //
 // Shared layout (1024-byte aligned, every operand in 64-column panels of 128-byte rows with the
 // 128-byte swizzle that TMA writes and wgmma reads): Q [panels][block_q][64], ring slots of
 // [panels][block_k][64] each holding a K or a V tile (one tile serves both when V is K), P, row
-// max/sum exchange, then the mbarriers.
+// max/sum exchange, then the ring's mbarriers and the item queue.
 #pragma once
 
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <math_constants.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/fused_common_cuda.cuh"
@@ -49,11 +54,18 @@ namespace longattn::cuda {
 
 // Registers per thread after the rebalance: the producer needs few; the consumers hold O, S and P
 // and share the rest of the 65536 an SM has, in multiples of 8 (two consumers: 240 each, three:
-// 160).
+// 160). setmaxnreg only moves registers within the block's launch allocation (65536 / threads,
+// rounded down to 8, per thread): what the producer gives up must cover what the consumers add,
+// or setmaxnreg.inc waits forever (32 producer registers hung the two-consumer kernel).
 constexpr int kProducerRegs = 24;
 __host__ __device__ constexpr int consumer_regs(int consumers) {
   return (65536 - 128 * kProducerRegs) / (128 * consumers) / 8 * 8;
 }
+__host__ __device__ constexpr bool registers_balance(int consumers) {
+  const int threads = 128 * (1 + consumers), launch = 65536 / threads / 8 * 8;
+  return 128 * kProducerRegs + 128 * consumers * consumer_regs(consumers) <= threads * launch;
+}
+static_assert(registers_balance(2) && registers_balance(3), "setmaxnreg needs what it frees");
 
 // Byte offset of element (row, col) in a swizzled [panels][rows][64] 16-bit tile: 16-byte chunk
 // c of row r sits at chunk c ^ (r % 8) (what TMA's 128-byte swizzle writes).
@@ -71,6 +83,21 @@ __device__ __forceinline__ T warp_uniform(T x) {
   return __shfl_sync(0xffffffffu, x, 0);
 }
 
+// The persistent schedule (Sm90Instance::launch). With a counter, the grid has one block per
+// resident slot and each block takes work items (work_tile's numbering: head by head, heaviest
+// first) from it until they run out, so blocks that finish early take more, in the order the
+// hardware would start them, and one item's start overlaps the last one's end: the producer
+// streams the next item's K and V while the consumers finish. Without one (items fit in one wave,
+// or the launch has no counter of its own), every block takes item blockIdx.x.
+struct Sm90Schedule {
+  int32_t items;  // under 2^31 (Sm90Instance::launch)
+  int* counter;   // [next item, blocks done]: zero at launch, zeroed again by the last block
+};
+
+// The counters, one pair per stream that launches this kernel (sched_counter_slot): launches on
+// one stream never overlap, so a pair is never shared by two running grids.
+static __device__ int g_sched_counters[kSchedCounterSlots][2];
+
 // kElementwise: the kernel applies softcap and array masks. The plain one (neither, the common
 // case) leaves that code out: at d = 256 its registers alone made the compiler spill in the main
 // loop, 8-15% slower (bench/NOTES.md).
@@ -78,7 +105,7 @@ template <int kDqk, int kDv, Mma16 kType, bool kElementwise>
 __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     fused_sm90_kernel(const __grid_constant__ FusedParams p,
                       const __grid_constant__ CUtensorMap k_map,
-                      const __grid_constant__ CUtensorMap v_map) {
+                      const __grid_constant__ CUtensorMap v_map, const Sm90Schedule sched) {
 #if LONGATTN_SM90A_CODE
   constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
   constexpr int kBQ = kT.block_q(), kBK = kT.block_k, kSlots = kT.slots;
@@ -107,6 +134,12 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   const uint32_t s_bars = s_p + uint32_t(kT.p_bytes() + kT.reduce_bytes());
   auto full_bar = [&](int slot) { return s_bars + 8 * slot; };
   auto empty_bar = [&](int slot) { return s_bars + 8 * (kSlots + slot); };
+  // The item queue (dynamic schedule): the producer takes items from the counter, the consumers
+  // read them here.
+  const uint32_t s_queue = s_bars + 16 * kSlots;
+  auto item_full = [&](int i) { return s_queue + 8 * i; };
+  auto item_empty = [&](int i) { return s_queue + 16 + 8 * i; };
+  volatile int* queued = reinterpret_cast<volatile int*>(smem_raw + (s_queue - raw) + 32);
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   // Warp-uniform (see warp_uniform): the consumer's row and key offsets, and with them the wgmma
@@ -114,11 +147,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   // and register moves before every wgmma: 9-10% at d = 256 (v0.4 in bench/NOTES.md).
   const int warpgroup = warp_uniform(int(threadIdx.x) / 128);
   const int g = p.group;
-  const int64_t rows = int64_t(p.q_len) * g;
+  const int rows = p.q_len * g;  // packed rows: under 2^30 (backend_cuda.cpp)
   const int64_t off = int64_t(p.kv_len) - p.q_len;
-  // This block's work item: x (query tile and split) runs fastest, then the head, then the batch.
-  const int64_t work =
-      (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + int64_t(blockIdx.x);
   const bool kv_shared = p.kv_shared != 0;
   // split_kv: the merge kernel, launched as a programmatic dependent (launch_cuda.cpp), may be
   // scheduled now; it waits (griddepcontrol.wait) until this grid has finished and flushed.
@@ -129,6 +159,10 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       ptx::mbar_init(full_bar(s), 1);                // the producer's expect_tx arrival
       ptx::mbar_init(empty_bar(s), 4 * kConsumers);  // one arrival per consumer warp
     }
+    for (int i = 0; i < 2; ++i) {
+      ptx::mbar_init(item_full(i), 1);
+      ptx::mbar_init(item_empty(i), 4 * kConsumers);
+    }
     ptx::mbar_fence_init();
   }
   __syncthreads();  // the last block-wide barrier: the producer leaves early
@@ -137,24 +171,45 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x == 0) {
-      const WorkTile wt = work_tile(p, work, kBQ, kBK);
-      const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
-      for (int e = 0; e < entries; ++e) {
-        const int slot = e % kSlots, use = e / kSlots;
-        if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
-        const bool is_v = !kv_shared && (e & 1);
-        const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? e : e / 2)) * kBK;
-        int token = int(j0), outer = wt.b;
-        if (p.block_table) {  // page_size is a multiple of block_k: a tile is inside one page
-          outer = p.block_table[wt.b * p.block_table_stride + j0 / p.page_size];
-          token = int(j0 % p.page_size);
+      int e = 0;  // ring entries so far, over all of the block's items
+      for (int n = 0;; ++n) {
+        int w = n == 0 ? int(blockIdx.x) : -1;
+        if (sched.counter) {
+          if (n >= 2) ptx::mbar_wait(item_empty(n % 2), uint32_t(n / 2 - 1) & 1);
+          w = atomicAdd(sched.counter, 1);
+          if (w >= sched.items) w = -1;
+          queued[n % 2] = w;
+          ptx::mbar_arrive(item_full(n % 2));  // releases the write to the consumers
         }
-        const int panels = (is_v ? kDv : kDqk) / kPanel;
-        ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
-        for (int pn = 0; pn < panels; ++pn)
-          ptx::tma_load_4d(s_ring + slot * kSlotBytes + pn * kBK * kRowBytes,
-                           is_v ? &v_map : &k_map, full_bar(slot), pn * kPanel, token, wt.kv_head,
-                           outer);
+        if (w < 0) break;
+        const WorkTile wt = work_tile(p, w, kBQ, kBK);
+        const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
+        for (int x = 0; x < entries; ++x, ++e) {
+          const int slot = e % kSlots, use = e / kSlots;
+          if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
+          const bool is_v = !kv_shared && (x & 1);
+          const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? x : x / 2)) * kBK;
+          int token = int(j0), outer = wt.b;
+          if (p.block_table) {  // page_size is a multiple of block_k: a tile is inside one page
+            outer = p.block_table[wt.b * p.block_table_stride + j0 / p.page_size];
+            token = int(j0 % p.page_size);
+          }
+          const int panels = (is_v ? kDv : kDqk) / kPanel;
+          ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+          for (int pn = 0; pn < panels; ++pn)
+            ptx::tma_load_4d(s_ring + slot * kSlotBytes + pn * kBK * kRowBytes,
+                             is_v ? &v_map : &k_map, full_bar(slot), pn * kPanel, token, wt.kv_head,
+                             outer);
+        }
+      }
+      // The last block to finish zeroes the counter for the next launch that takes it. (The fence
+      // orders this block's last take before its count; the last count sees every take.)
+      if (sched.counter) {
+        __threadfence();
+        if (atomicAdd(sched.counter + 1, 1) == int(gridDim.x) - 1) {
+          sched.counter[0] = 0;
+          sched.counter[1] = 0;
+        }
       }
     }
     return;
@@ -171,414 +226,463 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   const int q_row0 = kSplitKeys ? 0 : 64 * consumer;  // first row of this consumer in the tile
   const int key0 = kSplitKeys ? consumer * kNS : 0;   // first key of this consumer in a tile
   const int col0 = kSplitKeys ? consumer * kNO : 0;   // first column of O
-  const WorkTile wt = work_tile(p, work, kBQ, kBK);
-  const int b = wt.b, kv_head = wt.kv_head, split = wt.split, t_begin = wt.t_begin;
-  const int n_tiles = wt.n_tiles;
-  const int64_t row0 = wt.row0, i_first = wt.i_first, i_last = wt.i_last;
+  const bool last_consumer = consumer == kConsumers - 1;
 
-  // Q: [block_q][Dqk] into the swizzled panels, by all consumer threads, 16 bytes each.
-  {
+  // Item n of the queue (dynamic schedule): lane 0 reads it and frees its entry for the warp.
+  auto take = [&](int n) {
+    int w = 0;
+    ptx::mbar_wait(item_full(n % 2), uint32_t(n / 2) & 1);
+    if (lane == 0) {
+      w = queued[n % 2];
+      ptx::mbar_arrive(item_empty(n % 2));
+    }
+    return __shfl_sync(0xffffffffu, w, 0);
+  };
+  // Q: this consumer's 64 rows of [block_q][Dqk] into the swizzled panels, 16 bytes per thread and
+  // step, synchronized within the warpgroup only, so a consumer starts its next item while the
+  // others finish theirs. (split_keys: the consumers share their rows and load them together.)
+  auto issue_q = [&](const WorkTile& qt) {
     const char* q_bytes = static_cast<const char*>(p.q);
-    constexpr int kChunks = kDqk / 8, kTotal = kBQ * kChunks;
-    for (int idx = ctid; idx < kTotal; idx += 128 * kConsumers) {
-      const int r = idx / kChunks, ch = idx % kChunks;
-      const int64_t R = row0 + r;
+    constexpr int kChunks = kDqk / 8, kLoaders = kSplitKeys ? 128 * kConsumers : 128;
+    const int tid = kSplitKeys ? ctid : ctid % 128;
+    for (int idx = tid; idx < 64 * kChunks; idx += kLoaders) {
+      const int r = q_row0 + idx / kChunks, ch = idx % kChunks;
+      const int R = int(qt.row0) + r;
       const char* src = q_bytes;
       if (R < rows) {
-        const int64_t head = int64_t(kv_head) * g + R % g;
-        src +=
-            (b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) * esize;
+        const int64_t head = int64_t(qt.kv_head) * g + R % g;
+        src += (qt.b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) *
+               esize;
       }
       ptx::cp_async_16(s_q + swizzled_offset(kBQ, r, ch * 8), src, R < rows);
     }
     ptx::cp_async_commit();
+  };
+  auto finish_q = [&] {
     ptx::cp_async_wait<0>();
     ptx::fence_proxy_async();  // wgmma reads Q through the async proxy
-    ptx::named_barrier(1, 128 * kConsumers);
-  }
+    if constexpr (kSplitKeys)
+      ptx::named_barrier(1, 128 * kConsumers);
+    else
+      ptx::named_barrier(7 + consumer, 128);
+  };
 
-  // This thread's rows (wgmma accumulator layout: warp wq has rows 16 wq .. 16 wq + 15; a lane has
-  // rows lane / 4 and lane / 4 + 8, columns 8 j + 2 (lane % 4) + {0, 1} of each 8-column block j).
-  int row_i[2], row_head[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t R = row0 + q_row0 + 16 * wq + 8 * h + lane / 4;
-    row_i[h] = R < rows ? int(R / g) : p.q_len;  // q_len marks a padding row
-    row_head[h] = kv_head * g + int(R % g);
-  }
-  // Tiles [plain_first, plain_last] lie inside every row's band: with no softcap or mask they need
-  // only the scale (the others get per-element bounds).
-  // (A negative scale reverses the order of scores: then every tile takes the general path.)
-  int plain_first = 1, plain_last = 0;
-  if (!kElementwise && p.scale > 0.f) {
-    int64_t lim = p.kv_len;  // plain tiles end at or before this key
-    if (p.causal) lim = min(lim, i_first + off + 1);
-    plain_last = int(max(lim, int64_t(-1)) / kBK) - 1 - t_begin;
-    if (lim < 0) plain_last = -1;
-    plain_first = 0;
-    if (p.window_left >= 0) {
-      const int64_t start = i_last + off - p.window_left;  // plain tiles start at or after this key
-      if (start > 0) plain_first = int((start + kBK - 1) / kBK) - t_begin;
+  int e_base = 0;  // ring entries of the block's earlier items
+  int ahead = -2;  // the next item when already taken (with its Q in flight), else -2
+  for (int item = 0;; ++item) {
+    int w = item == 0 ? int(blockIdx.x) : -1;
+    if (sched.counter) w = ahead != -2 ? ahead : take(item);
+    const bool q_in_flight = ahead >= 0;
+    ahead = -2;
+    if (w < 0) break;
+    const WorkTile wt = work_tile(p, w, kBQ, kBK);
+    const int b = wt.b, kv_head = wt.kv_head, split = wt.split, t_begin = wt.t_begin;
+    const int n_tiles = wt.n_tiles;
+    const int64_t row0 = wt.row0, i_first = wt.i_first, i_last = wt.i_last;
+
+    // split_keys: the row exchange buffers are reused item after item; an item without tiles
+    // would otherwise reach its exchange before the other consumer has read the last one.
+    if constexpr (kSplitKeys) ptx::named_barrier(2, 256);
+    if (q_in_flight) {
+      finish_q();
+    } else if (n_tiles > 0) {
+      issue_q(wt);
+      finish_q();
     }
-  }
 
-  float o[kNO / 2];
-#pragma unroll
-  for (int n = 0; n < kNO / 2; ++n) o[n] = 0.f;
-  float m[2] = {-CUDART_INF_F, -CUDART_INF_F}, l[2] = {0.f, 0.f};
-
-  // split_keys: combines this thread's two row values with the other consumer's (max or sum)
-  // through `buf` [64 rows][2 consumers].
-  auto exchange = [&](float(&v)[2], float* buf, bool take_max) {
-    if (lane % 4 == 0)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) buf[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = v[h];
-    ptx::named_barrier(2, 256);
+    // This thread's rows (wgmma accumulator layout: warp wq has rows 16 wq .. 16 wq + 15; a lane
+    // has rows lane / 4 and lane / 4 + 8, columns 8 j + 2 (lane % 4) + {0, 1} of each 8-column
+    // block j).
+    int row_i[2], row_head[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float* r = buf + (16 * wq + 8 * h + lane / 4) * 2;
-      v[h] = take_max ? fmaxf(r[0], r[1]) : r[0] + r[1];
+      const int R = int(row0) + q_row0 + 16 * wq + 8 * h + lane / 4;
+      row_i[h] = R < rows ? R / g : p.q_len;  // q_len marks a padding row
+      row_head[h] = kv_head * g + R % g;
     }
-  };
-
-  // With kOverlap the loop overlaps the softmax of tile t with the P V product of tile t - 1:
-  // S_t = Q K_t and O += P_{t-1} V_{t-1} are issued together, the softmax waits for S_t only, and
-  // O is rescaled once the P V product has landed. P_t is kept in registers (fragments `pa`) or,
-  // with split_keys, in one of two shared buffers (the other consumer may still read the last).
-  float s[kNS / 2];
-  uint32_t pa[kNS / 16][4];
-  auto tile_j0 = [&](int t) { return int64_t(t_begin + t) * kBK; };
-  auto k_entry = [&](int t) { return kv_shared ? t : 2 * t; };
-  auto v_entry = [&](int t) { return kv_shared ? t : 2 * t + 1; };
-  auto slot_addr = [&](int entry) { return s_ring + (entry % kSlots) * kSlotBytes; };
-
-  // S = Q K^T: kDqk / 16 wgmma steps of K = 16, 32 bytes apart in a swizzled row.
-  auto issue_s = [&](int t) {
-    const int e = k_entry(t);
-    ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
-    const uint32_t k_tile = warp_uniform(slot_addr(e));
-    ptx::wgmma_fence();
-    // A descriptor's low bits are the address / 16: an operand's steps add constants to a base.
-    const uint64_t a0 = ptx::sw128_desc(s_q + q_row0 * kRowBytes, 16, kAtomBytes);
-    const uint64_t b0 = ptx::sw128_desc(k_tile + key0 * kRowBytes, 16, kAtomBytes);
-#pragma unroll
-    for (int ks = 0; ks < kDqk / 16; ++ks) {
-      const uint32_t in_row = (ks % 4) * 32;
-      const uint64_t a = a0 + (((ks / 4) * kBQ * kRowBytes + in_row) >> 4);
-      const uint64_t bk = b0 + (((ks / 4) * kBK * kRowBytes + in_row) >> 4);
-      ptx::Wgmma<kType, kNS>::template ss<0>(s, a, bk, ks > 0);
-    }
-    ptx::wgmma_commit();
-  };
-  auto release = [&](int entry) {
-    __syncwarp();
-    if (lane == 0) ptx::mbar_arrive(empty_bar(entry % kSlots));
-  };
-
-  // O += P V, V read N-major: 16 keys per step are two 8-row groups (1024 bytes apart) of every
-  // 64-column panel (kBK rows apart).
-  // Waits for V_t; on a paged tail tile, zeroes its rows past kv_len.
-  auto prepare_v = [&](int t) {
-    const int e = v_entry(t);
-    ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
-    const int64_t j0 = tile_j0(t);
-    if (p.block_table && j0 + kBK > p.kv_len) {
-      // The last page's slots past kv_len hold stale data (NaN, say) that P = 0 would not cancel:
-      // zero those V rows (TMA zero-fills them for contiguous K/V). The first barrier waits for
-      // the other consumer's reads of this slot as K.
-      ptx::named_barrier(3, 128 * kConsumers);
-      const int valid = int(p.kv_len - j0), chunks = (kDv / kPanel) * 8;
-      unsigned char* v_bytes = smem_raw + (slot_addr(e) - raw);
-      for (int idx = ctid; idx < (kBK - valid) * chunks; idx += 128 * kConsumers) {
-        const int row = valid + idx / chunks, pn = (idx % chunks) / 8, ch = idx % 8;
-        *reinterpret_cast<uint4*>(v_bytes + pn * kBK * kRowBytes + row * kRowBytes + ch * 16) =
-            make_uint4(0, 0, 0, 0);
+    // Tiles [plain_first, plain_last] lie inside every row's band: with no softcap or mask they
+    // need only the scale (the others get per-element bounds). (A negative scale reverses the order
+    // of scores: then every tile takes the general path.)
+    int plain_first = 1, plain_last = 0;
+    if (!kElementwise && p.scale > 0.f) {
+      int64_t lim = p.kv_len;  // plain tiles end at or before this key
+      if (p.causal) lim = min(lim, i_first + off + 1);
+      plain_last = int(max(lim, int64_t(-1)) / kBK) - 1 - t_begin;
+      if (lim < 0) plain_last = -1;
+      plain_first = 0;
+      if (p.window_left >= 0) {
+        // Plain tiles start at or after this key.
+        const int64_t start = i_last + off - p.window_left;
+        if (start > 0) plain_first = int((start + kBK - 1) / kBK) - t_begin;
       }
-      ptx::fence_proxy_async();
-      ptx::named_barrier(3, 128 * kConsumers);
     }
-  };
-  auto issue_pv = [&](int t) {
-    const int e = v_entry(t);
-    const uint32_t v_tile = warp_uniform(slot_addr(e)) + (col0 / kPanel) * kBK * kRowBytes;
-    const uint64_t v0 = ptx::sw128_desc(v_tile, kBK * kRowBytes, kAtomBytes);
-    ptx::wgmma_fence();
-    if constexpr (!kSplitKeys) {
-#pragma unroll
-      for (int kk = 0; kk < kNS / 16; ++kk)
-        ptx::Wgmma<kType, kNO>::template rs<1>(o, pa[kk], v0 + ((kk * 2 * kAtomBytes) >> 4), 1);
-    } else {
-      const uint64_t p0 =
-          ptx::sw128_desc(s_p + (t % 2) * uint32_t(kT.p_bytes() / 2), 16, kAtomBytes);
-#pragma unroll
-      for (int kk = 0; kk < kBK / 16; ++kk)
-        ptx::Wgmma<kType, kNO>::template ss<1>(o, p0 + ((kk * 32) >> 4),
-                                               v0 + ((kk * 2 * kAtomBytes) >> 4), 1);
-    }
-    ptx::wgmma_commit();
-  };
 
-  // Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
-  // both consumers with split_keys), exp2, row sums. Returns the factor O must be rescaled by.
-  // Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
-  // the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
-  auto softmax = [&](int t, float(&corr)[2]) {
-    const int j0 = int(tile_j0(t));
-    const bool plain = t >= plain_first && t <= plain_last;
-    const float mul = plain ? scale_log2 : 1.f;  // what turns s into log2 units
-    if (!plain) {
+    float o[kNO / 2];
+#pragma unroll
+    for (int n = 0; n < kNO / 2; ++n) o[n] = 0.f;
+    float m[2] = {-CUDART_INF_F, -CUDART_INF_F}, l[2] = {0.f, 0.f};
+
+    // split_keys: combines this thread's two row values with the other consumer's (max or sum)
+    // through `buf` [64 rows][2 consumers].
+    auto exchange = [&](float(&v)[2], float* buf, bool take_max) {
+      if (lane % 4 == 0)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) buf[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = v[h];
+      ptx::named_barrier(2, 256);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
-        // here, not kept per row: registers are the limit at d = 256.)
-        const int64_t i = row_i[h];
-        int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
-        if (p.causal) hi_j = min(hi_j, i + off + 1);
-        if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
-        const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kBK)));
-        const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kBK)));
-#pragma unroll
-        for (int j = 0; j < kNS / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = key0 + 8 * j + 2 * (lane % 4) + e;
-            float& x = s[4 * j + 2 * h + e];
-            x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * scale_log2;
-          }
+        const float* r = buf + (16 * wq + 8 * h + lane / 4) * 2;
+        v[h] = take_max ? fmaxf(r[0], r[1]) : r[0] + r[1];
       }
-      // Softcap and the array mask work in natural-log units, per visible element. A pass of its
-      // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
-      if constexpr (kElementwise) {
+    };
+
+    // With kOverlap the loop overlaps the softmax of tile t with the P V product of tile t - 1:
+    // S_t = Q K_t and O += P_{t-1} V_{t-1} are issued together, the softmax waits for S_t only, and
+    // O is rescaled once the P V product has landed. P_t is kept in registers (fragments `pa`) or,
+    // with split_keys, in one of two shared buffers (the other consumer may still read the last).
+    float s[kNS / 2];
+    uint32_t pa[kNS / 16][4];
+    auto tile_j0 = [&](int t) { return int64_t(t_begin + t) * kBK; };
+    auto k_entry = [&](int t) { return e_base + (kv_shared ? t : 2 * t); };
+    auto v_entry = [&](int t) { return e_base + (kv_shared ? t : 2 * t + 1); };
+    auto slot_addr = [&](int entry) { return s_ring + (entry % kSlots) * kSlotBytes; };
+
+    // S = Q K^T: kDqk / 16 wgmma steps of K = 16, 32 bytes apart in a swizzled row.
+    auto issue_s = [&](int t) {
+      const int e = k_entry(t);
+      ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
+      const uint32_t k_tile = warp_uniform(slot_addr(e));
+      ptx::wgmma_fence();
+      // A descriptor's low bits are the address / 16: an operand's steps add constants to a base.
+      const uint64_t a0 = ptx::sw128_desc(s_q + q_row0 * kRowBytes, 16, kAtomBytes);
+      const uint64_t b0 = ptx::sw128_desc(k_tile + key0 * kRowBytes, 16, kAtomBytes);
+#pragma unroll
+      for (int ks = 0; ks < kDqk / 16; ++ks) {
+        const uint32_t in_row = (ks % 4) * 32;
+        const uint64_t a = a0 + (((ks / 4) * kBQ * kRowBytes + in_row) >> 4);
+        const uint64_t bk = b0 + (((ks / 4) * kBK * kRowBytes + in_row) >> 4);
+        ptx::Wgmma<kType, kNS>::template ss<0>(s, a, bk, ks > 0);
+      }
+      ptx::wgmma_commit();
+    };
+    auto release = [&](int entry) {
+      __syncwarp();
+      if (lane == 0) ptx::mbar_arrive(empty_bar(entry % kSlots));
+    };
+
+    // O += P V, V read N-major: 16 keys per step are two 8-row groups (1024 bytes apart) of every
+    // 64-column panel (kBK rows apart).
+    // Waits for V_t; on a paged tail tile, zeroes its rows past kv_len.
+    auto prepare_v = [&](int t) {
+      const int e = v_entry(t);
+      ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
+      const int64_t j0 = tile_j0(t);
+      if (p.block_table && j0 + kBK > p.kv_len) {
+        // The last page's slots past kv_len hold stale data (NaN, say) that P = 0 would not cancel:
+        // zero those V rows (TMA zero-fills them for contiguous K/V). The first barrier waits for
+        // the other consumer's reads of this slot as K.
+        ptx::named_barrier(3, 128 * kConsumers);
+        const int valid = int(p.kv_len - j0), chunks = (kDv / kPanel) * 8;
+        unsigned char* v_bytes = smem_raw + (slot_addr(e) - raw);
+        for (int idx = ctid; idx < (kBK - valid) * chunks; idx += 128 * kConsumers) {
+          const int row = valid + idx / chunks, pn = (idx % chunks) / 8, ch = idx % 8;
+          *reinterpret_cast<uint4*>(v_bytes + pn * kBK * kRowBytes + row * kRowBytes + ch * 16) =
+              make_uint4(0, 0, 0, 0);
+        }
+        ptx::fence_proxy_async();
+        ptx::named_barrier(3, 128 * kConsumers);
+      }
+    };
+    auto issue_pv = [&](int t) {
+      const int e = v_entry(t);
+      const uint32_t v_tile = warp_uniform(slot_addr(e)) + (col0 / kPanel) * kBK * kRowBytes;
+      const uint64_t v0 = ptx::sw128_desc(v_tile, kBK * kRowBytes, kAtomBytes);
+      ptx::wgmma_fence();
+      if constexpr (!kSplitKeys) {
+#pragma unroll
+        for (int kk = 0; kk < kNS / 16; ++kk)
+          ptx::Wgmma<kType, kNO>::template rs<1>(o, pa[kk], v0 + ((kk * 2 * kAtomBytes) >> 4), 1);
+      } else {
+        const uint64_t p0 =
+            ptx::sw128_desc(s_p + (t % 2) * uint32_t(kT.p_bytes() / 2), 16, kAtomBytes);
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk)
+          ptx::Wgmma<kType, kNO>::template ss<1>(o, p0 + ((kk * 32) >> 4),
+                                                 v0 + ((kk * 2 * kAtomBytes) >> 4), 1);
+      }
+      ptx::wgmma_commit();
+    };
+
+    // Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
+    // both consumers with split_keys), exp2, row sums. Returns the factor O must be rescaled by.
+    // Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
+    // the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
+    auto softmax = [&](int t, float(&corr)[2]) {
+      const int j0 = int(tile_j0(t));
+      const bool plain = t >= plain_first && t <= plain_last;
+      const float mul = plain ? scale_log2 : 1.f;  // what turns s into log2 units
+      if (!plain) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int64_t mask_row = b * p.mask_stride[0] + row_head[h] * p.mask_stride[1] +
-                                   int64_t(row_i[h]) * p.mask_stride[2];
+          // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
+          // here, not kept per row: registers are the limit at d = 256.)
+          const int64_t i = row_i[h];
+          int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
+          if (p.causal) hi_j = min(hi_j, i + off + 1);
+          if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
+          const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kBK)));
+          const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kBK)));
 #pragma unroll
           for (int j = 0; j < kNS / 8; ++j)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int col = key0 + 8 * j + 2 * (lane % 4) + e;
               float& x = s[4 * j + 2 * h + e];
-              if (x != -CUDART_INF_F)
-                x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *
-                    kLog2e;
+              x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * scale_log2;
             }
         }
+        // Softcap and the array mask work in natural-log units, per visible element. A pass of its
+        // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
+        if constexpr (kElementwise) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int64_t mask_row = b * p.mask_stride[0] + row_head[h] * p.mask_stride[1] +
+                                     int64_t(row_i[h]) * p.mask_stride[2];
+#pragma unroll
+            for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int col = key0 + 8 * j + 2 * (lane % 4) + e;
+                float& x = s[4 * j + 2 * h + e];
+                if (x != -CUDART_INF_F)
+                  x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *
+                      kLog2e;
+              }
+          }
+        }
       }
-    }
-    // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
-    // halves their dependent latency: +3-8% at d = 64, within +-1.5% elsewhere; four measured
-    // -4% to +3% against two (v0.4 in bench/NOTES.md).
-    constexpr int kChains = 2;
-    float mx[2];
+      // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
+      // halves their dependent latency: +3-8% at d = 64, within +-1.5% elsewhere; four measured
+      // -4% to +3% against two (v0.4 in bench/NOTES.md).
+      constexpr int kChains = 2;
+      float mx[2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float va[kChains];
+      for (int h = 0; h < 2; ++h) {
+        float va[kChains];
 #pragma unroll
-      for (int c = 0; c < kChains; ++c) va[c] = -CUDART_INF_F;
+        for (int c = 0; c < kChains; ++c) va[c] = -CUDART_INF_F;
 #pragma unroll
-      for (int j = 0; j < kNS / 8; ++j)
-        va[j % kChains] = fmaxf(va[j % kChains], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-      float v = va[0];
+        for (int j = 0; j < kNS / 8; ++j)
+          va[j % kChains] = fmaxf(va[j % kChains], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+        float v = va[0];
 #pragma unroll
-      for (int c = 1; c < kChains; ++c) v = fmaxf(v, va[c]);
-      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-      mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
-    }
-    if constexpr (kSplitKeys) exchange(mx, s_red, true);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float m_new = fmaxf(m[h], mx[h]);
-      // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
-      const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
-      corr[h] = ptx::exp2_approx(m[h] - base);
-      m[h] = m_new;
-      float sa[kChains];
-#pragma unroll
-      for (int c = 0; c < kChains; ++c) sa[c] = 0.f;
-#pragma unroll
-      for (int j = 0; j < kNS / 8; ++j) {
-        s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
-        s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
-        sa[j % kChains] += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
+        for (int c = 1; c < kChains; ++c) v = fmaxf(v, va[c]);
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+        mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
       }
-      float sum = sa[0];
+      if constexpr (kSplitKeys) exchange(mx, s_red, true);
 #pragma unroll
-      for (int c = 1; c < kChains; ++c) sum += sa[c];
-      l[h] = l[h] * corr[h] + sum;
-    }
-  };
+      for (int h = 0; h < 2; ++h) {
+        const float m_new = fmaxf(m[h], mx[h]);
+        // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
+        const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
+        corr[h] = ptx::exp2_approx(m[h] - base);
+        m[h] = m_new;
+        float sa[kChains];
+#pragma unroll
+        for (int c = 0; c < kChains; ++c) sa[c] = 0.f;
+#pragma unroll
+        for (int j = 0; j < kNS / 8; ++j) {
+          s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
+          s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
+          sa[j % kChains] += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
+        }
+        float sum = sa[0];
+#pragma unroll
+        for (int c = 1; c < kChains; ++c) sum += sa[c];
+        l[h] = l[h] * corr[h] + sum;
+      }
+    };
 
-  // P_t: A fragments in registers (the S accumulator layout is the A-fragment layout), or with
-  // split_keys this consumer's keys into shared buffer t % 2, swizzled like a K tile.
-  auto make_p = [&](int t) {
-    if constexpr (!kSplitKeys) {
+    // P_t: A fragments in registers (the S accumulator layout is the A-fragment layout), or with
+    // split_keys this consumer's keys into shared buffer t % 2, swizzled like a K tile.
+    auto make_p = [&](int t) {
+      if constexpr (!kSplitKeys) {
 #pragma unroll
-      for (int kk = 0; kk < kNS / 16; ++kk) {
-        pa[kk][0] = ptx::pack2<kType>(s[8 * kk + 0], s[8 * kk + 1]);
-        pa[kk][1] = ptx::pack2<kType>(s[8 * kk + 2], s[8 * kk + 3]);
-        pa[kk][2] = ptx::pack2<kType>(s[8 * kk + 4], s[8 * kk + 5]);
-        pa[kk][3] = ptx::pack2<kType>(s[8 * kk + 6], s[8 * kk + 7]);
+        for (int kk = 0; kk < kNS / 16; ++kk) {
+          pa[kk][0] = ptx::pack2<kType>(s[8 * kk + 0], s[8 * kk + 1]);
+          pa[kk][1] = ptx::pack2<kType>(s[8 * kk + 2], s[8 * kk + 3]);
+          pa[kk][2] = ptx::pack2<kType>(s[8 * kk + 4], s[8 * kk + 5]);
+          pa[kk][3] = ptx::pack2<kType>(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+      } else {
+        unsigned char* p_tile = smem_raw + (s_p - raw) + (t % 2) * (kT.p_bytes() / 2);
+#pragma unroll
+        for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = 16 * wq + 8 * h + lane / 4, col = key0 + 8 * j + 2 * (lane % 4);
+            *reinterpret_cast<uint32_t*>(p_tile + swizzled_offset(kBQ, row, col)) =
+                ptx::pack2<kType>(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]);
+          }
+        ptx::fence_proxy_async();    // the P V wgmma reads P through the async proxy
+        ptx::named_barrier(2, 256);  // both halves written
+      }
+    };
+    auto rescale_o = [&](const float(&corr)[2]) {
+      // Once the row maxima settle, most tiles leave them unchanged (corr = 1): when that holds for
+      // the whole warp, skip the kDv / 2 multiplies (an exact shortcut: x * 1 = x). Measured +4-10%
+      // at d = 128 to 512 (bench/NOTES.md v0.2).
+      if (__all_sync(0xffffffffu, corr[0] == 1.f && corr[1] == 1.f)) return;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < kNO / 8; ++j)
+          o[4 * j + 2 * h] *= corr[h], o[4 * j + 2 * h + 1] *= corr[h];
+    };
+    auto pin_p = [&] {
+      if constexpr (!kSplitKeys) {
+#pragma unroll
+        for (int kk = 0; kk < kNS / 16; ++kk)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(pa[kk][r])::"memory");
+      }
+    };
+
+    // Pingpong: the consumers take turns issuing their GEMMs (named barriers 4 + consumer), so
+    // one's softmax runs while another's GEMMs have the tensor cores; the tensor pipe runs the
+    // GEMMs in issue order, which keeps the consumers out of phase. (prepare_v stays outside a
+    // turn: its barrier needs every consumer.)
+    // Turns go round: consumer c waits on barrier 4 + c for its predecessor's arrival and then
+    // arrives on its successor's. The last consumer opens the first turn and skips its last
+    // arrival, so every barrier ends complete.
+    if (kPingpong && last_consumer && n_tiles > 0) ptx::named_barrier_arrive(4, 256);
+    auto turn_begin = [&] {
+      if constexpr (kPingpong) ptx::named_barrier(4 + consumer, 256);
+    };
+    auto turn_end = [&](bool last) {
+      if constexpr (kPingpong)
+        if (!(last && last_consumer))
+          ptx::named_barrier_arrive(4 + (consumer + 1) % kConsumers, 256);
+    };
+
+    if constexpr (kOverlap) {
+      if (n_tiles > 0) {
+        float corr[2];
+        turn_begin();
+        issue_s(0);
+        turn_end(false);
+        ptx::wgmma_wait<0>();
+        ptx::pin(s);
+        if (!kv_shared) release(k_entry(0));
+        softmax(0, corr);  // O is still zero: nothing to rescale
+        make_p(0);
+      }
+      for (int t = 1; t < n_tiles; ++t) {
+        float corr[2];
+        if constexpr (kPingpong) {
+          prepare_v(t - 1);
+          turn_begin();
+          issue_s(t);
+          issue_pv(t - 1);
+          turn_end(false);
+        } else {
+          issue_s(t);  // first: V_{t-1} may still be landing
+          prepare_v(t - 1);
+          issue_pv(t - 1);
+        }
+        ptx::wgmma_wait<1>();  // S_t has landed (groups complete in order); P V may still run
+        ptx::pin(s);
+        if (!kv_shared) release(k_entry(t));
+        softmax(t, corr);
+        ptx::wgmma_wait<0>();
+        ptx::pin(o);
+        pin_p();  // P_{t-1}'s registers stay untouched until its wgmma is done
+        release(v_entry(t - 1));
+        rescale_o(corr);
+        make_p(t);
+      }
+      if (n_tiles > 0) {
+        prepare_v(n_tiles - 1);
+        turn_begin();
+        issue_pv(n_tiles - 1);
+        turn_end(true);
+        // This consumer is done with its Q rows (S of the last tile has landed): load the next
+        // item's while the P V product and the epilogue run. Short items gain most (the 1K grid
+        // waits on Q once per 8-16 key tiles).
+        if (sched.counter) {
+          ahead = take(item + 1);
+          if (ahead >= 0) issue_q(work_tile(p, ahead, kBQ, kBK));
+        }
+        ptx::wgmma_wait<0>();
+        ptx::pin(o);
+        pin_p();
+        release(v_entry(n_tiles - 1));
       }
     } else {
-      unsigned char* p_tile = smem_raw + (s_p - raw) + (t % 2) * (kT.p_bytes() / 2);
-#pragma unroll
-      for (int j = 0; j < kNS / 8; ++j)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = 16 * wq + 8 * h + lane / 4, col = key0 + 8 * j + 2 * (lane % 4);
-          *reinterpret_cast<uint32_t*>(p_tile + swizzled_offset(kBQ, row, col)) =
-              ptx::pack2<kType>(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]);
-        }
-      ptx::fence_proxy_async();    // the P V wgmma reads P through the async proxy
-      ptx::named_barrier(2, 256);  // both halves written
-    }
-  };
-  auto rescale_o = [&](const float(&corr)[2]) {
-    // Once the row maxima settle, most tiles leave them unchanged (corr = 1): when that holds for
-    // the whole warp, skip the kDv / 2 multiplies (an exact shortcut: x * 1 = x). Measured +4-10%
-    // at d = 128 to 512 (bench/NOTES.md v0.2).
-    if (__all_sync(0xffffffffu, corr[0] == 1.f && corr[1] == 1.f)) return;
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int j = 0; j < kNO / 8; ++j)
-        o[4 * j + 2 * h] *= corr[h], o[4 * j + 2 * h + 1] *= corr[h];
-  };
-  auto pin_p = [&] {
-    if constexpr (!kSplitKeys) {
-#pragma unroll
-      for (int kk = 0; kk < kNS / 16; ++kk)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(pa[kk][r])::"memory");
-    }
-  };
-
-  // Pingpong: the consumers take turns issuing their GEMMs (named barriers 4 + consumer), so
-  // one's softmax runs while another's GEMMs have the tensor cores; the tensor pipe runs the
-  // GEMMs in issue order, which keeps the consumers out of phase. (prepare_v stays outside a
-  // turn: its barrier needs every consumer.)
-  // Turns go round: consumer c waits on barrier 4 + c for its predecessor's arrival and then
-  // arrives on its successor's. The last consumer opens the first turn and skips its last
-  // arrival, so every barrier ends complete.
-  const bool last_consumer = consumer == kConsumers - 1;
-  if (kPingpong && last_consumer && n_tiles > 0) ptx::named_barrier_arrive(4, 256);
-  auto turn_begin = [&] {
-    if constexpr (kPingpong) ptx::named_barrier(4 + consumer, 256);
-  };
-  auto turn_end = [&](bool last) {
-    if constexpr (kPingpong)
-      if (!(last && last_consumer)) ptx::named_barrier_arrive(4 + (consumer + 1) % kConsumers, 256);
-  };
-
-  if constexpr (kOverlap) {
-    if (n_tiles > 0) {
-      float corr[2];
-      turn_begin();
-      issue_s(0);
-      turn_end(false);
-      ptx::wgmma_wait<0>();
-      ptx::pin(s);
-      if (!kv_shared) release(k_entry(0));
-      softmax(0, corr);  // O is still zero: nothing to rescale
-      make_p(0);
-    }
-    for (int t = 1; t < n_tiles; ++t) {
-      float corr[2];
-      if constexpr (kPingpong) {
-        prepare_v(t - 1);
+      // One tile at a time: fewer live registers (no P of the previous tile while S is computed).
+      for (int t = 0; t < n_tiles; ++t) {
+        float corr[2];
         turn_begin();
         issue_s(t);
-        issue_pv(t - 1);
         turn_end(false);
-      } else {
-        issue_s(t);  // first: V_{t-1} may still be landing
-        prepare_v(t - 1);
-        issue_pv(t - 1);
+        ptx::wgmma_wait<0>();
+        ptx::pin(s);
+        if (!kv_shared) release(k_entry(t));
+        softmax(t, corr);
+        rescale_o(corr);
+        make_p(t);
+        prepare_v(t);
+        turn_begin();
+        issue_pv(t);
+        turn_end(t == n_tiles - 1);
+        ptx::wgmma_wait<0>();
+        ptx::pin(o);
+        pin_p();
+        release(v_entry(t));
       }
-      ptx::wgmma_wait<1>();  // S_t has landed (groups complete in order); P V may still run
-      ptx::pin(s);
-      if (!kv_shared) release(k_entry(t));
-      softmax(t, corr);
-      ptx::wgmma_wait<0>();
-      ptx::pin(o);
-      pin_p();  // P_{t-1}'s registers stay untouched until its wgmma is done
-      release(v_entry(t - 1));
-      rescale_o(corr);
-      make_p(t);
     }
-    if (n_tiles > 0) {
-      prepare_v(n_tiles - 1);
-      turn_begin();
-      issue_pv(n_tiles - 1);
-      turn_end(true);
-      ptx::wgmma_wait<0>();
-      ptx::pin(o);
-      pin_p();
-      release(v_entry(n_tiles - 1));
-    }
-  } else {
-    // One tile at a time: fewer live registers (no P of the previous tile while S is computed).
-    for (int t = 0; t < n_tiles; ++t) {
-      float corr[2];
-      turn_begin();
-      issue_s(t);
-      turn_end(false);
-      ptx::wgmma_wait<0>();
-      ptx::pin(s);
-      if (!kv_shared) release(k_entry(t));
-      softmax(t, corr);
-      rescale_o(corr);
-      make_p(t);
-      prepare_v(t);
-      turn_begin();
-      issue_pv(t);
-      turn_end(t == n_tiles - 1);
-      ptx::wgmma_wait<0>();
-      ptx::pin(o);
-      pin_p();
-      release(v_entry(t));
-    }
-  }
 
-  // Epilogue: full row sums (over both consumers with split_keys), sinks, 1/l, LSE; each thread
-  // stores its fragment columns.
+    // Epilogue: full row sums (over both consumers with split_keys), sinks, 1/l, LSE; each thread
+    // stores its fragment columns.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
-  if constexpr (kSplitKeys) exchange(l, s_red + 2 * kBQ, false);
-  const bool writes_lse = lane % 4 == 0 && (!kSplitKeys || consumer == 0);
+    for (int h = 0; h < 2; ++h) {
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    }
+    if constexpr (kSplitKeys) exchange(l, s_red + 2 * kBQ, false);
+    const bool writes_lse = lane % 4 == 0 && (!kSplitKeys || consumer == 0);
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int i = row_i[h], head = row_head[h];
-    if (i >= p.q_len) continue;
-    float inv, lse;
-    finish_row(p, head, m[h], l[h], &inv, &lse);
-    const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
-    if (p.splits > 1) {
-      // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
-      const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
-      float* o_row = p.o_part + part_row * kDv + col0;
+    for (int h = 0; h < 2; ++h) {
+      const int i = row_i[h], head = row_head[h];
+      if (i >= p.q_len) continue;
+      float inv, lse;
+      finish_row(p, head, m[h], l[h], &inv, &lse);
+      const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
+      if (p.splits > 1) {
+        // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
+        const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
+        float* o_row = p.o_part + part_row * kDv + col0;
+#pragma unroll
+        for (int j = 0; j < kNO / 8; ++j)
+          *reinterpret_cast<float2*>(o_row + 8 * j + 2 * (lane % 4)) =
+              make_float2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+        if (writes_lse) p.lse_part[part_row] = lse;
+        continue;
+      }
+      T* o_row =
+          reinterpret_cast<T*>(
+              static_cast<char*>(p.o) +
+              (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize) +
+          col0;
 #pragma unroll
       for (int j = 0; j < kNO / 8; ++j)
-        *reinterpret_cast<float2*>(o_row + 8 * j + 2 * (lane % 4)) =
-            make_float2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-      if (writes_lse) p.lse_part[part_row] = lse;
-      continue;
+        *reinterpret_cast<uint32_t*>(o_row + 8 * j + 2 * (lane % 4)) =
+            ptx::pack2<kType>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+      if (p.lse && writes_lse) p.lse[row] = lse;
     }
-    T* o_row =
-        reinterpret_cast<T*>(
-            static_cast<char*>(p.o) +
-            (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize) +
-        col0;
-#pragma unroll
-    for (int j = 0; j < kNO / 8; ++j)
-      *reinterpret_cast<uint32_t*>(o_row + 8 * j + 2 * (lane % 4)) =
-          ptx::pack2<kType>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-    if (p.lse && writes_lse) p.lse[row] = lse;
-  }
+    e_base += kv_shared ? n_tiles : 2 * n_tiles;
+  }     // the block's work items
 #endif  // LONGATTN_SM90A_CODE
 }
 
@@ -599,6 +703,12 @@ struct Sm90Query {
     info->regs = attr.numRegs;
     info->local_bytes = int(attr.localSizeBytes);
     info->blocks_per_sm = 0;
+    if ((e = cudaDeviceGetAttribute(&info->sm_count, cudaDevAttrMultiProcessorCount, device)) !=
+        cudaSuccess)
+      return e;
+    void* counters = nullptr;
+    if ((e = cudaGetSymbolAddress(&counters, g_sched_counters)) != cudaSuccess) return e;
+    info->sched_counters = static_cast<int*>(counters);
     // Only sm_90a machine code has the kernel's body (an sm_80 build of it is empty).
     if (attr.binaryVersion != 90) return cudaSuccess;
     int optin = 0;
@@ -630,16 +740,26 @@ cudaError_t Sm90Instance<kDqk, kDv, kType>::launch(const FusedParams& p, const C
     if ((e = cache.lookup(&ki)) != cudaSuccess) return e;
     if (ki.blocks_per_sm == 0) return cudaErrorInvalidConfiguration;
     const int64_t tiles = (int64_t(p.q_len) * p.group + ki.block_q - 1) / ki.block_q;
-    if (p.splits < 1 || tiles * p.splits > 0x7fffffff || p.kv_heads > 65535 || p.batch > 65535)
-      return cudaErrorInvalidValue;
-    // The hardware starts blocks in x order, so work items go heaviest first within a head.
-    const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
+    const int64_t items = tiles * p.splits * p.kv_heads * p.batch;
+    if (p.splits < 1 || items > 0x7fffffff || items <= 0) return cudaErrorInvalidValue;
+    Sm90Schedule sched{int32_t(items), nullptr};
+    int64_t blocks = items;
+    // Persistent where items outnumber the resident blocks. Against one item per block, same
+    // binary, interleaved (bench/NOTES.md v0.5): +5-6% on the 1K grid, -2% to +2% at 4K, +0.4% to
+    // +3% at 16K, within +-1% on chunked prefill and d = 512.
+    const int64_t resident = int64_t(ki.sm_count) * ki.blocks_per_sm;
+    const int slot = items > resident ? sched_counter_slot(stream) : -1;
+    if (slot >= 0) {
+      sched.counter = ki.sched_counters + 2 * slot;
+      blocks = resident;
+    }
+    const dim3 grid(static_cast<unsigned>(blocks));
     if (p.mask_kind != 0 || p.softcap > 0.f)
       fused_sm90_kernel<kDqk, kDv, kType, true>
-          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map);
+          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map, sched);
     else
       fused_sm90_kernel<kDqk, kDv, kType, false>
-          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map);
+          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map, sched);
     if ((e = cudaGetLastError()) == cudaSuccess) return e;
     cache.forget();  // query again (and set the opt-in again) before the one retry
   }

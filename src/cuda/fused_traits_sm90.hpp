@@ -37,10 +37,13 @@ struct Sm90Traits {
   LONGATTN_HOST_DEVICE constexpr int64_t reduce_bytes() const {
     return split_keys ? int64_t(2) * block_q() * consumers * 4 : 0;
   }
-  // Q, the ring, P and the reductions, then one full and one empty mbarrier per slot; 1024 bytes of
-  // slack align the start to a swizzle atom.
+  // The persistent schedule's queue of work items: two items and their full and empty mbarriers.
+  static constexpr int kItemQueueBytes = 48;
+  // Q, the ring, P and the reductions, then one full and one empty mbarrier per slot and the item
+  // queue; 1024 bytes of slack align the start to a swizzle atom.
   LONGATTN_HOST_DEVICE constexpr int64_t smem_bytes() const {
-    return 1024 + q_bytes() + slots * slot_bytes() + p_bytes() + reduce_bytes() + 16 * slots;
+    return 1024 + q_bytes() + slots * slot_bytes() + p_bytes() + reduce_bytes() + 16 * slots +
+           kItemQueueBytes;
   }
 };
 

@@ -370,7 +370,9 @@ std::string kernel_of(const longattn_plan& p) {
 TEST(PagedCuda, MatchesContiguousBitForBit) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (int32_t dtype : {int32_t(BF16), int32_t(LONGATTN_FLOAT16)}) {
-    const Fixture fx(Case("paged").shape(2, 8, 2, 100, 700).dims(128).type(dtype).is_causal());
+    // 160 work items (2 batches x 40 KV heads x 2 query tiles): more than an H100 holds at once,
+    // so the sm90 kernel's persistent blocks carry the ring and the paged tail across items.
+    const Fixture fx(Case("paged").shape(2, 80, 40, 100, 700).dims(128).type(dtype).is_causal());
     const DeviceProblem dev(fx);
     for (int64_t page : {64, 128, 256}) {
       const PagedCopy host = make_paged(fx.args(), page, false, uint32_t(page));
@@ -548,6 +550,30 @@ TEST(ErrorsCuda, HostPointerIsRejected) {
   EXPECT_EQ(longattn_attention(&a, &o, &plan), LONGATTN_INVALID_ARGUMENT);
   EXPECT_NE(std::string(longattn_last_error()).find("host memory"), std::string::npos)
       << longattn_last_error();
+}
+
+// The kernels number a KV head's packed query rows (q_len x GQA group) in 32 bits: beyond 2^30 the
+// CUDA paths refuse with a reason that names the arguments (planning only: no memory is touched).
+TEST(ErrorsCuda, TooManyPackedRowsIsRefused) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  longattn_args a = longattn::make_args(1, 8, 1, int64_t(1) << 28, 16, 64);
+  a.device = LONGATTN_DEVICE_CUDA;
+  a.dtype = BF16;
+  a.q = reinterpret_cast<void*>(uintptr_t(1) << 40);
+  a.k = reinterpret_cast<void*>(uintptr_t(2) << 40);
+  a.v = reinterpret_cast<void*>(uintptr_t(3) << 40);
+  a.o = reinterpret_cast<void*>(uintptr_t(4) << 40);
+  longattn_options o = default_options();
+  o.path = LONGATTN_PATH_FUSED;
+  longattn_plan plan;
+  EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_UNSUPPORTED) << longattn_last_error();
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string(plan.reason).find("q_len * (q_heads / kv_heads) = 2147483648"),
+            std::string::npos)
+      << plan.reason;
+  a.q_len = (int64_t(1) << 27) - 1;  // 2^30 - 8 packed rows: accepted
+  EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_OK) << longattn_last_error();
+  EXPECT_TRUE(plan.ok) << plan.reason;
 }
 
 }  // namespace

@@ -391,6 +391,11 @@ std::vector<Case> grid(bool quick) {
       c = Case{}, c.dqk = dqk, c.dv = dv;  // the plain (no softcap/mask) kernel, several tiles
       c.hq = 2, c.hkv = 1, c.lq = 200, c.lk = 300, c.causal = 1;
       add(c);
+      // More work items than resident blocks (the sm90 kernel's persistent schedule), most of
+      // them without a key (Lq > Lk, causal).
+      c = Case{}, c.dqk = dqk, c.dv = dv;
+      c.hq = 96, c.hkv = 48, c.lq = 300, c.lk = 7, c.causal = 1;
+      add(c);
     }
     return cases;
   }
@@ -413,6 +418,15 @@ std::vector<Case> grid(bool quick) {
     c = Case{}, c.dqk = dqk, c.dv = dv;
     c.dtype = LONGATTN_FLOAT32, c.hq = 2, c.hkv = 1, c.lq = 1, c.lk = 1023, c.causal = 1;
     c.window = 100;
+    add(c);
+    // More work items than an H100 has resident blocks (the sm90 kernel's persistent schedule):
+    // causal Lq > Lk, where most items have no key, and non-causal k == v with a window and sinks.
+    c = Case{}, c.dqk = dqk, c.dv = dv;
+    c.hq = 96, c.hkv = 48, c.lq = 300, c.lk = 7, c.causal = 1;
+    add(c);
+    c = Case{}, c.dqk = dqk, c.dv = dv;
+    c.hq = 140, c.hkv = 140, c.lq = 65, c.lk = 200, c.window = 50, c.sinks = true;
+    c.kv_shared = dqk == dv;
     add(c);
     // Square causal with a sliding window, several query tiles.
     c = Case{}, c.dqk = dqk, c.dv = dv;
