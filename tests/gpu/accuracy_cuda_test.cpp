@@ -426,18 +426,24 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
   }
 }
 
-// The memory model on the GPU: fused needs nothing, independent of kv_len; split_kv needs its
-// partials (splits x Hq x Lq x (Dv + 1) floats); the budget is honoured.
-TEST(MemoryCuda, FusedIsIndependentOfKvLenAndBudgetHolds) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  longattn_args a = longattn::make_args(1, 16, 8, 512, 4096, 256);
+// bf16 CUDA args for planning only: planning reads no data, so the tensors get distinct, aligned,
+// never dereferenced addresses.
+longattn_args planning_args(int64_t hq, int64_t hkv, int64_t lq, int64_t lk, int64_t d) {
+  longattn_args a = longattn::make_args(1, hq, hkv, lq, lk, d);
   a.device = LONGATTN_DEVICE_CUDA;
   a.dtype = BF16;
-  // Planning reads no data: distinct, aligned, never dereferenced addresses.
   a.q = reinterpret_cast<void*>(uintptr_t(1) << 40);
   a.k = reinterpret_cast<void*>(uintptr_t(2) << 40);
   a.v = reinterpret_cast<void*>(uintptr_t(3) << 40);
   a.o = reinterpret_cast<void*>(uintptr_t(4) << 40);
+  return a;
+}
+
+// The memory model on the GPU: fused needs nothing, independent of kv_len; split_kv needs its
+// partials (splits x Hq x Lq x (Dv + 1) floats); the budget is honoured.
+TEST(MemoryCuda, FusedIsIndependentOfKvLenAndBudgetHolds) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  longattn_args a = planning_args(16, 8, 512, 4096, 256);
   a.causal = 1;
   longattn_options o = default_options();
   int64_t fused_small = -1, fused_large = -1;
@@ -556,13 +562,7 @@ TEST(ErrorsCuda, HostPointerIsRejected) {
 // CUDA paths refuse with a reason that names the arguments (planning only: no memory is touched).
 TEST(ErrorsCuda, TooManyPackedRowsIsRefused) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  longattn_args a = longattn::make_args(1, 8, 1, int64_t(1) << 28, 16, 64);
-  a.device = LONGATTN_DEVICE_CUDA;
-  a.dtype = BF16;
-  a.q = reinterpret_cast<void*>(uintptr_t(1) << 40);
-  a.k = reinterpret_cast<void*>(uintptr_t(2) << 40);
-  a.v = reinterpret_cast<void*>(uintptr_t(3) << 40);
-  a.o = reinterpret_cast<void*>(uintptr_t(4) << 40);
+  longattn_args a = planning_args(8, 1, int64_t(1) << 28, 16, 64);
   longattn_options o = default_options();
   o.path = LONGATTN_PATH_FUSED;
   longattn_plan plan;
