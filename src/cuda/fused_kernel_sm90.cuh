@@ -35,7 +35,6 @@
 #include <cuda_runtime.h>
 #include <math_constants.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "cuda/fused_common_cuda.cuh"
