@@ -340,9 +340,12 @@ bool run_case(const Case& c, uint32_t seed) {
   const double lse_tol = dt == LONGATTN_FLOAT32 ? 2e-3 : 1e-4;
   const bool ok = rel <= tol && lse_err <= lse_tol && nan_count == 0 && bad_empty == 0 &&
                   gap_damage == 0 && deterministic;
-  std::printf("%s %-58s rel %.2e (tol %.0e) lse %.2e nan %lld empty-bad %lld gaps %lld %s\n",
-              ok ? "ok  " : "FAIL", c.name.c_str(), rel, tol, lse_err, (long long)nan_count,
-              (long long)bad_empty, (long long)gap_damage, deterministic ? "" : "NONDETERMINISTIC");
+  FusedKernelInfo ki;
+  CHECK_CUDA(longattn::cuda::kernel_for(a, &ki));
+  std::printf("%s %-58s %-4s rel %.2e (tol %.0e) lse %.2e nan %lld empty-bad %lld gaps %lld %s\n",
+              ok ? "ok  " : "FAIL", c.name.c_str(), ki.family == 80 ? "sm80" : "sm90", rel, tol,
+              lse_err, (long long)nan_count, (long long)bad_empty, (long long)gap_damage,
+              deterministic ? "" : "NONDETERMINISTIC");
   cudaFree(dq), cudaFree(dk), cudaFree(dout), cudaFree(dlse);
   if (!c.kv_shared) cudaFree(dv);
   if (dsinks) cudaFree(dsinks);
@@ -601,9 +604,14 @@ int bench() {
       for (int lk : {16384, 65536, 131072})
         shapes.push_back({"chunk", 1, 16, 8, lq, lk, d, 1, false});
   for (int lk : {32768, 131072}) shapes.push_back({"gemma", 1, 16, 2, 2048, lk, 512, 1, true});
-  for (int d : {64, 128, 256})
-    for (int causal : {0, 1})
-      shapes.push_back({"grid16k", 1, 2048 / d, 2048 / d, 16384, 16384, d, causal, false});
+  // bench/peers.py's grid: 16K tokens per batch, 2048 / d heads.
+  for (int len : {1024, 4096, 16384})
+    for (int d : {64, 128, 256})
+      for (int causal : {0, 1})
+        shapes.push_back({len == 1024   ? "grid1k"
+                          : len == 4096 ? "grid4k"
+                                        : "grid16k",
+                          16384 / len, 2048 / d, 2048 / d, len, len, d, causal, false});
   for (int d : {128, 256, 512})
     for (auto [hq, hkv] : {std::pair{16, 2}, std::pair{32, 8}})
       for (int lk : {32768, 131072}) shapes.push_back({"decode", 1, hq, hkv, 1, lk, d, 1, false});
