@@ -8,7 +8,8 @@ prints one table. Also measures, in the same run, the bf16 matmul rate and the d
 bandwidth that the TFLOPS and GB/s columns are compared with.
 
   python3 bench/peers.py --lib build/liblongattn.so [--groups chunk,gemma,decode,grid]
-                         [--peers longattn,flash,cudnn,efficient,flex] [--out bench/results/x.md]
+                         [--peers longattn,flash,cudnn,efficient,flex] [--dims 128,256]
+                         [--out bench/results/x.md]
 
 Conventions (the FlashAttention papers'): FLOPs = 4 * d * (visible query-key pairs) * B * Hq, so
 a causal square attention counts half the pairs. Causal is bottom-right aligned (query i sees key j
@@ -118,7 +119,8 @@ class Longattn:
         if self.lib.longattn_plan_attention(ctypes.byref(args), ctypes.byref(opts),
                                             ctypes.byref(plan)):
             raise RuntimeError(self.error())
-        note = f"{PATHS[plan.path]}" + (f" x{plan.splits}" if plan.splits > 1 else "")
+        note = (f"{PATHS[plan.path]}" + (f" x{plan.splits}" if plan.splits > 1 else "") +
+                (f" {plan.block_q}x{plan.block_k}" if plan.block_k > 0 else ""))
 
         def run():
             # The stream of the moment: a graph capture runs on torch's capture stream.
@@ -306,6 +308,7 @@ def main():
     ap.add_argument("--lib", default="build/liblongattn.so", help="path to liblongattn.so")
     ap.add_argument("--groups", default="grid,chunk,gemma,decode")
     ap.add_argument("--peers", default="longattn,flash,cudnn,efficient,flex")
+    ap.add_argument("--dims", help="only shapes of these head dims, e.g. 128,256")
     ap.add_argument("--out", help="also write the table (markdown) to this file")
     ap.add_argument("--graph-groups", default="decode",
                     help="groups timed as CUDA graph replays (the others per call)")
@@ -323,7 +326,10 @@ def main():
              "| GB/s | % copy | peak extra MB | rel err | note |",
              "|" + "---|" * 18]
     print("\n".join(lines), flush=True)
+    dims = {int(x) for x in args.dims.split(",")} if args.dims else None
     for s in shapes(groups):
+        if dims and s["d"] not in dims:
+            continue
         b, hq, hkv, lq, lk, d = s["b"], s["hq"], s["hkv"], s["lq"], s["lk"], s["d"]
         g = hq // hkv
         q = torch.randn(b, hq, lq, d, device="cuda", dtype=torch.bfloat16)
