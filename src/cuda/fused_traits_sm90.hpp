@@ -62,7 +62,7 @@ struct Sm90Traits {
 // every wgmma where they do not fit (C7512). O + S + P take 160 at d = 128, so ptxas runs the
 // softmax of tile t after the P V product of t - 1 has landed (the consumers still overlap each
 // other). The ways around it, 64-key tiles, P through shared memory and three consumers with
-// 64-key tiles, measured 10-16% slower, -41% to +4% and -30% to +3% (bench/NOTES.md v0.6).
+// 64-key tiles, measured 10-17% slower, -41% to +4% and -30% to +3% (bench/NOTES.md v0.6).
 LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
   Sm90Traits t;
   t.head_dim_qk = dqk;
