@@ -36,6 +36,7 @@
 #include <math_constants.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/fused_common_cuda.cuh"
 #include "cuda/fused_cuda.hpp"
@@ -368,6 +369,12 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       __syncwarp();
       if (lane == 0) ptx::mbar_arrive(empty_bar(entry % kSlots));
     };
+    // K_t's slot, unless V shares it (then V's release frees it). The arrival is predicated, not
+    // branched around: a branch here also kept the softmax after the wait for P V (v0.7).
+    auto release_k = [&](int t) {
+      __syncwarp();
+      if (lane == 0 && !kv_shared) ptx::mbar_arrive(empty_bar(k_entry(t) % kSlots));
+    };
 
     // O += P V, V read N-major: 16 keys per step are two 8-row groups (1024 bytes apart) of every
     // 64-column panel (kBK rows apart).
@@ -412,15 +419,24 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       ptx::wgmma_commit();
     };
 
+    // Runs f(t, std::true_type) for a plain tile t (inside every row's band, no softcap or mask:
+    // the scale is all it needs), else f(t, std::false_type).
+    auto with_plain = [&](int t, auto f) {
+      if (t >= plain_first && t <= plain_last)
+        f(t, std::true_type{});
+      else
+        f(t, std::false_type{});
+    };
+
     // Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
     // both consumers with split_keys), exp2, row sums. Returns the factor O must be rescaled by.
     // Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
     // the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
-    auto softmax = [&](int t, float(&corr)[2]) {
+    auto softmax = [&](int t, float(&corr)[2], auto plain_tag) {
+      constexpr bool kPlain = decltype(plain_tag)::value;
       const int j0 = int(tile_j0(t));
-      const bool plain = t >= plain_first && t <= plain_last;
-      const float mul = plain ? scale_log2 : 1.f;  // what turns s into log2 units
-      if (!plain) {
+      const float mul = kPlain ? scale_log2 : 1.f;  // what turns s into log2 units
+      if constexpr (!kPlain) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
@@ -573,11 +589,14 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         turn_end(false);
         ptx::wgmma_wait<0>();
         ptx::pin(s);
-        if (!kv_shared) release(k_entry(0));
-        softmax(0, corr);  // O is still zero: nothing to rescale
+        release_k(0);
+        with_plain(0, [&](int t, auto plain) { softmax(t, corr, plain); });  // O = 0: no rescale
         make_p(0);
       }
-      for (int t = 1; t < n_tiles; ++t) {
+      // The loop body is compiled twice, for plain and general tiles, so that neither has a
+      // branch between the waits for S_t and for P V_{t-1}: with one, ptxas left the whole softmax
+      // after the second wait (scripts/sm90_sass.py; bench/NOTES.md v0.7).
+      auto step = [&](int t, auto plain) {
         float corr[2];
         if constexpr (kPingpong) {
           prepare_v(t - 1);
@@ -592,15 +611,16 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         }
         ptx::wgmma_wait<1>();  // S_t has landed (groups complete in order); P V may still run
         ptx::pin(s);
-        if (!kv_shared) release(k_entry(t));
-        softmax(t, corr);
+        release_k(t);
+        softmax(t, corr, plain);
         ptx::wgmma_wait<0>();
         ptx::pin(o);
         pin_p();  // P_{t-1}'s registers stay untouched until its wgmma is done
         release(v_entry(t - 1));
         rescale_o(corr);
         make_p(t);
-      }
+      };
+      for (int t = 1; t < n_tiles; ++t) with_plain(t, step);
       if (n_tiles > 0) {
         prepare_v(n_tiles - 1);
         turn_begin();
@@ -620,15 +640,15 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       }
     } else {
       // One tile at a time: fewer live registers (no P of the previous tile while S is computed).
-      for (int t = 0; t < n_tiles; ++t) {
+      auto step = [&](int t, auto plain) {
         float corr[2];
         turn_begin();
         issue_s(t);
         turn_end(false);
         ptx::wgmma_wait<0>();
         ptx::pin(s);
-        if (!kv_shared) release(k_entry(t));
-        softmax(t, corr);
+        release_k(t);
+        softmax(t, corr, plain);
         rescale_o(corr);
         make_p(t);
         prepare_v(t);
@@ -639,7 +659,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         ptx::pin(o);
         pin_p();
         release(v_entry(t));
-      }
+      };
+      for (int t = 0; t < n_tiles; ++t) with_plain(t, step);
     }
 
     // Epilogue: full row sums (over both consumers with split_keys), sinks, 1/l, LSE; each thread

@@ -57,12 +57,11 @@ struct Sm90Traits {
 // v0.3), although they spill 132 bytes there; at d = 128 they do not fit (O + S + P of the
 // overlap need more than 160 registers: 476 bytes of spills, 3-4x slower). Without pingpong
 // (v0.2) three were 4-32% slower at both.
-// While a wgmma is in flight, ptxas keeps the live registers within the launch allocation
-// (65536 / threads: 168 with two consumers, 128 with three), not setmaxnreg's, and serializes
-// every wgmma where they do not fit (C7512). O + S + P take 160 at d = 128, so ptxas runs the
-// softmax of tile t after the P V product of t - 1 has landed (the consumers still overlap each
-// other). The ways around it, 64-key tiles, P through shared memory and three consumers with
-// 64-key tiles, measured 10-17% slower, -41% to +4% and -30% to +3% (bench/NOTES.md v0.6).
+// How much of the softmax of tile t runs during the P V product of t - 1 is ptxas's choice: the
+// row maxima and about a sixth of the exponentials (scripts/sm90_sass.py). Forcing all of it
+// before the wait measured 3-12% slower at every head dim; so did every shape that trades the
+// 128-key tile for more overlap at d = 128 (64-key tiles -10% to -17%, P through shared memory
+// -41% to +4%, three consumers with 64-key tiles -30% to +3%). bench/NOTES.md v0.6 and v0.7.
 LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
   Sm90Traits t;
   t.head_dim_qk = dqk;
