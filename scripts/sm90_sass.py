@@ -6,9 +6,9 @@
 Compiles fused_sm90_d<DQK>x<DV>_bf16.cu for sm_90a with the flags of an existing CUDA build
 (build-cuda/, configured by CMake), disassembles it and, for the plain kernel, counts the softmax's
 instructions between the wait for S (wgmma.wait_group 1, SASS `WARPGROUP.DEPBAR.LE gsb0, 0x1`) and
-the wait for the previous P V product (`... gsb0, 0x0`), and after it. The source overlaps the two;
-what runs is what ptxas scheduled (bench/NOTES.md v0.5). Also prints ptxas's register and spill
-report. cuobjdump and nvdisasm are not in this toolkit's install: they come from PyPI
+the wait for the previous P V product (`... gsb0, 0x0`), and after it, once per loop body (the
+plain tiles' first, then the general one's). The source overlaps the two; what runs is what ptxas
+scheduled (bench/NOTES.md v0.5, v0.7). Also prints ptxas's register and spill report. cuobjdump and nvdisasm are not in this toolkit's install: they come from PyPI
 (nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm) into build-tools/ on first use.
 """
 import glob
@@ -54,13 +54,14 @@ def placement(sass):
         waits1 = [i for i, op in enumerate(ops) if "DEPBAR.LE gsb0, 0x1" in op]
         if not waits1:
             print("  no wait_group 1 in the loop: ptxas serialized the wgmmas")
-        for w1 in waits1:
+        for body, w1 in enumerate(waits1):
             w0 = next(i for i in range(w1 + 1, len(ops)) if "DEPBAR.LE gsb0, 0x0" in ops[i])
+            print(f"  loop body {body + 1} of {len(waits1)}:")
             nxt = next((i for i in range(w0 + 1, len(ops)) if "HGMMA" in ops[i]), len(ops))
             for op in OPS:
                 between = sum(op in o for o in ops[w1:w0])
                 after = sum(op in o for o in ops[w0:nxt])
-                print(f"  {op:9s} during the P V product {between:4d}   after its wait {after:4d}")
+                print(f"    {op:9s} during the P V product {between:4d}   after its wait {after:4d}")
 
 
 def main():
