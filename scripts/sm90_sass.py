@@ -8,8 +8,9 @@ Compiles fused_sm90_d<DQK>x<DV>_bf16.cu for sm_90a with the flags of an existing
 instructions between the wait for S (wgmma.wait_group 1, SASS `WARPGROUP.DEPBAR.LE gsb0, 0x1`) and
 the wait for the previous P V product (`... gsb0, 0x0`), and after it, once per loop body (the
 plain tiles' first, then the general one's). The source overlaps the two; what runs is what ptxas
-scheduled (bench/NOTES.md v0.5, v0.7). Also prints ptxas's register and spill report. cuobjdump and nvdisasm are not in this toolkit's install: they come from PyPI
-(nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm) into build-tools/ on first use.
+scheduled (bench/NOTES.md v0.5, v0.7). Also prints ptxas's register and spill report. cuobjdump
+and nvdisasm are not in this toolkit's install: they come from PyPI (nvidia-cuda-cuobjdump,
+nvidia-cuda-nvdisasm) into build-tools/ on first use.
 """
 import glob
 import os

@@ -59,7 +59,7 @@ struct Sm90Traits {
 // (v0.2) three were 4-32% slower at both.
 // How much of the softmax of tile t runs during the P V product of t - 1 is ptxas's choice: the
 // row maxima and about a sixth of the exponentials (scripts/sm90_sass.py). Forcing all of it
-// before the wait measured 3-12% slower at every head dim; so did every shape that trades the
+// before the wait measured 6-17% slower at every head dim; so did every shape that trades the
 // 128-key tile for more overlap at d = 128 (64-key tiles -10% to -17%, P through shared memory
 // -41% to +4%, three consumers with 64-key tiles -30% to +3%). bench/NOTES.md v0.6 and v0.7.
 LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
