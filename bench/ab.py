@@ -46,12 +46,7 @@ def main():
         if dims and s["d"] not in dims:
             continue
         b, hq, hkv, lq, lk, d = s["b"], s["hq"], s["hkv"], s["lq"], s["lk"], s["d"]
-        q = torch.randn(b, hq, lq, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(b, hkv, lk, d, device="cuda", dtype=torch.bfloat16)
-        v = k if s["kv_shared"] else torch.randn_like(k)
-        rows = sorted({(h, i) for h in (0, hq - 1) for i in (0, lq // 2, lq - 1)})
-        ref = peers.reference_rows(q, k, v, s["causal"], rows)
-        flops = 4 * d * peers.visible_pairs(s) * b * hq
+        q, k, v, rows, ref, flops = peers.inputs(s)
         runs, keep, note = {}, [], ""
         for name, la in builds.items():
             o = torch.empty_like(q)

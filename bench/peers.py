@@ -170,6 +170,17 @@ def visible_pairs(s):
     return sum(min(lk, max(0, i + off + 1)) for i in range(lq))
 
 
+def inputs(s):
+    """Random bf16 Q, K, V of shape s, the sampled rows checked, their float32 reference, FLOPs."""
+    b, hq, hkv, lq, lk, d = s["b"], s["hq"], s["hkv"], s["lq"], s["lk"], s["d"]
+    q = torch.randn(b, hq, lq, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, hkv, lk, d, device="cuda", dtype=torch.bfloat16)
+    v = k if s["kv_shared"] else torch.randn_like(k)
+    rows = sorted({(h, i) for h in (0, hq - 1) for i in (0, lq // 2, lq - 1)})
+    ref = reference_rows(q, k, v, s["causal"], rows)
+    return q, k, v, rows, ref, 4 * d * visible_pairs(s) * b * hq
+
+
 # ---- peers
 
 
@@ -332,12 +343,7 @@ def main():
             continue
         b, hq, hkv, lq, lk, d = s["b"], s["hq"], s["hkv"], s["lq"], s["lk"], s["d"]
         g = hq // hkv
-        q = torch.randn(b, hq, lq, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(b, hkv, lk, d, device="cuda", dtype=torch.bfloat16)
-        v = k if s["kv_shared"] else torch.randn_like(k)
-        rows = sorted({(h, i) for h in (0, hq - 1) for i in (0, lq // 2, lq - 1)})
-        ref = reference_rows(q, k, v, s["causal"], rows)
-        flops = 4 * d * visible_pairs(s) * b * hq
+        q, k, v, rows, ref, flops = inputs(s)
         bytes_moved = (k.numel() * (1 if s["kv_shared"] else 2) + 2 * q.numel()) * 2
         use_graph = s["group"] in graph_groups
         kv_sets = [(k, v)]
