@@ -18,7 +18,10 @@ GQA runs natively (enable_gqa) where a backend takes it; a backend that refuses 
 to all query heads, marked "kv expanded", and its peak memory includes the copy.
 
 Timing (the "timing" column): "call" is one call between two events, median of repeats: host work
-per call (planning, launch) counts, as it does for an eager caller. "graph" (the groups of
+per call (planning, launch) counts, as it does for an eager caller. The peers of a shape are timed
+in --rounds rounds (3), the order rotating each round, and each gets the median of its rounds: a
+kernel's time depends on what ran just before it (the card's clocks and power), so no peer may
+always follow the same one. "graph" (the groups of
 --graph-groups, decode by default) captures 20 calls into a CUDA graph after warm-up on a side
 stream and times replays: what a serving runtime's decode step pays, the GPU time with the host
 out of the way. The 20 calls rotate among copies of K/V of at least 150 MB together, so no call
@@ -321,6 +324,8 @@ def main():
     ap.add_argument("--peers", default="longattn,flash,cudnn,efficient,flex")
     ap.add_argument("--dims", help="only shapes of these head dims, e.g. 128,256")
     ap.add_argument("--out", help="also write the table (markdown) to this file")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="per-call shapes: rounds of timing, each peer once per round")
     ap.add_argument("--graph-groups", default="decode",
                     help="groups timed as CUDA graph replays (the others per call)")
     args = ap.parse_args()
@@ -351,6 +356,10 @@ def main():
             for _ in range(rotation_sets(bytes_moved) - 1):
                 kk = torch.randn_like(k)
                 kv_sets.append((kk, kk if s["kv_shared"] else torch.randn_like(v)))
+        # Each peer is checked (and its peak memory taken) in turn; per-call peers are then timed
+        # in rounds, the order rotating each round, so every one follows the same work: the card's
+        # clock history moves a kernel's time by up to 16% with what ran before it (NOTES v0.6).
+        done = {}
         for peer in peers:
             note, err, ms = "", float("nan"), float("nan")
             timing = "graph" if use_graph else "call"
@@ -370,6 +379,7 @@ def main():
                     return flex_runner(q, kk, vv, s["causal"], g)
                 return sdpa_runner(peer, q, kk, vv, s["causal"], g)
 
+            run = None
             try:
                 run, note = runner(k, v)
                 out = run()
@@ -392,23 +402,43 @@ def main():
                         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:60]
                         note = f"{note} graph failed: {why}".strip()
                         ms = time_ms(run)
+                    run = None  # timed
                 else:
-                    ms = time_ms(run)
                     extra = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
                 status = "ok" if err < 2e-2 else "WRONG"
             except Exception as e:  # a peer that cannot run the shape: say why, keep going
                 extra = float("nan")
                 status = "n/a"
                 note = (str(e).strip().splitlines() or [type(e).__name__])[0][:80]
-            del keep
+                run = None
+            done[peer] = dict(note=note, err=err, ms=ms, timing=timing, extra=extra,
+                              status=status, run=run, keep=keep)
+        timed = [p for p in peers if done[p]["run"] is not None]
+        times = {p: [] for p in timed}
+        for r in range(args.rounds):
+            for p in timed[r % max(1, len(timed)):] + timed[:r % max(1, len(timed))]:
+                if p not in times:
+                    continue
+                try:
+                    times[p].append(time_ms(done[p]["run"], budget_ms=150, max_reps=20))
+                except Exception as e:  # failed while timed (out of memory, say): say why
+                    del times[p]
+                    done[p]["status"] = "n/a"
+                    done[p]["note"] = (str(e).strip().splitlines() or [type(e).__name__])[0][:80]
+        for peer in peers:
+            x = done[peer]
+            ms = statistics.median(times[peer]) if peer in times else x["ms"]
+            if x["status"] == "n/a":
+                ms = float("nan")
             tflops = flops / (ms * 1e-3) / 1e12 if ms == ms else float("nan")
             gbps = bytes_moved / (ms * 1e-3) / 1e9 if ms == ms else float("nan")
             line = (f"| {s['group']} | {b} | {hq}/{hkv} | {lq} | {lk} | {d} | {int(s['causal'])} "
-                    f"| {int(s['kv_shared'])} | {peer} | {timing} | {ms:.4f} | {tflops:.1f} | "
+                    f"| {int(s['kv_shared'])} | {peer} | {x['timing']} | {ms:.4f} | {tflops:.1f} | "
                     f"{100 * tflops / peak:.1f} | {gbps:.0f} | {100 * gbps / copy:.1f} | "
-                    f"{extra:.1f} | {err:.1e} | {status} {note} |")
+                    f"{x['extra']:.1f} | {x['err']:.1e} | {x['status']} {x['note']} |")
             lines.append(line)
             print(line, flush=True)
+        del done, times
         del q, k, v, kv_sets
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
