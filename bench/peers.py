@@ -428,8 +428,6 @@ def main():
         for peer in peers:
             x = done[peer]
             ms = statistics.median(times[peer]) if peer in times else x["ms"]
-            if x["status"] == "n/a":
-                ms = float("nan")
             tflops = flops / (ms * 1e-3) / 1e12 if ms == ms else float("nan")
             gbps = bytes_moved / (ms * 1e-3) / 1e9 if ms == ms else float("nan")
             line = (f"| {s['group']} | {b} | {hq}/{hkv} | {lq} | {lk} | {d} | {int(s['causal'])} "
