@@ -63,7 +63,9 @@ std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx
     longattn_plan p{};
     fused->configure(a, ctx, &p);
     int64_t items = fused->work_items(a, p);
-    int64_t workers = a.device == LONGATTN_DEVICE_CPU ? ctx.max_threads : ctx.info.cores;
+    // The machine's cores, never options.num_threads: the path (and so the bits) must not
+    // change with the thread count (README: the same bits whatever the thread count).
+    int64_t workers = std::max(1, ctx.info.cores);
     if (items < workers && a.kv_len >= kMinKeysForSplit) {
       *why = format(
           "%lld (batch, kv head, query tile) item%s for %lld workers: splitting %lld "
