@@ -1,0 +1,352 @@
+"""The array API: attention, plan, merge_states, devices over torch, numpy and DLPack tensors."""
+
+import math
+import re
+from typing import NamedTuple, Optional
+
+from . import _C
+from ._errors import InvalidArgumentError, from_status
+from ._tensors import CPU, CUDA, describe, empty_like_kind, is_torch, _torch
+
+_PATHS = {"auto": 0, "reference": 1, "unfused": 2, "fused": 3, "split_kv": 4}
+_PATH_NAMES = {v: k for k, v in _PATHS.items()}
+_DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+_MASK_BOOLEAN, _MASK_ADDITIVE = 1, 2
+
+
+class Plan(NamedTuple):
+    """What the router decided for a call, before (or after) it runs."""
+
+    ok: bool
+    path: str  # "fused", "split_kv", "unfused", "reference"
+    kernel: str  # the kernel family the path runs (e.g. "sm90a wgmma+TMA"), or the path's device
+    reason: str  # why, in the library's words
+    transient_bytes: int  # exactly what the run takes from the allocator
+    threads: int
+    block_q: int
+    block_k: int
+    splits: int
+    status: int  # the C API's longattn_status (0 when ok)
+
+
+def _layout_strides(view, layout, name):
+    """(batch, head, length, dim) sizes and (batch, head, token) element strides of a 4-d tensor."""
+    if len(view.shape) != 4:
+        raise InvalidArgumentError(
+            f"{name} has {len(view.shape)} dimensions, shape {tuple(view.shape)}: it must be 4-d, "
+            f"{'[B, H, L, D]' if layout == 'bhld' else '[B, L, H, D]'} for layout='{layout}'")
+    s = view.strides
+    if view.shape[3] > 1 and s[3] != 1:
+        raise InvalidArgumentError(
+            f"{name}.stride(-1) = {s[3]}: the head-dim axis must be contiguous (stride 1); other "
+            f"axes may have any strides")
+    if layout == "bhld":
+        b, h, l, d = view.shape
+        return (b, h, l, d), (s[0], s[1], s[2])
+    b, l, h, d = view.shape
+    return (b, h, l, d), (s[0], s[2], s[1])
+
+
+class _Call:
+    """The arguments of one call, checked and flattened into the tuple the extension reads."""
+
+    __slots__ = ("views", "kind", "device", "index", "dtype", "shape", "o_shape", "lse_shape",
+                 "fields", "keep", "keep_bt")
+
+    def __init__(self, q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
+                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads):
+        if layout not in ("bhld", "blhd"):
+            raise InvalidArgumentError(
+                f"layout = {layout!r}: allowed values are 'bhld' ([B, H, L, D]) and 'blhd' "
+                f"([B, L, H, D])")
+        if path not in _PATHS:
+            raise InvalidArgumentError(
+                f"path = {path!r}: allowed values are {', '.join(map(repr, _PATHS))}")
+        qv, kv, vv = describe(q, "q"), describe(k, "k"), describe(v, "v")
+        self.kind, self.device, self.index = qv.kind, qv.device, qv.index
+        for view, name in ((kv, "k"), (vv, "v")):
+            self._same_place(view, name, qv)
+        if qv.dtype not in _DTYPES:
+            raise InvalidArgumentError(
+                f"q.dtype = {qv.dtype}: allowed dtypes are float32, float16 and bfloat16")
+        for view, name in ((kv, "k"), (vv, "v")):
+            if view.dtype != qv.dtype:
+                raise InvalidArgumentError(
+                    f"{name}.dtype = {view.dtype} differs from q.dtype = {qv.dtype}: q, k, v and "
+                    f"out share one dtype")
+        (B, Hq, Lq, Dqk), qs = _layout_strides(qv, layout, "q")
+        (Bk, Hkv, Lk, Dk), ks = _layout_strides(kv, layout, "k")
+        (Bv, Hv, Lv, Dv), vs = _layout_strides(vv, layout, "v")
+        paged = block_table is not None
+        bt_ptr, bt_stride, num_blocks, psize = 0, 0, 0, 0
+        if paged:
+            btv = describe(block_table, "block_table")
+            self._same_place(btv, "block_table", qv)
+            if btv.dtype != "int32" or len(btv.shape) != 2 or btv.shape[0] != B or (
+                    btv.shape[1] > 1 and btv.strides[1] != 1):
+                raise InvalidArgumentError(
+                    f"block_table: dtype {btv.dtype}, shape {tuple(btv.shape)}: it must be an "
+                    f"int32 [B = {B}, blocks per sequence] table with contiguous rows")
+            psize = Lk
+            if page_size is not None and page_size != psize:
+                raise InvalidArgumentError(
+                    f"page_size = {page_size} differs from the block pools' token axis "
+                    f"({psize}): k and v are [num_blocks, Hkv, page_size, D] ('bhld') or "
+                    f"[num_blocks, page_size, Hkv, D] ('blhd')")
+            num_blocks = Bk
+            if kv_len is None:
+                kv_len = btv.shape[1] * psize
+            if not 0 <= kv_len <= btv.shape[1] * psize:
+                raise InvalidArgumentError(
+                    f"kv_len = {kv_len}: a block table of {btv.shape[1]} blocks of {psize} tokens "
+                    f"holds 0 to {btv.shape[1] * psize} keys")
+            bt_ptr, bt_stride, Lk_eff = btv.ptr, btv.strides[0], kv_len
+            Bk = Bv = B
+            self.keep_bt = btv
+        else:
+            if page_size is not None:
+                raise InvalidArgumentError("page_size is given without block_table: pass both "
+                                           "for paged K/V, or neither")
+            if kv_len is not None and kv_len != Lk:
+                raise InvalidArgumentError(
+                    f"kv_len = {kv_len} differs from k's length {Lk}; kv_len is for paged K/V")
+            Lk_eff = Lk
+        if not (B == Bk == Bv) or Hkv != Hv or Lk != Lv or Dk != Dqk or (
+                paged and kv.shape[0] != vv.shape[0]):
+            raise InvalidArgumentError(
+                f"shapes do not match: q {tuple(qv.shape)}, k {tuple(kv.shape)}, v "
+                f"{tuple(vv.shape)} (layout '{layout}'): q and k need the same batch and head "
+                f"dim, k and v the same batch, heads and length")
+        self.shape = (B, Hq, Hkv, Lq, Lk_eff, Dqk, Dv)
+        self.o_shape = (B, Hq, Lq, Dv) if layout == "bhld" else (B, Lq, Hq, Dv)
+        self.lse_shape = (B, Hq, Lq)
+
+        self.keep = [qv, kv, vv]  # DLPack owners stay alive until the call returns
+        if out is None:
+            out = empty_like_kind(qv, self.o_shape, qv.dtype)
+        ov = describe(out, "out")
+        self._same_place(ov, "out", qv)
+        if tuple(ov.shape) != self.o_shape or ov.dtype != qv.dtype:
+            raise InvalidArgumentError(
+                f"out: shape {tuple(ov.shape)}, dtype {ov.dtype}: it must be {self.o_shape} "
+                f"{qv.dtype} (layout '{layout}')")
+        _, os_ = _layout_strides(ov, layout, "out")
+        lse, lse_ptr = None, 0
+        if return_lse:
+            lse = empty_like_kind(qv, self.lse_shape, "float32")
+            lse_ptr = describe(lse, "lse").ptr
+        self.views = (ov, lse)
+        self.dtype = qv.dtype
+
+        sinks_ptr = 0
+        if sinks is not None:
+            sv = describe(sinks, "sinks")
+            self._same_place(sv, "sinks", qv)
+            if sv.dtype != "float32" or tuple(sv.shape) != (Hq,) or (Hq > 1 and sv.strides[0] != 1):
+                raise InvalidArgumentError(
+                    f"sinks: dtype {sv.dtype}, shape {tuple(sv.shape)}: it must be a contiguous "
+                    f"float32 [Hq = {Hq}] tensor (one logit per query head)")
+            sinks_ptr = sv.ptr
+            self.keep.append(sv)
+
+        mask_kind, mask_ptr, mdims, mstrides = 0, 0, (0, 0, 0, 0), (0, 0, 0, 0)
+        if mask is not None:
+            mv = describe(mask, "mask")
+            self._same_place(mv, "mask", qv)
+            if mv.dtype in ("bool", "uint8"):
+                mask_kind = _MASK_BOOLEAN
+            elif mv.dtype == "float32":
+                mask_kind = _MASK_ADDITIVE
+            else:
+                raise InvalidArgumentError(
+                    f"mask.dtype = {mv.dtype}: allowed are bool or uint8 (nonzero = visible) and "
+                    f"float32 (added to the scores)")
+            if len(mv.shape) > 4:
+                raise InvalidArgumentError(
+                    f"mask has shape {tuple(mv.shape)}: at most 4 dimensions, broadcastable to "
+                    f"[B, Hq, Lq, Lk] = {[B, Hq, Lq, Lk_eff]}")
+            pad = 4 - len(mv.shape)
+            mshape = (1,) * pad + tuple(mv.shape)
+            mstr = (0,) * pad + tuple(mv.strides)
+            want = (B, Hq, Lq, Lk_eff)
+            if any(m not in (1, w) for m, w in zip(mshape, want)):
+                raise InvalidArgumentError(
+                    f"mask has shape {tuple(mv.shape)}: it must broadcast to [B, Hq, Lq, Lk] = "
+                    f"{list(want)} (each dim that size or 1)")
+            mdims = mshape
+            mstrides = tuple(s if m > 1 else 0 for s, m in zip(mstr, mshape))
+            mask_ptr = mv.ptr
+            self.keep.append(mv)
+
+        stream = 0
+        if self.device == CUDA and self.kind == "torch":
+            stream = _current_stream(self.index)
+        self.fields = (
+            _DTYPES[qv.dtype], self.device, B, Hq, Hkv, Lq, Lk_eff, Dqk, Dv,
+            qv.ptr, *qs, kv.ptr, *ks, vv.ptr, *vs, ov.ptr, *os_, lse_ptr,
+            0.0 if scale is None else float(scale), int(bool(causal)), int(window_left),
+            float(softcap), sinks_ptr,
+            mask_kind, mask_ptr, *mdims, *mstrides,
+            bt_ptr, bt_stride, psize, num_blocks,
+            _PATHS[path], -1 if memory_budget is None else int(memory_budget),
+            0 if num_threads is None else int(num_threads), stream)
+
+    def _same_place(self, view, name, ref):
+        if view.kind != ref.kind and not (view.kind == "dlpack" or ref.kind == "dlpack"):
+            raise InvalidArgumentError(
+                f"{name} is a {view.kind} tensor and q a {ref.kind} one: pass one kind")
+        if view.device != ref.device or (view.device == CUDA and view.index != ref.index):
+            where = lambda x: "cpu" if x.device == CPU else f"cuda:{x.index}"
+            raise InvalidArgumentError(
+                f"{name} is on {where(view)} and q on {where(ref)}: every tensor of a call must be "
+                f"on q's device")
+
+
+def _current_stream(index):
+    """torch's current CUDA stream on device `index`, as an integer handle."""
+    torch = _torch()
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # the cheap read, where it exists
+    return raw(index) if raw else torch.cuda.current_stream(index).cuda_stream
+
+
+def _plan_from(t):
+    status, message, ok, path, threads, bq, bk, splits, transient, _allocated, reason = t
+    m = re.search(r"kernel (sm\w+ [\w.+-]+)", reason)
+    kernel = m.group(1) if m else (f"cpu {_PATH_NAMES.get(path, '?')}" if ok else "")
+    return Plan(bool(ok), _PATH_NAMES.get(path, str(path)), kernel, reason or message,
+                transient, threads, bq, bk, splits, status)
+
+
+def _check_grad(q, k, v):
+    torch = _torch()
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        name = "q" if q.requires_grad else "k" if k.requires_grad else "v"
+        raise InvalidArgumentError(
+            f"{name} requires grad: longattn.attention is forward-only (no backward); call it "
+            f"under torch.no_grad() or pass detached tensors")
+
+
+def _torch_alloc(device):
+    torch = _torch()
+
+    def alloc(nbytes):
+        t = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        return t.data_ptr(), t
+
+    return alloc
+
+
+def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None, mask=None,
+        layout="bhld", out=None, return_lse=False, path="auto", memory_budget=None,
+        block_table=None, page_size=None, kv_len=None, num_threads=None):
+    """attention() without the torch.compile dispatch: reads the tensors and calls the C API."""
+    call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
+                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
+    o, lse = call.views[0].obj, call.views[1]
+    alloc = None
+    if call.kind == "torch":
+        _check_grad(q, k, v)
+        if call.device == CUDA:
+            alloc = _torch_alloc(q.device)
+            torch = _torch()
+            if torch.cuda.current_device() != call.index:
+                with torch.cuda.device(call.index):
+                    result = _C.attention(call.fields, alloc)
+                return _finish(result, o, lse, return_lse)
+    result = _C.attention(call.fields, alloc)
+    return _finish(result, o, lse, return_lse)
+
+
+def _finish(result, o, lse, return_lse):
+    if result[0] != 0:
+        raise from_status(result[0], result[1])
+    return (o, lse) if return_lse else o
+
+
+def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
+              mask=None, layout="bhld", out=None, return_lse=False, path="auto",
+              memory_budget=None, block_table=None, page_size=None, kv_len=None,
+              num_threads=None):
+    """Attention over q, k, v of any kind (torch, numpy, DLPack); returns o, or (o, lse).
+
+    Shapes (layout "bhld"): q [B, Hq, Lq, Dqk], k [B, Hkv, Lk, Dqk], v [B, Hkv, Lk, Dv] ->
+    o [B, Hq, Lq, Dv], lse [B, Hq, Lq] float32 (natural log). layout "blhd" takes and gives
+    [B, L, H, D]. Any strides are passed to the library as they are (the head-dim axis must be
+    contiguous); nothing is copied. Causal is bottom-right aligned (query i sees key j iff
+    j <= i + Lk - Lq); window_left = W also requires j >= i + Lk - Lq - W. `mask` is boolean
+    (True = visible) or additive float32, broadcastable to [B, Hq, Lq, Lk]. `sinks` is float32
+    [Hq]. Paged K/V: k and v are block pools ([num_blocks, Hkv, page_size, D] for "bhld"),
+    block_table int32 [B, blocks], kv_len keys (default: every block full).
+    The result is of q's kind and device; torch CUDA tensors run on torch's current stream and
+    take transient memory from torch's allocator. torch tensors that require grad are refused
+    (forward only). Raises longattn.Error (InvalidArgumentError, a ValueError, for bad arguments).
+    """
+    if is_torch(q):
+        torch = _torch()
+        if torch.compiler.is_compiling() or type(q) is not torch.Tensor or q.device.type == "meta":
+            from . import torch_ops  # registers the op on first use
+            return torch_ops.call_op(q, k, v, causal, window_left, softcap, scale, sinks, mask,
+                                     layout, out, return_lse, path, memory_budget, block_table,
+                                     page_size, kv_len, num_threads)
+    return run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
+               return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
+
+
+def plan(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
+         mask=None, layout="bhld", out=None, return_lse=False, path="auto", memory_budget=None,
+         block_table=None, page_size=None, kv_len=None, num_threads=None):
+    """What attention() with the same arguments would do, without running: a Plan. A plan that
+    cannot run has ok = False and says why; invalid arguments raise as in attention()."""
+    call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
+                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
+    result = _C.plan(call.fields)
+    if result[0] == 1:  # invalid arguments raise; a valid call that cannot run is a plan
+        raise from_status(result[0], result[1])
+    return _plan_from(result)
+
+
+def merge_states(o_parts, lse_parts):
+    """Combines n partial results over disjoint key sets: o_parts [n, ..., Dv] and lse_parts
+    [n, ...] (float32) -> (o [..., Dv], lse [...]). Exact: o = sum_i e^(lse_i - lse) o_i,
+    lse = log sum_i e^lse_i; a part with lse = -inf adds nothing, a row with none is 0, -inf.
+    Host arrays run in the library; torch CUDA tensors with the same formula in torch."""
+    if is_torch(o_parts) and o_parts.device.type != "cpu":
+        torch = _torch()
+        lse = torch.logsumexp(lse_parts, dim=0)
+        safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+        w = torch.exp(lse_parts - safe)
+        w = torch.where(torch.isinf(lse_parts), torch.zeros_like(w), w)
+        return (w.unsqueeze(-1) * o_parts).sum(0), lse
+    ov, lv = describe(o_parts, "o_parts"), describe(lse_parts, "lse_parts")
+    if ov.dtype != "float32" or lv.dtype != "float32":
+        raise InvalidArgumentError(
+            f"o_parts.dtype = {ov.dtype}, lse_parts.dtype = {lv.dtype}: both must be float32")
+    if len(ov.shape) < 2 or tuple(lv.shape) != tuple(ov.shape[:-1]):
+        raise InvalidArgumentError(
+            f"o_parts {tuple(ov.shape)} and lse_parts {tuple(lv.shape)}: o_parts is [n, ..., Dv] "
+            f"and lse_parts [n, ...] with the same leading dims")
+    for view, name in ((ov, "o_parts"), (lv, "lse_parts")):
+        if view.device != CPU:
+            raise InvalidArgumentError(f"{name} is on a CUDA device: merge_states takes host "
+                                       f"arrays, or torch tensors on any device")
+        expect, acc = [], 1
+        for n in reversed(view.shape):
+            expect.append(acc)
+            acc *= n
+        if any(s != e for s, e, n in zip(view.strides, reversed(expect), view.shape) if n > 1):
+            raise InvalidArgumentError(f"{name} must be contiguous (strides {view.strides})")
+    n, dv = ov.shape[0], ov.shape[-1]
+    rows = math.prod(ov.shape[1:-1])
+    o = empty_like_kind(ov, tuple(ov.shape[1:]), "float32")
+    lse = empty_like_kind(ov, tuple(lv.shape[1:]), "float32")
+    out_o, out_l = describe(o, "o"), describe(lse, "lse")
+    status, message = _C.merge_states(n, rows, dv, ov.ptr, lv.ptr, out_o.ptr, out_l.ptr)
+    if status:
+        raise from_status(status, message)
+    return o, lse
+
+
+def devices():
+    """The devices this build and machine have: a list of dicts (kind, available, name,
+    features, cores, memory_total, memory_free)."""
+    return [_C.device_query(CPU), _C.device_query(CUDA)]

@@ -1,0 +1,60 @@
+"""torch.ops.longattn.attention: the array API as a PyTorch operator, so that torch.compile
+(fullgraph), CUDA-graph capture and FakeTensor tracing see one opaque, shape-known call.
+
+Registered with torch.library's low-level API (define / impl / register_fake): its dispatch costs
+less per call than a custom_op wrapper. The op always returns (o, lse); lse is float32 [B, Hq, Lq].
+Forward only: the kernel (api.run) refuses inputs that require grad while grad mode is on.
+"""
+
+import torch
+
+from . import api
+
+_SCHEMA = (
+    "attention(Tensor q, Tensor k, Tensor v, *, bool causal=False, int window_left=-1, "
+    "float softcap=0.0, float? scale=None, Tensor? sinks=None, Tensor? mask=None, "
+    "str layout='bhld', str path='auto', int? memory_budget=None, Tensor? block_table=None, "
+    "int? page_size=None, int? kv_len=None, int? num_threads=None) -> (Tensor, Tensor)")
+
+_lib = torch.library.Library("longattn", "DEF")
+_lib.define(_SCHEMA)
+
+
+def _kernel(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
+            mask=None, layout="bhld", path="auto", memory_budget=None, block_table=None,
+            page_size=None, kv_len=None, num_threads=None):
+    return api.run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, None, True,
+                   path, memory_budget, block_table, page_size, kv_len, num_threads)
+
+
+def _fake(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
+          mask=None, layout="bhld", path="auto", memory_budget=None, block_table=None,
+          page_size=None, kv_len=None, num_threads=None):
+    if q.dim() != 4 or v.dim() != 4:
+        raise api.InvalidArgumentError(
+            f"q and v must be 4-d (got {q.dim()} and {v.dim()} dimensions)")
+    if layout == "bhld":
+        B, Hq, Lq, _ = q.shape
+        o_shape = (B, Hq, Lq, v.shape[3])
+    else:
+        B, Lq, Hq, _ = q.shape
+        o_shape = (B, Lq, Hq, v.shape[3])
+    return q.new_empty(o_shape), q.new_empty((B, Hq, Lq), dtype=torch.float32)
+
+
+_lib.impl("attention", _kernel, "CPU")
+_lib.impl("attention", _kernel, "CUDA")
+torch.library.register_fake("longattn::attention", _fake, lib=_lib)
+
+
+def call_op(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out, return_lse,
+            path, memory_budget, block_table, page_size, kv_len, num_threads):
+    """longattn.attention's route for torch.compile, tensor subclasses and meta tensors."""
+    o, lse = torch.ops.longattn.attention(
+        q, k, v, causal=causal, window_left=window_left, softcap=softcap, scale=scale,
+        sinks=sinks, mask=mask, layout=layout, path=path, memory_budget=memory_budget,
+        block_table=block_table, page_size=page_size, kv_len=kv_len, num_threads=num_threads)
+    if out is not None:
+        out.copy_(o)
+        o = out
+    return (o, lse) if return_lse else o
