@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds and runs every test: a Release build with warnings as errors, then the same tests under
-# AddressSanitizer + UndefinedBehaviorSanitizer. `--quick` skips the sanitizer build.
+# Builds and runs every test: a Release build with warnings as errors, the Python package (built
+# with `pip install .` into .venv, with numpy, torch and transformers from PyPI) and its pytest
+# suite, then the C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer. `--quick` skips
+# the sanitizer build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
@@ -14,6 +16,18 @@ run_suite() {  # build dir, extra cmake args...
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 }
 run_suite build
+
+# The Python package and its tests. Its CUDA kernels are built only where a GPU can run them
+# (the C++ build above already compiles them everywhere nvcc is); LONGATTN_CUDA overrides.
+venv=.venv
+[ -x $venv/bin/python ] || python3 -m venv $venv
+$venv/bin/python -m pip install -q --upgrade pip
+$venv/bin/python -m pip install -q numpy ml_dtypes torch transformers pytest nanobind \
+  scikit-build-core
+gpu=OFF; nvidia-smi -L >/dev/null 2>&1 && gpu=ON
+LONGATTN_CUDA=${LONGATTN_CUDA:-$gpu} $venv/bin/python -m pip install -q --no-build-isolation \
+  --no-deps .
+(cd python/tests && ../../$venv/bin/python -m pytest -q -p no:cacheprovider .)
 if [ "${1:-}" != "--quick" ]; then
   LONGATTN_TEST_SCALE=small ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-sanitize -DLONGATTN_SANITIZE=ON -DLONGATTN_CUDA=OFF
