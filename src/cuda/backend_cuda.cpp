@@ -133,6 +133,20 @@ void check_device_pointers(const longattn_args& a, const longattn_options& o) {
   }
 }
 
+// The typed arrays every CUDA kernel reads or writes with their natural alignment: a float32 or
+// int32 array must start on 4 bytes. "" when they do.
+std::string typed_pointers_unsupported(const longattn_args& a) {
+  const struct {
+    const char* name;
+    const void* p;
+  } typed[] = {{"lse", a.lse}, {"sinks", a.sinks}, {"block_table", a.block_table}};
+  for (const auto& x : typed)
+    if (reinterpret_cast<uintptr_t>(x.p) % 4 != 0)
+      return format("%s = %p is not 4-byte aligned: the CUDA kernels access it as 32-bit elements",
+                    x.name, x.p);
+  return "";
+}
+
 // ---- fused and split_kv (one kernel; split_kv adds K/V slices and the merge)
 
 std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
@@ -144,22 +158,27 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
         "the CUDA fused kernel needs compute capability 8.0 (sm_80, mma.sync bf16) or "
         "newer; %s is sm_%d%d",
         g.prop.name, g.prop.major, g.prop.minor);
+  if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
   if (!cuda::fused_has_kernel(a.head_dim_qk, a.head_dim_v))
     return format(
         "head_dim_qk = %lld, head_dim_v = %lld: the CUDA fused kernel is compiled for "
         "head_dim_qk/head_dim_v in {%s}",
         (long long)a.head_dim_qk, (long long)a.head_dim_v, cuda::fused_head_dims_list());
-  // Tiles are copied in 16-byte pieces: every row must start on 16 bytes.
+  // Tiles are copied (cp.async, TMA, float4) and O stored in 16-byte pieces: every row must start
+  // on 16 bytes. A paged K/V steps its batch stride between blocks and its token stride in a page.
   const int64_t es = dtype_bytes(a.dtype), align = 16 / es;
+  const bool paged = a.block_table != nullptr;
+  const int64_t kv_outer = paged ? a.num_blocks : a.batch,
+                kv_tokens = paged ? a.page_size : a.kv_len;
   const struct {
     const char* name;
     const void* p;
     longattn_strides s;
-    int64_t heads, len;
-  } t[] = {{"q", a.q, a.q_strides, a.q_heads, a.q_len},
-           {"k", a.k, a.k_strides, a.kv_heads, a.kv_len},
-           {"v", a.v, a.v_strides, a.kv_heads, a.kv_len},
-           {"o", a.o, a.o_strides, a.q_heads, a.q_len}};
+    int64_t outer, heads, len;
+  } t[] = {{"q", a.q, a.q_strides, a.batch, a.q_heads, a.q_len},
+           {"k", a.k, a.k_strides, kv_outer, a.kv_heads, kv_tokens},
+           {"v", a.v, a.v_strides, kv_outer, a.kv_heads, kv_tokens},
+           {"o", a.o, a.o_strides, a.batch, a.q_heads, a.q_len}};
   for (const auto& x : t) {
     if (reinterpret_cast<uintptr_t>(x.p) % 16 != 0)
       return format(
@@ -170,7 +189,7 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
       const char* axis;
       int64_t stride, size;
     } ax[] = {
-        {"batch", x.s.batch, a.batch}, {"head", x.s.head, x.heads}, {"token", x.s.token, x.len}};
+        {"batch", x.s.batch, x.outer}, {"head", x.s.head, x.heads}, {"token", x.s.token, x.len}};
     for (const auto& d : ax)
       if (d.size > 1 && d.stride % align != 0)
         return format(
@@ -301,6 +320,7 @@ std::string unfused_unsupported(const longattn_args& a, const DeviceContext&) {
   RelaxedCapture relaxed;
   const Gpu g = current_gpu();
   if (!g.error.empty()) return "no usable CUDA device: " + g.error;
+  if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
   return cuda::unfused_unsupported(a);
 }
 
@@ -318,6 +338,7 @@ int64_t unfused_workspace(const longattn_args& a, const longattn_plan&) {
   l.add(u.probs_bytes, 1);
   l.add(u.pointer_bytes, 1);
   l.add(u.cublas_bytes, 1);
+  for (int64_t bytes : u.staged_bytes) l.add(bytes, 1);
   return l.total;
 }
 
@@ -331,6 +352,7 @@ void unfused_run(const longattn_args& a, const longattn_plan&, Arena& arena,
   buf.probs = arena.take<char>(u.probs_bytes);
   buf.pointers = arena.take<char>(u.pointer_bytes);
   buf.cublas = arena.take<char>(u.cublas_bytes);
+  for (int t = 0; t < 4; ++t) buf.staged[t] = arena.take<char>(u.staged_bytes[t]);
   std::string error = cuda::unfused_run(a, buf, stream_of(o));
   if (!error.empty()) fail(LONGATTN_DEVICE_ERROR, "CUDA unfused path: %s", error.c_str());
 }
