@@ -203,7 +203,7 @@ struct PagedLayerView {
   int64_t head_stride = 0;     // K: elements between kv heads inside a block (dqk)
   int64_t v_token_stride = 0;  // V: kv_heads * dv
   int64_t v_head_stride = 0;   // V: dv
-  const int32_t* block_table = nullptr;
+  const int32_t* block_table = nullptr;  // host memory (fill_args gives the kernels their copy)
   int64_t num_blocks = 0;
   int64_t first_block = 0;  // logical blocks before it were released (sliding window)
   int64_t kv_len = 0;       // keys from position first_block * block_size to the end
@@ -258,12 +258,21 @@ class LONGATTN_API PagedKvCache {
   void set_reclaimer(std::function<bool()> reclaim);
 
  private:
+  // A layer's block table in the allocator's memory, which is where the kernels read it when that
+  // is not host memory; fill_args uploads it when the host table changed since.
+  struct DeviceTable {
+    std::shared_ptr<int32_t> data;  // freed through the allocator
+    int64_t capacity = 0;           // entries
+    bool stale = true;
+  };
   struct Sequence {
-    std::vector<std::vector<int32_t>> tables;  // per layer
-    std::vector<int64_t> lengths;              // per layer
+    std::vector<std::vector<int32_t>> tables;        // per layer
+    std::vector<int64_t> lengths;                    // per layer
+    mutable std::vector<DeviceTable> device_tables;  // per layer; empty for host memory
   };
   Sequence& sequence(SequenceId seq);
   const Sequence& sequence(SequenceId seq) const;
+  const int32_t* device_table(const Sequence& s, int layer) const;
   const char* row(SequenceId seq, int layer, int64_t position, int64_t head, bool value) const;
   std::vector<LayerSpec> layers_;
   int32_t dtype_;

@@ -334,6 +334,7 @@ PagedKvCache::SequenceId PagedKvCache::create_sequence() {
   Sequence& s = sequences_[id];
   s.tables.resize(layers_.size());
   s.lengths.assign(layers_.size(), 0);
+  if (alloc_->device() != LONGATTN_DEVICE_CPU) s.device_tables.resize(layers_.size());
   return id;
 }
 
@@ -365,6 +366,7 @@ void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* 
       if (table[b] >= 0) {
         pool.release(table[b]);
         table[b] = -1;
+        if (!s.device_tables.empty()) s.device_tables[layer].stale = true;
       }
     }
   }
@@ -375,7 +377,10 @@ void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* 
   for (int64_t done = 0; done < n;) {
     int64_t pos = len + done;
     int64_t b = pos / block_size_, slot = pos % block_size_;
-    if (b == static_cast<int64_t>(table.size())) table.push_back(pool.allocate());
+    if (b == static_cast<int64_t>(table.size())) {
+      table.push_back(pool.allocate());
+      if (!s.device_tables.empty()) s.device_tables[layer].stale = true;
+    }
     int32_t id = table[b];
     if (pool.refs(id) != 1)
       fail(LONGATTN_INTERNAL_ERROR,
@@ -437,9 +442,29 @@ void PagedKvCache::fill_args(SequenceId seq, int layer, longattn_args* a) const 
   a->k_strides = {v.block_stride, v.head_stride, v.token_stride};
   a->v_strides = {v.block_stride, v.v_head_stride, v.v_token_stride};
   a->block_table = v.block_table;
+  if (!sequence(seq).device_tables.empty())
+    a->block_table = device_table(sequence(seq), layer) + v.first_block;
   a->block_table_stride = v.num_blocks;
   a->page_size = block_size_;
   a->num_blocks = pools_[layer]->capacity();
+}
+
+const int32_t* PagedKvCache::device_table(const Sequence& s, int layer) const {
+  DeviceTable& d = s.device_tables.at(static_cast<size_t>(layer));
+  const std::vector<int32_t>& table = s.tables[layer];
+  const int64_t n = static_cast<int64_t>(table.size());
+  if (!d.stale) return d.data.get();
+  if (n > d.capacity) {  // doubling: a growing sequence reallocates O(log n) times
+    const int64_t capacity = next_pow2(n), bytes = capacity * int64_t(sizeof(int32_t));
+    std::shared_ptr<Allocator> alloc = alloc_;
+    d.data = std::shared_ptr<int32_t>(static_cast<int32_t*>(alloc->allocate(bytes)),
+                                      [alloc, bytes](int32_t* p) { alloc->deallocate(p, bytes); });
+    d.capacity = capacity;
+  }
+  const int64_t bytes = n * int64_t(sizeof(int32_t));
+  alloc_->copy_2d(d.data.get(), bytes, table.data(), bytes, bytes, 1, CopyKind::kHostToDevice);
+  d.stale = false;
+  return d.data.get();
 }
 
 int32_t PagedKvCache::block_id(SequenceId seq, int layer, int64_t logical_block) const {
@@ -514,6 +539,7 @@ void PagedKvCache::adopt(SequenceId seq, const std::vector<std::vector<int32_t>>
       s.tables[l].push_back(id);
     }
     s.lengths[l] = n * block_size_;
+    if (!s.device_tables.empty()) s.device_tables[l].stale = true;
   }
 }
 

@@ -209,6 +209,55 @@ TEST(PrefillEngine, PagedCacheGivesTheContiguousResultsBitForBit) {
   }
 }
 
+// The paged cache in GPU memory: the engine keeps each layer's block table on the device for the
+// kernels, and the results match the contiguous cache's (fused: bit for bit). Skips without a GPU.
+TEST(PrefillEngine, PagedCacheOnTheGpu) {
+  longattn_device_info info;
+  if (longattn_device_query(LONGATTN_DEVICE_CUDA, &info) != LONGATTN_OK || !info.available)
+    GTEST_SKIP() << "no CUDA device: " << info.name;
+  PrefillConfig c = small_config();
+  c.device = LONGATTN_DEVICE_CUDA;
+  c.stack = {"global", {layer(64, 4, 2), layer(128, 4, 1, -1, true)}, ""};
+  c.tokens = 300;
+  c.turns = 2;
+  c.turn_tokens = 100;
+  c.block_size = 128;  // a multiple of every fused kernel's key tile
+  c.checksum_outputs = true;
+  c.cache = CacheKind::kPaged;
+  PrefillReport paged = run_prefill(c);
+  c.cache = CacheKind::kContiguous;
+  PrefillReport flat = run_prefill(c);
+  ASSERT_EQ(paged.paths.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const PathReport &p = paged.paths[i], &f = flat.paths[i];
+    SCOPED_TRACE(longattn_path_name(p.path));
+    ASSERT_TRUE(p.ok) << p.error;
+    ASSERT_TRUE(f.ok) << f.error;
+    EXPECT_EQ(p.turns[1].reused_tokens, 256);
+    EXPECT_EQ(p.prefilled_tokens, f.prefilled_tokens);
+    if (p.path == LONGATTN_PATH_FUSED) {
+      EXPECT_EQ(p.output_checksum, f.output_checksum);
+    }
+    for (const auto& k : p.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
+  }
+
+  // Sliding layers release blocks (the device table changes in place) and 16-token blocks, which
+  // the unfused path gathers.
+  c = small_config();
+  c.device = LONGATTN_DEVICE_CUDA;
+  c.paths = {LONGATTN_PATH_UNFUSED};
+  c.cache = CacheKind::kPaged;
+  c.tokens = 300;
+  c.turns = 3;
+  c.turn_tokens = 100;
+  PrefillReport r = run_prefill(c);
+  for (const PathReport& p : r.paths) {
+    ASSERT_TRUE(p.ok) << p.error;
+    EXPECT_EQ(p.turns[2].reused_tokens, 400);
+    for (const auto& k : p.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
+  }
+}
+
 TEST(PrefillEngine, ReportIsValidJson) {
   PrefillConfig c = small_config();
   c.tokens = 100;
