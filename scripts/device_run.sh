@@ -8,7 +8,8 @@
 # step has a time limit; every log lands in $OUT.
 #
 #   scripts/device_run.sh DIR [decode]   DIR holds longattn (CLI), liblongattn.so,
-#                                        longattn_gpu_tests, fused_check
+#                                        longattn_gpu_tests, fused_check, and, when present,
+#                                        longattn_fuzz_cuda_test and longattn_engine_tests
 # "decode" runs the decode work's call instead: fused_check, the suite, the decode split sweep
 # (every split count, graph timing) and peers.py on the decode group.
 set -uo pipefail
@@ -62,6 +63,23 @@ if [ "$mode" = decode ]; then
   pack && rm -rf "$out"
   exit $status
 fi
+
+# 1b. Random valid inputs on every path against the float64 reference, guards around O and LSE
+# (the full count, then memcheck on a few), and the engine's paged cache on the GPU.
+if [ -x "$dir/longattn_fuzz_cuda_test" ]; then
+  step fuzz 400 "$dir/longattn_fuzz_cuda_test"
+  sed -n '/cases (seed/,/^\[/p' "$out/fuzz.log" | head -40; grep "^FAIL" "$out/fuzz.log" | head -20
+  step fuzz_memcheck 400 env LONGATTN_FUZZ_CASES=300 compute-sanitizer --tool memcheck \
+    --error-exitcode 9 "$dir/longattn_fuzz_cuda_test"
+  grep -E "ERROR SUMMARY|^FAIL" "$out/fuzz_memcheck.log" | head -20
+fi
+if [ -x "$dir/longattn_engine_tests" ]; then
+  step engine_gpu 120 "$dir/longattn_engine_tests" --gtest_filter='PrefillEngine.PagedCache*'
+  grep -E "^\[  (FAILED|SKIPPED|PASSED) " "$out/engine_gpu.log"
+fi
+step prefill_paged 150 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --tokens 16384 \
+  --chunk 2048 --path both --cache paged
+tail -n 12 "$out/prefill_paged.log"
 
 # 2. compute-sanitizer on the kernels' tiny grid (the sm_90a kernel where it applies).
 for tool in memcheck racecheck synccheck; do
