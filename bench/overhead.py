@@ -1,0 +1,80 @@
+"""Host cost per call of the Python layers on a tiny decode shape, against the C call beneath them
+and F.scaled_dot_product_attention: what a runtime pays per layer per step before any kernel runs.
+
+    python bench/overhead.py [--device cuda|cpu] [--calls N] [--rounds R] [--out FILE.md]
+
+Each variant is timed as the wall time of N back-to-back calls (the kernels are queued, not waited
+for, except once at the end of each round), in rotating rounds; the median round is reported.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import longattn
+import longattn.torch_ops  # noqa: F401
+from longattn import _C, api
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    dev = args.device
+    # A decode step of a small GQA layer: the kernel is short, so host time dominates.
+    q = torch.randn(1, 8, 1, 128, dtype=torch.bfloat16, device=dev)
+    k = torch.randn(1, 2, 256, 128, dtype=torch.bfloat16, device=dev)
+    v = torch.randn(1, 2, 256, 128, dtype=torch.bfloat16, device=dev)
+    threads = 1 if dev == "cpu" else None
+    call = api._Call(q, k, v, False, -1, 0.0, None, None, None, "bhld", None, False, "auto", None,
+                     None, None, None, threads)
+    alloc = api._torch_alloc(q.device) if dev == "cuda" else None
+    plan = longattn.plan(q, k, v, num_threads=threads)
+    variants = {
+        "C API (extension call, arguments prebuilt)": lambda: _C.attention(call.fields, alloc),
+        "C API plan only": lambda: _C.plan(call.fields),
+        "longattn.attention": lambda: longattn.attention(q, k, v, num_threads=threads),
+        "torch.ops.longattn.attention": lambda: torch.ops.longattn.attention(
+            q, k, v, num_threads=threads),
+        "F.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(
+            q, k, v, enable_gqa=True),
+    }
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    times = {name: [] for name in variants}
+    with torch.no_grad():
+        for fn in variants.values():
+            for _ in range(200):
+                fn()
+        sync()
+        names = list(variants)
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                fn = variants[name]
+                t0 = time.perf_counter()
+                for _ in range(args.calls):
+                    fn()
+                sync()
+                times[name].append((time.perf_counter() - t0) / args.calls * 1e6)
+    base = statistics.median(times["C API (extension call, arguments prebuilt)"])
+    card = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    lines = [f"# Host cost per call, {card}, decode q 1x8x1x128, k/v 1x2x256x128 bf16",
+             f"plan: {plan.path}, {plan.kernel}", "",
+             "| variant | us per call (median of rounds) | above the C call |", "| --- | --- | --- |"]
+    for name in names:
+        m = statistics.median(times[name])
+        lines.append(f"| {name} | {m:.1f} | {m - base:+.1f} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
