@@ -126,6 +126,8 @@ def test_masks_and_paths(device, path, mask_kind):
         mask = torch.where(visible, 0.0, -math.inf)[:, None, None, :].float()
         mask = mask + torch.randn(B, 1, Lq, Lk, generator=gen) * 0.5  # a bias per query too
     mask = mask.to(device)
+    if path == "reference" and device == "cuda":
+        pytest.skip("the float64 reference path runs on the CPU only")
     try:
         o = longattn.attention(q, k, v, causal=True, mask=mask, path=path)
     except longattn.UnsupportedError as e:
