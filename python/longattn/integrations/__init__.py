@@ -1,0 +1,1 @@
+"""Integrations of longattn with other libraries (transformers: `integrations.transformers`)."""
