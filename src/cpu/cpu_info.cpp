@@ -1,4 +1,5 @@
 // What the CPU is: model name, cores, the SIMD features the kernels use, memory.
+#include <cpuid.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,6 +10,21 @@
 
 #include "core/backend.hpp"
 #include "cpu/paths_cpu.hpp"
+
+namespace longattn::cpu {
+
+bool cpu_has_f16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 29 & 1u) != 0;  // leaf 1: ECX bit 29
+}
+
+bool cpu_has_avx512bf16() {
+  unsigned eax, ebx, ecx, edx;
+  // Leaf 7, sub-leaf 1: EAX bit 5 is AVX512_BF16.
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 5 & 1u) != 0;
+}
+
+}  // namespace longattn::cpu
 
 namespace longattn::detail {
 
@@ -29,11 +45,11 @@ void cpu_device_info(longattn_device_info* info) {
   std::string features = std::string("kernels=") + cpu::active_isa().name;
   const char* names[] = {"avx512f", "avx512bf16", "avx2", "fma", "f16c"};
   for (const char* f : names) {
-    bool has = std::strcmp(f, "avx512bf16") == 0 ? __builtin_cpu_supports("avx512bf16")
+    bool has = std::strcmp(f, "avx512bf16") == 0 ? longattn::cpu::cpu_has_avx512bf16()
                : std::strcmp(f, "avx512f") == 0  ? __builtin_cpu_supports("avx512f")
                : std::strcmp(f, "avx2") == 0     ? __builtin_cpu_supports("avx2")
                : std::strcmp(f, "fma") == 0      ? __builtin_cpu_supports("fma")
-                                                 : __builtin_cpu_supports("f16c");
+                                                 : longattn::cpu::cpu_has_f16c();
     if (has) features += std::string(" ") + f;
   }
   std::snprintf(info->features, sizeof info->features, "%s", features.c_str());

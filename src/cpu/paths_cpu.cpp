@@ -138,8 +138,8 @@ const CpuIsa& active_isa() {
     bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl");
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
-    bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+                cpu_has_f16c();
+    bool bf16 = avx512 && cpu_has_avx512bf16();
     if (want && std::strcmp(want, "generic") == 0) return kIsaGeneric;
     if (want && std::strcmp(want, "avx2") == 0) avx512 = bf16 = false;
     if (want && std::strcmp(want, "avx512") == 0) bf16 = false;

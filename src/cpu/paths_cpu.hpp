@@ -44,6 +44,11 @@ extern const CpuIsa kIsaAvx512Bf16, kIsaAvx512, kIsaAvx2, kIsaGeneric;
 const CpuIsa&
 active_isa();  // the best one this CPU runs; LONGATTN_CPU_ISA=avx512|avx2|generic lowers it
 
+// F16C and AVX-512 BF16 through cpuid: clang before 15 does not know them in
+// __builtin_cpu_supports, and the fuzzer (tests/fuzz) builds the library with clang.
+bool cpu_has_f16c();
+bool cpu_has_avx512bf16();
+
 int64_t reference_workspace_bytes(const longattn_args& a, const longattn_plan& p);
 void reference_run(const longattn_args& a, const longattn_plan& p, detail::Arena& arena);
 
