@@ -114,13 +114,16 @@ const char* longattn_dtype_name(int32_t dtype) {
 
 void longattn_set_contiguous_strides(longattn_args* a) {
   if (!a) return;
-  a->q_strides = {a->q_heads * a->q_len * a->head_dim_qk, a->q_len * a->head_dim_qk,
-                  a->head_dim_qk};
-  a->k_strides = {a->kv_heads * a->kv_len * a->head_dim_qk, a->kv_len * a->head_dim_qk,
-                  a->head_dim_qk};
-  a->v_strides = {a->kv_heads * a->kv_len * a->head_dim_v, a->kv_len * a->head_dim_v,
-                  a->head_dim_v};
-  a->o_strides = {a->q_heads * a->q_len * a->head_dim_v, a->q_len * a->head_dim_v, a->head_dim_v};
+  // Sizes are not validated here: products wrap (signed overflow would be undefined), and
+  // validation then rejects the strides of sizes too large to address.
+  auto mul = [](int64_t x, int64_t y) { return int64_t(uint64_t(x) * uint64_t(y)); };
+  auto strides = [&](int64_t h, int64_t l, int64_t d) {
+    return longattn_strides{mul(mul(h, l), d), mul(l, d), d};
+  };
+  a->q_strides = strides(a->q_heads, a->q_len, a->head_dim_qk);
+  a->k_strides = strides(a->kv_heads, a->kv_len, a->head_dim_qk);
+  a->v_strides = strides(a->kv_heads, a->kv_len, a->head_dim_v);
+  a->o_strides = strides(a->q_heads, a->q_len, a->head_dim_v);
 }
 
 void longattn_args_init(longattn_args* a) {

@@ -49,7 +49,8 @@ inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
   return r;
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// For a >= 0, b > 0; never forms a + b (a page_size near INT64_MAX would overflow it).
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 }  // namespace longattn::detail

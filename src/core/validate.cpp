@@ -141,31 +141,8 @@ void validate_args(const longattn_args* args) {
   checked_mul(checked_mul(checked_mul(a.batch, a.kv_heads, "k"), a.kv_len, "k"),
               checked_mul(a.head_dim_qk + a.head_dim_v, elem, "k"), "k");
 
-  // Inputs are never written: the output must not share memory with them.
-  Dim od[3] = {
-      {a.batch, a.o_strides.batch}, {a.q_heads, a.o_strides.head}, {a.q_len, a.o_strides.token}};
-  int64_t o_bytes = extent_bytes(od, 3, a.head_dim_v, elem, "o");
-  const struct {
-    const char* name;
-    const void* p;
-    longattn_strides s;
-    int64_t h, l, d;
-    int64_t outer;
-  } inputs[] = {{"q", a.q, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk, a.batch},
-                {"k", a.k, a.k_strides, a.kv_heads, kv_tokens, a.head_dim_qk, kv_outer},
-                {"v", a.v, a.v_strides, a.kv_heads, kv_tokens, a.head_dim_v, kv_outer}};
-  for (const auto& in : inputs) {
-    Dim d[3] = {{in.outer, in.s.batch}, {in.h, in.s.head}, {in.l, in.s.token}};
-    LONGATTN_REQUIRE(!overlaps(a.o, o_bytes, in.p, extent_bytes(d, 3, in.d, elem, in.name)),
-                     "o overlaps %s: the output must not share memory with an input", in.name);
-  }
-  if (a.lse) {
-    int64_t lse_bytes =
-        checked_mul(checked_mul(a.batch, a.q_heads, "lse"), checked_mul(a.q_len, 4, "lse"), "lse");
-    LONGATTN_REQUIRE(!overlaps(a.lse, lse_bytes, a.o, o_bytes), "lse overlaps o");
-  }
-
   const longattn_mask& m = a.mask;
+  int64_t mask_bytes = 0;
   LONGATTN_REQUIRE(m.kind >= LONGATTN_MASK_NONE && m.kind <= LONGATTN_MASK_ADDITIVE,
                    "mask.kind = %d: allowed values are LONGATTN_MASK_NONE (0), "
                    "LONGATTN_MASK_BOOLEAN (1), LONGATTN_MASK_ADDITIVE (2)",
@@ -185,8 +162,48 @@ void validate_args(const longattn_args* args) {
                        i, (long long)m.strides[i]);
       md[i] = {m.dims[i], m.dims[i] == 1 ? 0 : m.strides[i]};
     }
-    extent_bytes(md, 4, 1, m.kind == LONGATTN_MASK_BOOLEAN ? 1 : 4, "mask");
+    mask_bytes = extent_bytes(md, 4, 1, m.kind == LONGATTN_MASK_BOOLEAN ? 1 : 4,
+                              "the mask (mask.dims by mask.strides)");
   }
+
+  // Inputs are never written: neither output may share memory with an input, nor LSE with O.
+  struct Region {
+    const char* name;
+    const void* p;
+    int64_t bytes;
+  };
+  auto tensor_bytes = [&](int64_t outer, const longattn_strides& s, int64_t h, int64_t l,
+                          int64_t d, const char* name) {
+    Dim dims[3] = {{outer, s.batch}, {h, s.head}, {l, s.token}};
+    return extent_bytes(dims, 3, d, elem, name);
+  };
+  Region inputs[6] = {
+      {"q", a.q, tensor_bytes(a.batch, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk, "q")},
+      {"k", a.k, tensor_bytes(kv_outer, a.k_strides, a.kv_heads, kv_tokens, a.head_dim_qk, "k")},
+      {"v", a.v, tensor_bytes(kv_outer, a.v_strides, a.kv_heads, kv_tokens, a.head_dim_v, "v")},
+      {"sinks", a.sinks, a.sinks ? checked_mul(a.q_heads, 4, "sinks") : 0},
+      {"mask.data", m.kind != LONGATTN_MASK_NONE ? m.data : nullptr, mask_bytes},
+      {"block_table", a.block_table, 0}};
+  if (paged) {
+    const int64_t rows_before_last =
+        a.batch == 1 ? 0 : checked_mul(a.block_table_stride, a.batch - 1, "block_table");
+    inputs[5].bytes = checked_mul(
+        checked_add(rows_before_last, ceil_div(a.kv_len, a.page_size), "block_table"), 4,
+        "block_table");
+  }
+  const Region o = {"o", a.o, tensor_bytes(a.batch, a.o_strides, a.q_heads, a.q_len,
+                                           a.head_dim_v, "o")};
+  const Region lse = {"lse", a.lse,
+                      a.lse ? checked_mul(checked_mul(a.batch, a.q_heads, "lse"),
+                                          checked_mul(a.q_len, 4, "lse"), "lse")
+                            : 0};
+  for (const Region& out : {o, lse})
+    for (const Region& in : inputs)
+      LONGATTN_REQUIRE(!out.p || !in.p || !overlaps(out.p, out.bytes, in.p, in.bytes),
+                       "%s overlaps %s: the outputs (o, lse) must not share memory with an input",
+                       out.name, in.name);
+  LONGATTN_REQUIRE(!a.lse || !overlaps(a.lse, lse.bytes, a.o, o.bytes),
+                   "lse overlaps o: they must not share memory");
 }
 
 void validate_options(const longattn_options* options) {

@@ -19,7 +19,8 @@ inline Band visible_band(const longattn_args& a, int64_t i) {
   int64_t diag = i + (a.kv_len - a.q_len);  // the key aligned with query i (bottom-right)
   Band b{0, a.kv_len};
   if (a.causal) b.hi = std::min(b.hi, diag + 1);
-  if (a.window_left >= 0) b.lo = std::max<int64_t>(0, diag - a.window_left);
+  // diag > W, not diag - W > 0: a window near INT64_MAX would overflow the subtraction.
+  if (a.window_left >= 0 && diag > a.window_left) b.lo = diag - a.window_left;
   return b;
 }
 
