@@ -32,3 +32,8 @@ if [ "${1:-}" != "--quick" ]; then
   LONGATTN_TEST_SCALE=small ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-sanitize -DLONGATTN_SANITIZE=ON -DLONGATTN_CUDA=OFF
 fi
+
+# The C API fuzzer (tests/fuzz): its own clang + libFuzzer build, then 1M executions.
+if [ "${1:-}" != "--quick" ]; then
+  tests/fuzz/run_ci.sh build-libfuzzer
+fi

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The C API fuzzer's CI mode: builds it with clang into BUILD_DIR (default build-libfuzzer, its
+# own configure: LONGATTN_FUZZ=ON, no CUDA), writes the seed corpus, runs 1M executions.
+#   tests/fuzz/run_ci.sh [BUILD_DIR]           configure, build, run
+#   tests/fuzz/run_ci.sh --run-only FUZZER     run an already built fuzzer (ctest -L fuzz)
+# LONGATTN_FUZZ_RUNS overrides the number of executions.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+if [ "${1:-}" = "--run-only" ]; then
+  fuzzer=$2
+  work=$(dirname "$fuzzer")/fuzz-ci
+else
+  build=${1:-build-libfuzzer}
+  if ! command -v clang++ >/dev/null; then
+    echo "tests/fuzz/run_ci.sh: SKIPPED, clang++ not found (libFuzzer needs clang)" >&2
+    exit 0
+  fi
+  CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DLONGATTN_FUZZ=ON -DLONGATTN_CUDA=OFF -DLONGATTN_TOOLS=OFF >/dev/null
+  cmake --build "$build" -j "$(nproc)" --target longattn_c_api_fuzz
+  fuzzer=$build/tests/fuzz/longattn_c_api_fuzz
+  work=$build/tests/fuzz/fuzz-ci
+fi
+rm -rf "$work" && mkdir -p "$work/corpus"
+python3 "$root/tests/fuzz/make_seeds.py" "$work/seeds"
+# One process, a fixed seed: the same executions every run. Crashes land in $work.
+time "$fuzzer" -runs="${LONGATTN_FUZZ_RUNS:-1000000}" -seed=1 -max_len=512 -timeout=10 \
+  -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/" "$work/corpus" "$work/seeds"
