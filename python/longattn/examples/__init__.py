@@ -1,0 +1,1 @@
+"""Runnable examples: `python -m longattn.examples.hf_prefill --help`."""
