@@ -226,34 +226,90 @@ def _check_grad(q, k, v):
             f"under torch.no_grad() or pass detached tensors")
 
 
+_ALLOCATORS = {}
+
+
 def _torch_alloc(device):
-    torch = _torch()
+    """alloc(nbytes) -> (pointer, owner) on torch's caching allocator (one closure per device)."""
+    alloc = _ALLOCATORS.get(device)
+    if alloc is None:
+        torch = _torch()
 
-    def alloc(nbytes):
-        t = torch.empty(nbytes, dtype=torch.uint8, device=device)
-        return t.data_ptr(), t
+        def alloc(nbytes):
+            t = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            return t.data_ptr(), t
 
+        _ALLOCATORS[device] = alloc
     return alloc
+
+
+# Calls already checked, by signature (everything but the tensors' pointers): a runtime calls the
+# same few shapes every step, and re-reading forty fields costs more than the C call's planning.
+_CALLS = {}
+_MAX_CALLS = 1024
+
+
+def _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout, return_lse, path,
+                      memory_budget, num_threads):
+    """The torch path without sinks, mask, out or paging: a cached _C.Call per signature."""
+    torch = _torch()
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        _check_grad(q, k, v)
+    dev = q.device
+    key = (q.dtype, dev, q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), k.dtype,
+           v.dtype, k.device, v.device, causal, window_left, softcap, scale, layout, return_lse,
+           path, memory_budget, num_threads)
+    entry = _CALLS.get(key)
+    if entry is None:
+        full = _Call(q, k, v, causal, window_left, softcap, scale, None, None, layout, None,
+                     return_lse, path, memory_budget, None, None, None, num_threads)
+        cuda = full.device == CUDA
+        entry = (_C.Call(full.fields, cuda), full.o_shape, full.lse_shape if return_lse else None,
+                 full.index if cuda else -1, _torch_alloc(dev) if cuda else None)
+        if len(_CALLS) >= _MAX_CALLS:
+            _CALLS.clear()
+        _CALLS[key] = entry
+    call, o_shape, lse_shape, index, alloc = entry
+    o = q.new_empty(o_shape)
+    lse = q.new_empty(lse_shape, dtype=torch.float32) if lse_shape else None
+    if index >= 0:
+        if torch.cuda.current_device() != index:
+            with torch.cuda.device(index):
+                return _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout,
+                                         return_lse, path, memory_budget, num_threads)
+        stream = _current_stream(index)
+    else:
+        stream = 0
+    result = call.run(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
+                      lse.data_ptr() if lse is not None else 0, stream, alloc)
+    if result[0] != 0:
+        raise from_status(result[0], result[1])
+    return (o, lse) if return_lse else o
 
 
 def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None, mask=None,
         layout="bhld", out=None, return_lse=False, path="auto", memory_budget=None,
         block_table=None, page_size=None, kv_len=None, num_threads=None):
     """attention() without the torch.compile dispatch: reads the tensors and calls the C API."""
+    t = _torch()
+    if (t is not None and type(q) is t.Tensor and sinks is None and mask is None and out is None
+            and block_table is None and page_size is None and kv_len is None):
+        return _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout,
+                                 return_lse, path, memory_budget, num_threads)
     call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                  return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
     o, lse = call.views[0].obj, call.views[1]
-    alloc = None
+    alloc, caller_allocates = None, False
     if call.kind == "torch":
         _check_grad(q, k, v)
         if call.device == CUDA:
-            alloc = _torch_alloc(q.device)
+            alloc, caller_allocates = _torch_alloc(q.device), True
             torch = _torch()
             if torch.cuda.current_device() != call.index:
                 with torch.cuda.device(call.index):
-                    result = _C.attention(call.fields, alloc)
+                    result = _C.attention(call.fields, caller_allocates, alloc)
                 return _finish(result, o, lse, return_lse)
-    result = _C.attention(call.fields, alloc)
+    result = _C.attention(call.fields, caller_allocates, alloc)
     return _finish(result, o, lse, return_lse)
 
 

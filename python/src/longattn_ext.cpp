@@ -90,32 +90,68 @@ nb::tuple plan(const nb::tuple& t) {
   return plan_tuple(s, p);
 }
 
-// attention(args, alloc) -> the plan tuple of the run. When the run needs transient memory and
-// `alloc` is given, alloc(nbytes) returns (pointer, owner): the workspace comes from the caller's
-// allocator (torch's caching allocator for CUDA tensors, which is also what graph capture needs).
-nb::tuple attention(const nb::tuple& t, nb::handle alloc) {
-  longattn_args a;
-  longattn_options o;
-  fill_args(t, &a, &o);
-  longattn_plan p{};
-  nb::object owner;
-  if (!alloc.is_none()) {
-    longattn_status s = longattn_plan_attention(&a, &o, &p);
-    if (s != LONGATTN_OK) return plan_tuple(s, p);
-    if (p.transient_bytes > 0) {
-      nb::tuple got = nb::cast<nb::tuple>(alloc(p.transient_bytes));
-      o.workspace = as_ptr<void>(nb::cast<uintptr_t>(got[0]));
-      o.workspace_bytes = p.transient_bytes;
-      owner = got[1];
+// A call whose arguments are fixed but for its tensors' pointers and the stream: built once per
+// signature by the Python layer, so a decode step pays for reading five pointers, not forty fields.
+// run() returns the plan tuple of the run. When the run needs transient memory and `alloc` is
+// given, alloc(nbytes) returns (pointer, owner): the workspace comes from the caller's allocator
+// (torch's caching allocator for CUDA tensors, which is also what graph capture needs). With
+// `caller_allocates`, the library's own budget (the device's free memory, a driver query per
+// call) does not apply either: options.memory_budget is the only limit.
+class Call {
+ public:
+  Call(const nb::tuple& t, bool caller_allocates) : caller_allocates_(caller_allocates) {
+    fill_args(t, &args_, &options_);
+  }
+
+  nb::tuple run(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse,
+                uintptr_t stream, nb::handle alloc) {
+    longattn_args a = args_;
+    longattn_options opt = options_;
+    a.q = as_ptr<const void>(q);
+    a.k = as_ptr<const void>(k);
+    a.v = as_ptr<const void>(v);
+    a.o = as_ptr<void>(o);
+    a.lse = as_ptr<float>(lse);
+    opt.stream = as_ptr<void>(stream);
+    return run_with(a, opt, alloc);
+  }
+
+  nb::tuple run_with(nb::handle alloc) {
+    longattn_args a = args_;
+    longattn_options opt = options_;
+    return run_with(a, opt, alloc);
+  }
+
+ private:
+  nb::tuple run_with(longattn_args& a, longattn_options& opt, nb::handle alloc) {
+    longattn_plan p{};
+    nb::object owner;
+    if (!alloc.is_none()) {
+      // An empty workspace says "the caller allocates": no free-memory query, no budget but
+      // options.memory_budget. It is never read (0 bytes); the plan's bytes come from alloc.
+      alignas(64) static char empty_workspace[64];
+      if (caller_allocates_) opt.workspace = empty_workspace, opt.workspace_bytes = 0;
+      longattn_status s = longattn_plan_attention(&a, &opt, &p);
+      if (s != LONGATTN_OK) return plan_tuple(s, p);
+      if (p.transient_bytes > 0) {
+        nb::tuple got = nb::cast<nb::tuple>(alloc(p.transient_bytes));
+        opt.workspace = as_ptr<void>(nb::cast<uintptr_t>(got[0]));
+        opt.workspace_bytes = p.transient_bytes;
+        owner = got[1];
+      }
     }
+    longattn_status s;
+    {
+      nb::gil_scoped_release release;
+      s = longattn_attention(&a, &opt, &p);
+    }
+    return plan_tuple(s, p);
   }
-  longattn_status s;
-  {
-    nb::gil_scoped_release release;
-    s = longattn_attention(&a, &o, &p);
-  }
-  return plan_tuple(s, p);
-}
+
+  longattn_args args_;
+  longattn_options options_;
+  bool caller_allocates_;
+};
 
 // merge_states over host float32 arrays (pointers), shapes given.
 nb::tuple merge_states(int64_t n, int64_t rows, int64_t dv, uintptr_t o_parts, uintptr_t lse_parts,
@@ -164,7 +200,17 @@ NB_MODULE(_C, m) {
   m.doc() = "longattn's C API (see the longattn package for the array API)";
   m.def("version", [] { return std::string(longattn_version()); });
   m.def("plan", &plan);
-  m.def("attention", &attention, nb::arg("args"), nb::arg("alloc").none());
+  nb::class_<Call>(m, "Call")
+      .def(nb::init<const nb::tuple&, bool>())
+      .def("run", &Call::run, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("o"),
+           nb::arg("lse"), nb::arg("stream"), nb::arg("alloc").none());
+  m.def(
+      "attention",
+      [](const nb::tuple& t, bool caller_allocates, nb::handle alloc) {
+        Call c(t, caller_allocates);
+        return c.run_with(alloc);
+      },
+      nb::arg("args"), nb::arg("caller_allocates"), nb::arg("alloc").none());
   m.def("merge_states", &merge_states);
   m.def("device_query", &device_query);
   m.def("dlpack_info", &dlpack_info);
