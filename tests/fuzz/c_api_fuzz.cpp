@@ -25,8 +25,8 @@
 
 namespace {
 
-constexpr int64_t kMaxElems = 1 << 13;  // a buffer we allocate for real (per tensor)
-constexpr int64_t kMaxWork = 1 << 17;   // B*Hq*Lq*Lk*(Dqk+Dv) of a problem we let run
+constexpr int64_t kMaxElems = 1 << 12;  // a buffer we allocate for real (per tensor)
+constexpr int64_t kMaxWork = 1 << 15;   // B*Hq*Lq*Lk*(Dqk+Dv) of a problem we let run
 constexpr size_t kGuard = 64;           // guard bytes before and after every buffer
 constexpr uint8_t kSentinel = 0xa5;     // output bytes the library must not write
 constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
@@ -522,6 +522,7 @@ void run_case(FuzzedDataProvider& in, Case& c) {
   std::memset(&plan, 0xab, sizeof plan);
   const longattn_status planned = longattn_plan_attention(&c.a, &c.opt, &plan);
   check_error(planned, "longattn_plan_attention");
+  const std::string plan_error = longattn_last_error();
   check_reason(plan, "longattn_plan_attention");
   if ((planned == LONGATTN_OK) != (plan.ok == 1)) die("longattn_plan_attention", "status and plan.ok disagree");
 
@@ -538,8 +539,9 @@ void run_case(FuzzedDataProvider& in, Case& c) {
   check_error(ran, "longattn_attention");
   if (ran == LONGATTN_OK) check_reason(plan, "longattn_attention");
   if (planned != LONGATTN_OK && ran != planned)
-    die("longattn_attention", "the run's status differs from the plan's: " +
-                                  std::string(longattn_last_error()));
+    die("longattn_attention", "the run's status (" + std::to_string(ran) + ": " +
+                                  longattn_last_error() + ") differs from the plan's (" +
+                                  std::to_string(planned) + ": " + plan_error + ")");
   if (ran == LONGATTN_OK && plan.allocated_bytes != plan.transient_bytes)
     die("longattn_attention", "allocated_bytes != transient_bytes");
   c.check_untouched("longattn_attention");
