@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a build needs and is missing (Debian/Ubuntu): compiler, CMake, GoogleTest,
-# Google Benchmark, matplotlib for the plots, and venv + headers for the Python package.
+# Google Benchmark, clang + libFuzzer, matplotlib for the plots, and venv + headers for the Python
+# package.
 # Already-present packages are left alone.
 set -euo pipefail
 need=()
@@ -8,6 +9,10 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 command -v g++ >/dev/null || need+=(g++)
 command -v cmake >/dev/null || need+=(cmake)
 command -v make >/dev/null || need+=(make)
+# The C API fuzz target (tests/fuzz) builds with clang and libFuzzer's runtime.
+command -v clang++ >/dev/null || need+=(clang)
+ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+  need+=(libclang-rt-dev)
 have_pkg libgtest-dev || [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 have_pkg libgmock-dev || [ -f /usr/include/gmock/gmock.h ] || need+=(libgmock-dev)
 have_pkg libbenchmark-dev || [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)

@@ -465,7 +465,8 @@ bool run_case(int64_t index, const FuzzCase& c, Tally* tally) {
     const bool exact = a.dtype == F32 && plan.path == LONGATTN_PATH_UNFUSED;
     const double eps = exact ? 1e-5 : rounded.dtype == F16 ? 1.0 / 2048 : 1.0 / 256;
     const double o_tol = exact ? eps * err.ref_max : 2 * lowp.o_abs + eps * err.ref_max;
-    const double lse_tol = exact ? 1e-5 : 2 * lowp.lse_rel + 1e-4;
+    // float32 LSE: scores of head dims up to 512 carry ~1e-5 of rounding from the GEMM's sums.
+    const double lse_tol = exact ? 1e-4 : 2 * lowp.lse_rel + 1e-4;
     if (!(err.o_abs <= o_tol) || !(err.lse_rel <= lse_tol))
       tally->fail(index, c, name + " (ran " + path_label(plan.path) + ")",
                   describe(err, p) + "; low precision: " + describe(lowp, p));
