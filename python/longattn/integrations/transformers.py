@@ -81,6 +81,14 @@ def _is_causal_pattern(mask_function):
             and getattr(others[0], "__qualname__", "").startswith("sliding_window_overlay."))
 
 
+def _tracing(x):
+    try:
+        from transformers.utils.import_utils import is_tracing
+    except ImportError:  # older transformers
+        return torch.compiler.is_compiling()
+    return x is not None and is_tracing(x)
+
+
 def _dense_mask(**kwargs):
     """The whole pattern as transformers' sdpa mask builds it (bool, True = visible)."""
     from transformers.masking_utils import sdpa_mask
@@ -92,8 +100,7 @@ def _dense_mask(**kwargs):
 def mask_interface(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
                    attention_mask=None, allow_is_causal_skip=True, **kwargs):
     """AttentionMaskInterface function: None, a [B,1,1,Lk] key mask, or a full mask (see top)."""
-    from transformers.masking_utils import causal_mask_function, prepare_padding_mask
-    from transformers.utils.import_utils import is_tracing
+    from transformers.masking_utils import causal_mask_function
 
     mask_function = mask_function or causal_mask_function
     args = dict(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
@@ -102,14 +109,17 @@ def mask_interface(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mas
     # allow_is_causal_skip=False: the caller wants a real mask (to concatenate, or a compiled
     # decode step); a traced offset or mask cannot be read without a graph break.
     if (not allow_is_causal_skip or not _is_causal_pattern(mask_function)
-            or is_tracing(q_offset) or (attention_mask is not None and is_tracing(attention_mask))):
+            or _tracing(q_offset) or _tracing(attention_mask)):
         return _dense_mask(**args)
     if int(q_offset) - kv_offset != kv_length - q_length:
         return _dense_mask(**args)  # e.g. a static cache: keys past the queries' end
     if attention_mask is None:
         return None
-    keys = prepare_padding_mask(attention_mask, kv_length, kv_offset)
-    keys = keys[:, kv_offset:kv_offset + kv_length]
+    end = kv_offset + kv_length
+    keys = attention_mask  # [B, tokens so far]: pad with False to the cache's end, take the window
+    if keys.shape[-1] < end:
+        keys = torch.nn.functional.pad(keys, (0, end - keys.shape[-1]))
+    keys = keys[:, kv_offset:end]
     if bool(keys.all()):
         return None
     return keys[:, None, None, :]
