@@ -234,9 +234,10 @@ def test_fallback_when_grad_is_needed(caplog):
 
 # --- GPU: real attention geometry against sdpa -------------------------------------------------
 
-# Real head counts and head dims of each model's default config; few layers, small hidden.
+# Real head counts and head dims of each model's default config; few layers, small hidden
+# (llama's head dim follows hidden_size, so it is set); windows shorter than the prompts.
 REAL = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(head_dim=128)),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
     "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
         sliding_window=64, layer_types=["sliding_attention", "full_attention"])),
@@ -244,7 +245,7 @@ REAL = {
         sliding_window=64, attention_k_eq_v=True, num_global_key_value_heads=2,
         vocab_size_per_layer_input=1024, layer_types=["sliding_attention", "full_attention"])),
     "gpt-oss": ("GptOssConfig", "GptOssForCausalLM", dict(
-        sliding_window=64, num_local_experts=4, num_experts_per_tok=2, intermediate_size=256)),
+        num_local_experts=4, num_experts_per_tok=4, intermediate_size=256)),  # see TINY
 }
 
 
@@ -267,20 +268,24 @@ def real_model(name, dtype, attn):
 def test_gpu_real_geometry(name):
     # sdpa cannot add sinks: gpt-oss is checked against its eager attention.
     base = "eager" if name == "gpt-oss" else "sdpa"
-    model = real_model(name, torch.bfloat16, base)
-    lengths = [300, 211, 97]
-    ids, mask = padded_batch(lengths, 300, left=True)
+    ids, mask = padded_batch([300, 211, 97], 300, left=True)
     ids, mask = ids.cuda(), mask.cuda()
     keep = mask.bool()
-    ref = logits(model, base, ids, mask)
+    exact = real_model(name, torch.float32, base)
+    ref = logits(exact, base, ids, mask)
+    model = real_model(name, torch.bfloat16, base)
     got = logits(model, "longattn", ids, mask)
-    assert rel_err(got, ref, keep) < 3e-2
+    noise = logits(model, base, ids, mask)
+    # bf16 longattn is as close to the float32 baseline as the bf16 baseline is (random-weight
+    # Gemma 4 amplifies bf16 rounding to ~10% of its logits whatever the attention).
+    assert rel_err(got, ref, keep) < max(2 * rel_err(noise, ref, keep), 2e-2)
 
     # Greedy decoding in bf16 may take another path at a near tie, so each token longattn picks
-    # must be (near) the best one under the baseline scoring the same sequence.
+    # must be the float32 baseline's best up to the bf16 noise on the same sequence.
     out = generate(model, "longattn", ids, mask)
     full_mask = torch.cat([mask, torch.ones_like(out[:, ids.shape[1]:])], 1)
-    scored = logits(model, base, out, full_mask)[:, ids.shape[1] - 1:-1]
+    scored = logits(exact, base, out, full_mask)[:, ids.shape[1] - 1:-1]
     picked = scored.gather(-1, out[:, ids.shape[1]:, None])[..., 0]
     gap = scored.max(-1).values - picked
-    assert (gap <= 3e-2 * scored.abs().amax()).all(), gap.max()
+    tolerance = 2 * (noise - ref).abs()[keep].max() + 1e-3 * ref.abs().max()
+    assert (gap <= tolerance).all(), (gap.max(), tolerance)
