@@ -44,7 +44,8 @@ def parse_args(argv=None):
                    help="decoder layers (default 6 on CUDA, 2 on CPU; a checkpoint: all)")
     p.add_argument("--impls", default="longattn,sdpa,flex_attention",
                    help="attention implementations to time, comma-separated")
-    p.add_argument("--chunk", type=int, default=0, help="prefill in chunks of C tokens (0: one pass)")
+    p.add_argument("--chunk", type=int, default=0,
+                   help="prefill in chunks of C tokens against a KV cache (0: one pass)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, help="bfloat16 (CUDA default) or float32 (CPU default)")
@@ -81,7 +82,7 @@ def build_model(args):
     else:
         extra = {"num_hidden_layers": args.layers} if args.layers else {}
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            args.model, dtype=args.dtype, device_map=args.device, **extra)
+            args.model, dtype=args.dtype, **extra).to(args.device)
     return model.eval()
 
 
