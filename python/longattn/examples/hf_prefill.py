@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default=None, help="bfloat16 (CUDA default) or float32 (CPU default)")
     p.add_argument("--vocab", type=int, default=None,
                    help=f"vocabulary of a random model (default: the config's; {CPU_VOCAB} on CPU)")
+    p.add_argument("--set", default="", metavar="KEY=VALUE,..",
+                   help="config overrides of a random model, values as JSON (e.g. Gemma 4 "
+                        "26B-A4B's global layers: attention_k_eq_v=true,num_global_key_value_heads=2)")
     p.add_argument("--check-tokens", type=int, default=256,
                    help="prefix length of the logits check against eager (0 skips it)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -107,6 +110,9 @@ def shrink(config, layers, args):
     for key in ("num_local_experts", "num_experts"):  # experts do not touch attention either
         if isinstance(kwargs.get(key), int) and kwargs[key] > MAX_EXPERTS:
             kwargs[key] = MAX_EXPERTS
+    for item in filter(None, args.set.split(",")):
+        key, value = item.split("=", 1)
+        kwargs[key] = json.loads(value)
     kwargs.pop("per_layer_config", None)  # rebuilt from layer_types (Gemma 4's global layers)
     for key in ("transformers_version", "architectures", "model_type"):
         kwargs.pop(key, None)
