@@ -9,8 +9,9 @@ Two functions are registered under one name: an attention function (AttentionInt
 mask function (AttentionMaskInterface). They agree on what the mask passed between them means:
 
 - None: the layer's own pattern, nothing more: causal (module.is_causal or the `is_causal`
-  kwarg) and the `sliding_window` kwarg, bottom-right aligned as longattn defines them. The mask
-  function returns None only when transformers' index-space mask is exactly that.
+  kwarg) and the `sliding_window` kwarg, bottom-right aligned as longattn defines them (the
+  contract transformers' flash-attention path relies on too). The mask function returns None
+  only when transformers' index-space mask is exactly that.
 - [B, 1, 1, Lk] (query axis of size 1): keys to drop (padding), combined with the causal/window
   pattern above; a view of the 2-d attention mask, never a [B, 1, Lq, Lk] tensor.
 - [B, 1, Lq, Lk] with Lq > 1: the whole pattern, as transformers' sdpa mask builds it (static
