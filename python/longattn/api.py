@@ -251,40 +251,58 @@ _MAX_CALLS = 1024
 
 def _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout, return_lse, path,
                       memory_budget, num_threads):
-    """The torch path without sinks, mask, out or paging: a cached _C.Call per signature."""
+    """The torch path without sinks, mask, out or paging: a cached _C.Call per signature. Every
+    read here runs per call, so each is the cheapest torch offers (get_device() over .device)."""
     torch = _torch()
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+    if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
         _check_grad(q, k, v)
-    dev = q.device
-    key = (q.dtype, dev, q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), k.dtype,
-           v.dtype, k.device, v.device, causal, window_left, softcap, scale, layout, return_lse,
-           path, memory_budget, num_threads)
+    index = q.get_device()  # -1 on the CPU
+    key = (q.dtype, index, q.shape, q.stride(), k.dtype, k.get_device(), k.shape, k.stride(),
+           v.dtype, v.get_device(), v.shape, v.stride(), causal, window_left, softcap, scale,
+           layout, return_lse, path, memory_budget, num_threads)
     entry = _CALLS.get(key)
     if entry is None:
-        full = _Call(q, k, v, causal, window_left, softcap, scale, None, None, layout, None,
-                     return_lse, path, memory_budget, None, None, None, num_threads)
-        cuda = full.device == CUDA
-        entry = (_C.Call(full.fields, cuda), full.o_shape, full.lse_shape if return_lse else None,
-                 full.index if cuda else -1, _torch_alloc(dev) if cuda else None)
+        entry = _new_cached_call(q, k, v, causal, window_left, softcap, scale, layout, return_lse,
+                                 path, memory_budget, num_threads)
         if len(_CALLS) >= _MAX_CALLS:
             _CALLS.clear()
         _CALLS[key] = entry
-    call, o_shape, lse_shape, index, alloc = entry
+    call, o_shape, lse_shape, alloc = entry
     o = q.new_empty(o_shape)
-    lse = q.new_empty(lse_shape, dtype=torch.float32) if lse_shape else None
+    lse = q.new_empty(lse_shape, dtype=torch.float32) if return_lse else None
+    stream = 0
     if index >= 0:
-        if torch.cuda.current_device() != index:
+        if _cuda_get_device() != index:  # the library runs on the current device
             with torch.cuda.device(index):
                 return _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout,
                                          return_lse, path, memory_budget, num_threads)
-        stream = _current_stream(index)
-    else:
-        stream = 0
+        stream = _raw_stream(index)
     result = call.run(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
-                      lse.data_ptr() if lse is not None else 0, stream, alloc)
+                      lse.data_ptr() if return_lse else 0, stream, alloc)
     if result[0] != 0:
         raise from_status(result[0], result[1])
     return (o, lse) if return_lse else o
+
+
+def _new_cached_call(q, k, v, causal, window_left, softcap, scale, layout, return_lse, path,
+                     memory_budget, num_threads):
+    """Checks a new signature the full way (_Call) and keeps what later calls need."""
+    global _cuda_get_device, _raw_stream
+    full = _Call(q, k, v, causal, window_left, softcap, scale, None, None, layout, None,
+                 return_lse, path, memory_budget, None, None, None, num_threads)
+    cuda = full.device == CUDA
+    if cuda and _raw_stream is None:
+        torch = _torch()
+        _cuda_get_device = torch.cuda.current_device
+        _raw_stream = lambda i: torch.cuda.current_stream(i).cuda_stream  # noqa: E731
+        if hasattr(torch._C, "_cuda_getDevice") and hasattr(torch._C, "_cuda_getCurrentRawStream"):
+            _cuda_get_device = torch._C._cuda_getDevice  # the same reads, without Python layers
+            _raw_stream = torch._C._cuda_getCurrentRawStream
+    return (_C.Call(full.fields, cuda), full.o_shape, full.lse_shape,
+            _torch_alloc(q.device) if cuda else None)
+
+
+_cuda_get_device = _raw_stream = None
 
 
 def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None, mask=None,

@@ -23,6 +23,10 @@ _lib.define(_SCHEMA)
 def _kernel(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
             mask=None, layout="bhld", path="auto", memory_budget=None, block_table=None,
             page_size=None, kv_len=None, num_threads=None):
+    if sinks is None and mask is None and block_table is None and page_size is None and (
+            kv_len is None):
+        return api._run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout, True,
+                                     path, memory_budget, num_threads)
     return api.run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, None, True,
                    path, memory_budget, block_table, page_size, kv_len, num_threads)
 
