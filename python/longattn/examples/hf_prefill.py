@@ -43,7 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, default=None,
                    help="decoder layers (default 6 on CUDA, 2 on CPU; a checkpoint: all)")
     p.add_argument("--impls", default="longattn,sdpa,flex_attention",
-                   help="attention implementations to time, comma-separated")
+                   help="attention implementations to time, comma-separated; 'no_attention' "
+                        "skips attention (its output is left uninitialized), which measures the "
+                        "rest of the model: the floor of time and memory")
     p.add_argument("--chunk", type=int, default=0,
                    help="prefill in chunks of C tokens against a KV cache (0: one pass)")
     p.add_argument("--batch", type=int, default=1)
@@ -196,8 +198,9 @@ def run_one(model, impl, ids, args):
     progress = None
     try:
         model.set_attn_implementation(impl)
-        # Warm-up; flex_attention compiles for each shape, so it warms up at the timed length.
-        warm = ids if impl == "flex_attention" else ids[:, :min(256, ids.shape[1])]
+        # Warm-up at the timed length: flex_attention compiles for each shape, and sdpa's first
+        # run at a new length paid ~20% more than the next on the H100.
+        warm = ids
         prefill(model, warm, args.chunk)
         gc.collect()
         if cuda:
@@ -225,6 +228,22 @@ def run_one(model, impl, ids, args):
     if res["error"]:
         print(f"  {impl} at {ids.shape[1]} tokens failed: {res['error']}", file=sys.stderr)
     return res
+
+
+def register_no_attention():
+    """'no_attention': every layer's attention returns an uninitialized output of the right shape,
+    so a run with it is the model without attention (masks as longattn's, i.e. none built)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    import longattn.integrations.transformers as lt
+
+    def no_attention(module, query, key, value, attention_mask, **kwargs):
+        B, _, L, _ = query.shape
+        return query.new_empty(B, L, query.shape[1], value.shape[-1]), None
+
+    AttentionInterface.register("no_attention", no_attention)
+    AttentionMaskInterface.register("no_attention", lt.mask_interface)
 
 
 def check_logits(model, args):
@@ -315,6 +334,7 @@ def main(argv=None):
     import longattn.integrations.transformers as lt
 
     lt.register()
+    register_no_attention()
     model = build_model(args)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     name = args.model
