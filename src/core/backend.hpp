@@ -54,8 +54,9 @@ void cpu_free(void* p);
 void cuda_free(void* p);
 void* cuda_alloc(int64_t bytes);
 
-// Device queries (cpu_features.cpp, cuda backend). Never throw.
-void cpu_device_info(longattn_device_info* info);
+// Device queries (src/cpu/cpu_info.cpp, the cuda backend). Never throw. free_memory = false skips
+// the free-memory read (memory_free stays 0) where no budget needs it.
+void cpu_device_info(longattn_device_info* info, bool free_memory = true);
 // available = 0 when not built or no GPU. free_memory = false skips cudaMemGetInfo (a device-wide
 // query, tens of microseconds): memory_free and memory_total stay 0.
 void cuda_device_info(longattn_device_info* info, bool free_memory = true);

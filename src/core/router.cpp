@@ -37,7 +37,7 @@ DeviceContext make_context(const longattn_args& a, const longattn_options& o, bo
       enforce_budget && o.memory_budget < 0 && !o.workspace &&
       !(a.device == LONGATTN_DEVICE_CUDA && cuda_stream_capturing(o.stream));
   if (a.device == LONGATTN_DEVICE_CPU)
-    cpu_device_info(&ctx.info);
+    cpu_device_info(&ctx.info, free_memory_matters);
   else
     cuda_device_info(&ctx.info, free_memory_matters);
   int cores = std::max(1, ctx.info.cores);

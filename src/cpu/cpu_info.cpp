@@ -1,8 +1,10 @@
 // What the CPU is: model name, cores, the SIMD features the kernels use, memory.
 #include <cpuid.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -28,11 +30,15 @@ bool cpu_has_avx512bf16() {
 
 namespace longattn::detail {
 
-void cpu_device_info(longattn_device_info* info) {
-  std::memset(info, 0, sizeof *info);
-  info->device = LONGATTN_DEVICE_CPU;
-  info->available = 1;
-  info->cores = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+namespace {
+
+// What does not change while the process runs, read once: a plan asks for it on every call.
+longattn_device_info static_cpu_info() {
+  longattn_device_info info;
+  std::memset(&info, 0, sizeof info);
+  info.device = LONGATTN_DEVICE_CPU;
+  info.available = 1;
+  info.cores = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   std::string name = "unknown CPU";
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);) {
@@ -41,7 +47,7 @@ void cpu_device_info(longattn_device_info* info) {
       break;
     }
   }
-  std::snprintf(info->name, sizeof info->name, "%s", name.c_str());
+  std::snprintf(info.name, sizeof info.name, "%s", name.c_str());
   std::string features = std::string("kernels=") + cpu::active_isa().name;
   const char* names[] = {"avx512f", "avx512bf16", "avx2", "fma", "f16c"};
   for (const char* f : names) {
@@ -52,13 +58,32 @@ void cpu_device_info(longattn_device_info* info) {
                                                  : longattn::cpu::cpu_has_f16c();
     if (has) features += std::string(" ") + f;
   }
-  std::snprintf(info->features, sizeof info->features, "%s", features.c_str());
+  std::snprintf(info.features, sizeof info.features, "%s", features.c_str());
   long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-  info->memory_total = int64_t(pages) * size;
-  // MemAvailable (free plus reclaimable cache) is what an allocation can get without swapping.
-  std::ifstream meminfo("/proc/meminfo");
-  for (std::string line; std::getline(meminfo, line);)
-    if (line.rfind("MemAvailable:", 0) == 0) info->memory_free = std::stoll(line.substr(13)) * 1024;
+  info.memory_total = int64_t(pages) * size;
+  return info;
+}
+
+// MemAvailable (free plus reclaimable cache) is what an allocation can get without swapping. It is
+// the third line of /proc/meminfo: one read(2) of the file's head, not a parse of all of it.
+int64_t memory_available() {
+  char buf[512];
+  int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* line = std::strstr(buf, "MemAvailable:");
+  return line ? std::strtoll(line + 13, nullptr, 10) * 1024 : 0;
+}
+
+}  // namespace
+
+void cpu_device_info(longattn_device_info* info, bool free_memory) {
+  static const longattn_device_info fixed = static_cpu_info();
+  *info = fixed;
+  if (free_memory) info->memory_free = memory_available();
 }
 
 }  // namespace longattn::detail
