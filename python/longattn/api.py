@@ -2,6 +2,7 @@
 
 import math
 import re
+import sys
 from typing import NamedTuple, Optional
 
 from . import _C
@@ -328,7 +329,20 @@ def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=No
                     result = _C.attention(call.fields, caller_allocates, alloc)
                 return _finish(result, o, lse, return_lse)
     result = _C.attention(call.fields, caller_allocates, alloc)
+    if call.kind == "dlpack" and out is None:
+        o, lse = _to_caller_kind(q, o), _to_caller_kind(q, lse)
     return _finish(result, o, lse, return_lse)
+
+
+def _to_caller_kind(ref, x):
+    """A result made by numpy/torch/cupy for a DLPack exporter, as the exporter's kind where its
+    framework can import DLPack (jax), else as it is."""
+    if x is None:
+        return None
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(ref, jax.Array):
+        return jax.numpy.from_dlpack(x)
+    return x
 
 
 def _finish(result, o, lse, return_lse):

@@ -201,6 +201,31 @@ def test_dlpack_generic():
     assert rel_err(o, ref) < TOL["float32"]
 
 
+def test_jax_cpu():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal(s).astype(np.float32)
+               for s in ((1, 4, 6, 64), (1, 2, 10, 64), (1, 2, 10, 64)))
+    cpu = jax.devices("cpu")[0]
+    o = longattn.attention(*(jax.device_put(jnp.asarray(x), cpu) for x in (q, k, v)), causal=True)
+    assert isinstance(o, jax.Array)
+    ref, _ = attention_ref(q, k, v, True)
+    assert rel_err(np.asarray(o), ref) < TOL["float32"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cupy_cuda():
+    cp = pytest.importorskip("cupy")
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal(s).astype(np.float16)
+               for s in ((2, 8, 33, 128), (2, 2, 70, 128), (2, 2, 70, 128)))
+    o = longattn.attention(cp.asarray(q), cp.asarray(k), cp.asarray(v), causal=True)
+    assert isinstance(o, cp.ndarray) and o.dtype == cp.float16
+    ref, _ = attention_ref(q, k, v, True)
+    assert rel_err(cp.asnumpy(o), ref) < TOL["float16"]
+
+
 def test_plan():
     q = torch.randn(1, 16, 2048, 256, dtype=torch.bfloat16)
     k = torch.randn(1, 8, 4096, 256, dtype=torch.bfloat16)
