@@ -159,44 +159,23 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
         "newer; %s is sm_%d%d",
         g.prop.name, g.prop.major, g.prop.minor);
   if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
-  if (!cuda::fused_has_kernel(a.head_dim_qk, a.head_dim_v))
+  int pad_qk = 0, pad_v = 0;
+  if (!cuda::fused_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v))
     return format(
-        "head_dim_qk = %lld, head_dim_v = %lld: the CUDA fused kernel is compiled for "
-        "head_dim_qk/head_dim_v in {%s}",
+        "head_dim_qk = %lld, head_dim_v = %lld: the CUDA fused kernel runs head dims up to "
+        "those of its widest compiled pair (compiled: %s; others are padded to one of them)",
         (long long)a.head_dim_qk, (long long)a.head_dim_v, cuda::fused_head_dims_list());
-  // Tiles are copied (cp.async, TMA, float4) and O stored in 16-byte pieces: every row must start
-  // on 16 bytes. A paged K/V steps its batch stride between blocks and its token stride in a page.
-  const int64_t es = dtype_bytes(a.dtype), align = 16 / es;
-  const bool paged = a.block_table != nullptr;
-  const int64_t kv_outer = paged ? a.num_blocks : a.batch,
-                kv_tokens = paged ? a.page_size : a.kv_len;
+  // Rows of any stride are read and written element by element where they are not on 16 bytes,
+  // so only the elements themselves must be aligned (strides count whole elements).
+  const int64_t es = dtype_bytes(a.dtype);
   const struct {
     const char* name;
     const void* p;
-    longattn_strides s;
-    int64_t outer, heads, len;
-  } t[] = {{"q", a.q, a.q_strides, a.batch, a.q_heads, a.q_len},
-           {"k", a.k, a.k_strides, kv_outer, a.kv_heads, kv_tokens},
-           {"v", a.v, a.v_strides, kv_outer, a.kv_heads, kv_tokens},
-           {"o", a.o, a.o_strides, a.batch, a.q_heads, a.q_len}};
-  for (const auto& x : t) {
-    if (reinterpret_cast<uintptr_t>(x.p) % 16 != 0)
-      return format(
-          "%s = %p is not 16-byte aligned: the CUDA fused kernel copies rows in 16-byte "
-          "pieces",
-          x.name, x.p);
-    const struct {
-      const char* axis;
-      int64_t stride, size;
-    } ax[] = {
-        {"batch", x.s.batch, x.outer}, {"head", x.s.head, x.heads}, {"token", x.s.token, x.len}};
-    for (const auto& d : ax)
-      if (d.size > 1 && d.stride % align != 0)
-        return format(
-            "%s_strides.%s = %lld: the CUDA fused kernel needs 16-byte aligned rows, "
-            "strides in multiples of %lld elements for %s",
-            x.name, d.axis, (long long)d.stride, (long long)align, longattn_dtype_name(a.dtype));
-  }
+  } t[] = {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}};
+  for (const auto& x : t)
+    if (reinterpret_cast<uintptr_t>(x.p) % uint64_t(es) != 0)
+      return format("%s = %p is not %lld-byte aligned: the CUDA fused kernel accesses %s elements",
+                    x.name, x.p, (long long)es, longattn_dtype_name(a.dtype));
   if (a.mask.kind == LONGATTN_MASK_ADDITIVE && reinterpret_cast<uintptr_t>(a.mask.data) % 4 != 0)
     return "mask.data: an additive (float32) mask must be 4-byte aligned";
   if (a.q_len > INT32_MAX || a.kv_len > INT32_MAX || a.q_heads > INT32_MAX)
@@ -260,9 +239,13 @@ int64_t fused_workspace(const longattn_args&, const longattn_plan&) { return 0; 
 
 std::string fused_kernel_name(const longattn_args& a, const longattn_plan&) {
   const cuda::FusedKernelInfo ki = kernel_info(a);
-  return ki.family == 90             ? "kernel sm90a wgmma+TMA"
-         : cuda::fused_use_decode(a) ? "kernel sm80 mma.sync (decode tiles)"
-                                     : "kernel sm80 mma.sync";
+  if (ki.family == 90) return "kernel sm90a wgmma+TMA";
+  std::string name =
+      cuda::fused_use_decode(a) ? "kernel sm80 mma.sync (decode tiles)" : "kernel sm80 mma.sync";
+  if (ki.traits.head_dim_qk != a.head_dim_qk || ki.traits.head_dim_v != a.head_dim_v)
+    name += format(", head dims %lld/%lld padded to %d/%d", (long long)a.head_dim_qk,
+                   (long long)a.head_dim_v, ki.traits.head_dim_qk, ki.traits.head_dim_v);
+  return name;
 }
 
 // Thread blocks: block_q counts packed rows (query positions x the g heads of a KV head).

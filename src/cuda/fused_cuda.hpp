@@ -27,7 +27,12 @@ struct FusedParams {
   int64_t q_stride[3], k_stride[3], v_stride[3], o_stride[3];  // batch, head, token
   int32_t batch, q_heads, kv_heads, group;                     // group = q_heads / kv_heads
   int32_t q_len, kv_len;
+  // The real head dims; the kernel's (compile-time) dims may be larger: padded columns are zeros
+  // in shared memory and never written to O.
+  int32_t head_dim_qk, head_dim_v;
   int32_t input_f32;    // q, k, v, o are float32 (converted per tile); else the Mma16 type
+  int32_t narrow_rows;  // some Q, K or V row does not start on 16 bytes: loads go through registers
+  int32_t o_paired;     // every O row starts on two elements: column pairs stored as one
   int32_t kv_shared;    // v is k: load each tile once and read it as both
   float scale;          // natural-log units
   float softcap;        // 0: off
@@ -50,6 +55,36 @@ struct FusedParams {
   int64_t block_table_stride, page_size;
 };
 
+// Whether every row of a [outer, heads, len, dim] tensor starts on a multiple of `bytes`: the
+// base and every stride of an axis longer than 1 (a paged K/V steps its outer stride between
+// blocks and its token stride within a page).
+inline bool rows_aligned(const void* base, const longattn_strides& s, int64_t outer, int64_t heads,
+                         int64_t len, int64_t elem_bytes, int64_t bytes) {
+  if (reinterpret_cast<uintptr_t>(base) % uint64_t(bytes) != 0) return false;
+  const int64_t axes[3][2] = {{s.batch, outer}, {s.head, heads}, {s.token, len}};
+  for (const auto& x : axes)
+    if (x[1] > 1 && (x[0] * elem_bytes) % bytes != 0) return false;
+  return true;
+}
+
+// Which of Q, K, V, O have every row on `bytes` (0: q, 1: k, 2: v, 3: o).
+inline bool tensor_rows_aligned(const longattn_args& a, int which, int64_t bytes) {
+  const int64_t es = a.dtype == LONGATTN_FLOAT32 ? 4 : 2;
+  const bool paged = a.block_table != nullptr;
+  const int64_t kv_outer = paged ? a.num_blocks : a.batch,
+                kv_tokens = paged ? a.page_size : a.kv_len;
+  switch (which) {
+    case 0:
+      return rows_aligned(a.q, a.q_strides, a.batch, a.q_heads, a.q_len, es, bytes);
+    case 1:
+      return rows_aligned(a.k, a.k_strides, kv_outer, a.kv_heads, kv_tokens, es, bytes);
+    case 2:
+      return rows_aligned(a.v, a.v_strides, kv_outer, a.kv_heads, kv_tokens, es, bytes);
+    default:
+      return rows_aligned(a.o, a.o_strides, a.batch, a.q_heads, a.q_len, es, bytes);
+  }
+}
+
 // The kernel's view of validated args (shared by the backend and the standalone GPU test).
 inline FusedParams make_fused_params(const longattn_args& a) {
   FusedParams p{};
@@ -62,7 +97,11 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.batch = int32_t(a.batch), p.q_heads = int32_t(a.q_heads), p.kv_heads = int32_t(a.kv_heads);
   p.group = int32_t(a.q_heads / a.kv_heads);
   p.q_len = int32_t(a.q_len), p.kv_len = int32_t(a.kv_len);
+  p.head_dim_qk = int32_t(a.head_dim_qk), p.head_dim_v = int32_t(a.head_dim_v);
   p.input_f32 = a.dtype == LONGATTN_FLOAT32;
+  p.narrow_rows = !(tensor_rows_aligned(a, 0, 16) && tensor_rows_aligned(a, 1, 16) &&
+                    tensor_rows_aligned(a, 2, 16));
+  p.o_paired = tensor_rows_aligned(a, 3, 2 * (p.input_f32 ? 4 : 2));
   p.kv_shared = a.k == a.v && a.head_dim_qk == a.head_dim_v &&
                 a.k_strides.batch == a.v_strides.batch && a.k_strides.head == a.v_strides.head &&
                 a.k_strides.token == a.v_strides.token;
@@ -118,7 +157,10 @@ constexpr int kSchedCounterSlots = 256;
 int sched_counter_slot(cudaStream_t stream);
 
 // Dispatch over the compiled (head_dim_qk, head_dim_v) pairs (fused_dispatch_cuda.cpp).
-bool fused_has_kernel(int64_t dqk, int64_t dv);
+// fused_padded_head_dims: the compiled pair that runs real head dims (dqk, dv), the cheapest with
+// both dims at least as wide; false when none is (dims over 512). fused_kernel_info and
+// fused_launch take the real dims and use this pair.
+bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v);
 const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
 cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info);
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,

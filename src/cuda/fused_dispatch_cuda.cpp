@@ -7,12 +7,17 @@
 
 namespace longattn::cuda {
 
-bool fused_has_kernel(int64_t dqk, int64_t dv) {
-#define LONGATTN_X(a, b) \
-  if (dqk == a && dv == b) return true;
+// A kernel's work grows with the columns it multiplies (Q K^T over pad_qk, P V over pad_v), so the
+// cheapest pair has the smallest sum; a padded dim runs at the speed of its kernel's native one.
+bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
+  bool found = false;
+#define LONGATTN_X(a, b)                                                                  \
+  if (dqk >= 1 && dv >= 1 && dqk <= a && dv <= b &&                                       \
+      (!found || a + b < *pad_qk + *pad_v || (a + b == *pad_qk + *pad_v && a < *pad_qk))) \
+    found = true, *pad_qk = a, *pad_v = b;
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
-  return false;
+  return found;
 }
 
 const char* fused_head_dims_list() {
@@ -26,9 +31,9 @@ const char* fused_head_dims_list() {
   return list.c_str();
 }
 
-// One (head dims) entry: the four compiled kernels (type x decode).
+// One (head dims) entry: the four compiled kernels (type x decode), for the padded pair.
 #define LONGATTN_PICK(a, b, call)                                    \
-  if (dqk == a && dv == b) {                                         \
+  if (pad_qk == a && pad_v == b) {                                   \
     if (type == Mma16::kF16)                                         \
       return decode ? FusedInstance<a, b, Mma16::kF16, true>::call   \
                     : FusedInstance<a, b, Mma16::kF16, false>::call; \
@@ -37,6 +42,8 @@ const char* fused_head_dims_list() {
   }
 
 cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info) {
+  int pad_qk = 0, pad_v = 0;
+  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v)) return cudaErrorInvalidValue;
 #define LONGATTN_X(a, b) LONGATTN_PICK(a, b, info(info))
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
@@ -45,6 +52,8 @@ cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKer
 
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
                          cudaStream_t stream, bool programmatic) {
+  int pad_qk = 0, pad_v = 0;
+  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v)) return cudaErrorInvalidValue;
 #define LONGATTN_X(a, b) LONGATTN_PICK(a, b, launch(p, stream, programmatic))
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X

@@ -43,67 +43,131 @@ __host__ __device__ constexpr SmemClass compiled_smem_class() {
 #endif
 }
 
+// Eight elements (one 16-byte chunk of the tile) of a row, through registers, rounded to the MMA
+// type: the first `n` from `src`, the rest zeros. `vec`: the chunk is whole and starts on 16 bytes
+// (float32: on 32). Otherwise element loads, which never touch a byte past the row.
+template <Mma16 kType>
+__device__ __forceinline__ uint4 load_chunk(const char* src, int n, bool input_f32, bool vec) {
+  if (!input_f32) {
+    if (vec) return __ldg(reinterpret_cast<const uint4*>(src));
+    const unsigned short* s = reinterpret_cast<const unsigned short*>(src);
+    uint32_t w[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      w[e] = uint32_t(2 * e < n ? __ldg(s + 2 * e) : 0) |
+             uint32_t(2 * e + 1 < n ? __ldg(s + 2 * e + 1) : 0) << 16;
+    return make_uint4(w[0], w[1], w[2], w[3]);
+  }
+  const float* s = reinterpret_cast<const float*>(src);
+  float x[8];
+  if (vec) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(s)),
+                 b = __ldg(reinterpret_cast<const float4*>(s) + 1);
+    x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = e < n ? __ldg(s + e) : 0.f;
+  }
+  return make_uint4(ptx::pack2<kType>(x[0], x[1]), ptx::pack2<kType>(x[2], x[3]),
+                    ptx::pack2<kType>(x[4], x[5]), ptx::pack2<kType>(x[6], x[7]));
+}
+
 // Loads a [kRows, kCols] tile into shared memory (row pitch kCols + 8). row_ptr(r) is the byte
-// address of row r, or null for a row past the end (written as zeros). 16-bit inputs go through
-// cp.async; float32 inputs are loaded, rounded to the MMA type and stored (synchronously).
+// address of row r, or null for a row past the end (written as zeros); each row has `cols` real
+// elements and columns [cols, kCols) are written as zeros (a padded head dim). 16-bit inputs on
+// 16-byte rows go through cp.async, a partial last chunk with src-size < 16 (zero-filled);
+// float32 inputs and unaligned rows (`narrow`) are loaded, rounded to the MMA type and stored
+// (synchronously).
 template <int kRows, int kCols, int kThreads, Mma16 kType, class RowPtr>
 __device__ __forceinline__ void load_tile(void* dst, RowPtr row_ptr, const void* any_valid,
-                                          bool input_f32) {
+                                          int cols, bool input_f32, bool narrow) {
   using T = typename MmaElement<kType>::Type;
   constexpr int kChunks = kCols / 8;  // 8 elements: 16 bytes of T, 32 of float
   constexpr int kTotal = kRows * kChunks;
   T* tile = static_cast<T*>(dst);
-  if (!input_f32) {
+  if (!input_f32 && !narrow) {
 #pragma unroll
     for (int base = 0; base < kTotal; base += kThreads) {
       const int idx = base + int(threadIdx.x);
       if (kTotal % kThreads != 0 && idx >= kTotal) break;
       const int r = idx / kChunks, c = idx % kChunks;
       const char* src = row_ptr(r);
-      ptx::cp_async_16(ptx::smem_addr(tile + r * FusedTraits::pitch(kCols) + c * 8),
-                       src ? src + c * 16 : any_valid, src != nullptr);
+      const int bytes = src ? min(max(2 * (cols - c * 8), 0), 16) : 0;
+      ptx::cp_async(ptx::smem_addr(tile + r * FusedTraits::pitch(kCols) + c * 8),
+                    bytes ? src + c * 16 : any_valid, bytes);
     }
     return;
   }
-  // Not unrolled: the loads pass through registers while O is live, and the float32 path is the
-  // convenience one, not the fast one.
+  // Not unrolled: the loads pass through registers while O is live, and these paths are the
+  // convenience ones, not the fast one.
+  const int esize = input_f32 ? 4 : 2;
 #pragma unroll 1
   for (int idx = threadIdx.x; idx < kTotal; idx += kThreads) {
     const int r = idx / kChunks, c = idx % kChunks;
     const char* src = row_ptr(r);
+    const int n = min(cols - c * 8, 8);
     uint4 packed = make_uint4(0, 0, 0, 0);
-    if (src) {
-      const float4* s = reinterpret_cast<const float4*>(src + c * 32);
-      const float4 a = __ldg(s), b = __ldg(s + 1);
-      packed = make_uint4(ptx::pack2<kType>(a.x, a.y), ptx::pack2<kType>(a.z, a.w),
-                          ptx::pack2<kType>(b.x, b.y), ptx::pack2<kType>(b.z, b.w));
-    }
+    if (src && n > 0)
+      packed = load_chunk<kType>(src + c * 8 * esize, n, input_f32, !narrow && n == 8);
     *reinterpret_cast<uint4*>(tile + r * FusedTraits::pitch(kCols) + c * 8) = packed;
   }
 }
 
-// A K or V tile: rows j0 + r at `rows` + r * row_bytes, valid while r < valid_rows. The address
-// steps by a constant per iteration, which keeps the unrolled cp.async loop to few registers.
+// A K or V tile: rows j0 + r at `rows` + r * row_bytes, valid while r < valid_rows, `cols` real
+// elements each. The address steps by a constant per iteration, which keeps the unrolled cp.async
+// loop to few registers; a thread's chunk column is fixed, so its src-size is too.
 template <int kRows, int kCols, int kThreads, Mma16 kType>
 __device__ __forceinline__ void load_kv_tile(void* dst, const char* rows, int64_t row_bytes,
-                                             int64_t valid_rows, bool input_f32) {
+                                             int64_t valid_rows, int cols, bool input_f32,
+                                             bool narrow) {
   constexpr int kChunks = kCols / 8;
-  if (input_f32 || kThreads % kChunks != 0) {
+  if (input_f32 || narrow || kThreads % kChunks != 0) {
     load_tile<kRows, kCols, kThreads, kType>(
-        dst, [&](int r) { return r < valid_rows ? rows + r * row_bytes : nullptr; }, rows,
-        input_f32);
+        dst, [&](int r) { return r < valid_rows ? rows + r * row_bytes : nullptr; }, rows, cols,
+        input_f32, narrow);
     return;
   }
   using T = typename MmaElement<kType>::Type;
   constexpr int kRowsPerPass = kThreads / kChunks;
   const int r0 = int(threadIdx.x) / kChunks, c = int(threadIdx.x) % kChunks;
+  // Bytes of this thread's chunk inside the row; a chunk wholly past it reads nothing (its address
+  // stays at the row start, which exists).
+  const int bytes = min(max(2 * (cols - c * 8), 0), 16);
+  if (bytes == 0) valid_rows = 0;
   const char* src = rows + r0 * row_bytes + c * 16;
   uint32_t d = ptx::smem_addr(static_cast<T*>(dst) + r0 * FusedTraits::pitch(kCols) + c * 8);
 #pragma unroll 4
   for (int r = r0; r < kRows; r += kRowsPerPass) {
-    ptx::cp_async_16(d, r < valid_rows ? src : rows, r < valid_rows);
+    ptx::cp_async(d, r < valid_rows ? src : rows, r < valid_rows ? bytes : 0);
     src += kRowsPerPass * row_bytes;
     d += kRowsPerPass * FusedTraits::pitch(kCols) * int(sizeof(T));
+  }
+}
+
+// Stores O columns col and col + 1 of a row, each only below dv: as one pair where the row starts
+// on a pair (`paired`), else element by element (odd strides, 2-byte-offset bases, odd dv).
+template <Mma16 kType>
+__device__ __forceinline__ void store_o_pair(char* o_row, int col, int dv, float x, float y,
+                                             bool input_f32, bool paired) {
+  if (col >= dv) return;
+  const bool both = col + 1 < dv;
+  if (input_f32) {
+    float* o = reinterpret_cast<float*>(o_row) + col;
+    if (both && paired) {
+      *reinterpret_cast<float2*>(o) = make_float2(x, y);
+    } else {
+      o[0] = x;
+      if (both) o[1] = y;
+    }
+    return;
+  }
+  const uint32_t v = ptx::pack2<kType>(x, y);
+  unsigned short* o = reinterpret_cast<unsigned short*>(o_row) + col;
+  if (both && paired) {
+    *reinterpret_cast<uint32_t*>(o) = v;
+  } else {
+    o[0] = static_cast<unsigned short>(v & 0xffffu);
+    if (both) o[1] = static_cast<unsigned short>(v >> 16);
   }
 }
 
@@ -174,7 +238,7 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
   const int64_t row0 = wt.row0, i_first = wt.i_first, i_last = wt.i_last;
   const int t_begin = wt.t_begin, n_tiles = wt.n_tiles;
   const int64_t off = int64_t(p.kv_len) - p.q_len;
-  const bool input_f32 = p.input_f32 != 0;
+  const bool input_f32 = p.input_f32 != 0, narrow = p.narrow_rows != 0;
   const int esize = input_f32 ? 4 : 2;
 
   const char* q_bytes = static_cast<const char*>(p.q);
@@ -192,10 +256,12 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
     const int64_t j0 = int64_t(t_begin + tile) * kBK;
     T* s_k = s_kv + slot * kT.stage_elems();
     load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, tile_rows(p.k, p.k_stride, j0),
-                                             p.k_stride[2] * esize, p.kv_len - j0, input_f32);
+                                             p.k_stride[2] * esize, p.kv_len - j0, p.head_dim_qk,
+                                             input_f32, narrow);
     if (!p.kv_shared)
       load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), tile_rows(p.v, p.v_stride, j0),
-                                              p.v_stride[2] * esize, p.kv_len - j0, input_f32);
+                                              p.v_stride[2] * esize, p.kv_len - j0, p.head_dim_v,
+                                              input_f32, narrow);
   };
 
   // Prologue: Q and the first tiles in flight (Q rides in the first group).
@@ -208,7 +274,7 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
         return q_bytes +
                (b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2]) * esize;
       },
-      p.q, input_f32);
+      p.q, p.head_dim_qk, input_f32, narrow);
   constexpr int kPrologue = kStages > 1 ? kStages - 1 : 1;
 #pragma unroll
   for (int s = 0; s < kPrologue; ++s) {
@@ -458,27 +524,23 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
       if (p.splits > 1) {
         // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
         const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
-        float* o_row = p.o_part + part_row * kDv;
+        // Rows of the real head_dim_v (the memory model's size), so an odd one stores singly.
+        char* o_row = reinterpret_cast<char*>(p.o_part + part_row * p.head_dim_v);
 #pragma unroll
-        for (int n = 0; n < kNO; ++n) {
-          const int col = part * kDvPerWarp + n * 8 + 2 * (lane % 4);
-          *reinterpret_cast<float2*>(o_row + col) =
-              make_float2(o[mt][n][2 * h] * inv, o[mt][n][2 * h + 1] * inv);
-        }
+        for (int n = 0; n < kNO; ++n)
+          store_o_pair<kType>(o_row, part * kDvPerWarp + n * 8 + 2 * (lane % 4), p.head_dim_v,
+                              o[mt][n][2 * h] * inv, o[mt][n][2 * h + 1] * inv, true,
+                              p.head_dim_v % 2 == 0);
         if (lane % 4 == 0 && part == 0) p.lse_part[part_row] = lse;
         continue;
       }
       char* o_row = static_cast<char*>(p.o) +
                     (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize;
 #pragma unroll
-      for (int n = 0; n < kNO; ++n) {
-        const int col = part * kDvPerWarp + n * 8 + 2 * (lane % 4);
-        const float x = o[mt][n][2 * h] * inv, y = o[mt][n][2 * h + 1] * inv;
-        if (input_f32)
-          *reinterpret_cast<float2*>(o_row + col * 4) = make_float2(x, y);
-        else
-          *reinterpret_cast<uint32_t*>(o_row + col * 2) = ptx::pack2<kType>(x, y);
-      }
+      for (int n = 0; n < kNO; ++n)
+        store_o_pair<kType>(o_row, part * kDvPerWarp + n * 8 + 2 * (lane % 4), p.head_dim_v,
+                            o[mt][n][2 * h] * inv, o[mt][n][2 * h + 1] * inv, input_f32,
+                            p.o_paired != 0);
       if (p.lse && lane % 4 == 0 && part == 0) p.lse[row] = lse;
     }
 }

@@ -24,12 +24,15 @@ bool sm90_allowed() {
   return allowed;
 }
 
-// The sm_90a kernel takes 16-bit prefill on compute capability 9.0 for its head dims. The rest
-// (float32, decode shapes, other head dims, pages that split its key tiles) stays portable.
+// The sm_90a kernel takes 16-bit prefill on compute capability 9.0 for its head dims, with every
+// row of Q, K, V and O on 16 bytes (it copies and stores 16-byte pieces). The rest (float32,
+// decode shapes, other head dims, unaligned rows, pages that split its key tiles) stays portable.
 bool sm90_applies(const longattn_args& a) {
   if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || fused_use_decode(a) ||
       !fused_sm90_has_kernel(a.head_dim_qk, a.head_dim_v))
     return false;
+  for (int which = 0; which < 4; ++which)
+    if (!tensor_rows_aligned(a, which, 16)) return false;
   int device = 0, major = 0, minor = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
@@ -209,6 +212,7 @@ cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* 
   m.o = a.o, m.lse = a.lse, m.dtype = a.dtype, m.sinks = a.sinks;
   m.o_stride[0] = a.o_strides.batch, m.o_stride[1] = a.o_strides.head;
   m.o_stride[2] = a.o_strides.token;
+  m.o_vec = tensor_rows_aligned(a, 3, 4 * (a.dtype == LONGATTN_FLOAT32 ? 4 : 2));
   m.batch = int32_t(a.batch), m.q_heads = int32_t(a.q_heads), m.q_len = int32_t(a.q_len);
   m.head_dim_v = int32_t(a.head_dim_v);
   // Programmatic launch needs sm_90 (the fused kernel's code says which the device runs).

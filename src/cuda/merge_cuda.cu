@@ -31,6 +31,13 @@ __host__ __device__ inline int block_cols4(int cols4, int splits) {
   return cols4 < cols ? cols4 : cols;
 }
 
+// Four partial columns from c: one float4 where the row pitch (head_dim_v) keeps them on 16 bytes,
+// else the `n` (< 4 at the row's end) real ones.
+__device__ __forceinline__ float4 load_part4(const float* c, int n, bool vec) {
+  if (vec) return *reinterpret_cast<const float4*>(c);
+  return make_float4(c[0], n > 1 ? c[1] : 0.f, n > 2 ? c[2] : 0.f, n > 3 ? c[3] : 0.f);
+}
+
 // Block-wide max of one value per thread; every thread gets the result.
 __device__ __forceinline__ float block_max(float v, float* scratch) {
 #pragma unroll
@@ -62,12 +69,14 @@ __global__ void __launch_bounds__(kThreads, 4) merge_kernel(const MergeParams p)
   const int64_t row = blockIdx.x;
   const int i = int(row % p.q_len), h = int(row / p.q_len % p.q_heads);
   const int b = int(row / (int64_t(p.q_len) * p.q_heads));
-  const int cols4 = p.head_dim_v / 4;
+  const int cols4 = (p.head_dim_v + 3) / 4;
   const int cols = block_cols4(cols4, p.splits);
   const int groups = kThreads / cols;
   const int group = t / cols;
   const int c4 = int(blockIdx.y) * cols + t % cols;
   const bool active = group < groups && c4 < cols4;
+  const int n = min(p.head_dim_v - 4 * c4, 4);  // real columns of this thread (active ones)
+  const bool vec_load = p.head_dim_v % 4 == 0;
 
   // This thread's splits s = group, group + groups, ...: an online softmax merge over them.
   // An empty split (LSE -inf) weighs exactly 0, and its partial (0) is left out.
@@ -82,8 +91,8 @@ __global__ void __launch_bounds__(kThreads, 4) merge_kernel(const MergeParams p)
     for (int u = 0; u < kUnroll; ++u) {
       const int s = s0 + u * groups;
       lse[u] = s < p.splits ? p.lse_part[s * rows + row] : -CUDART_INF_F;
-      x[u] = s < p.splits ? *reinterpret_cast<const float4*>(col + s * step)
-                          : make_float4(0.f, 0.f, 0.f, 0.f);
+      x[u] =
+          s < p.splits ? load_part4(col + s * step, n, vec_load) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     float m_new = m;
 #pragma unroll
@@ -124,15 +133,35 @@ __global__ void __launch_bounds__(kThreads, 4) merge_kernel(const MergeParams p)
   char* o_row = static_cast<char*>(p.o) +
                 (b * p.o_stride[0] + h * p.o_stride[1] + int64_t(i) * p.o_stride[2]) *
                     (p.dtype == LONGATTN_FLOAT32 ? 4 : 2);
+  const float v[4] = {acc.x, acc.y, acc.z, acc.w};
   if (p.dtype == LONGATTN_FLOAT32) {
-    *reinterpret_cast<float4*>(o_row + c4 * 16) = acc;
-  } else if (p.dtype == LONGATTN_FLOAT16) {
-    __half2 v[2] = {__floats2half2_rn(acc.x, acc.y), __floats2half2_rn(acc.z, acc.w)};
-    *reinterpret_cast<uint2*>(o_row + c4 * 8) = *reinterpret_cast<uint2*>(v);
+    float* o = reinterpret_cast<float*>(o_row) + 4 * c4;
+    if (n == 4 && p.o_vec)
+      *reinterpret_cast<float4*>(o) = acc;
+    else
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (e < n) o[e] = v[e];
   } else {
-    __nv_bfloat162 v[2] = {__floats2bfloat162_rn(acc.x, acc.y),
-                           __floats2bfloat162_rn(acc.z, acc.w)};
-    *reinterpret_cast<uint2*>(o_row + c4 * 8) = *reinterpret_cast<uint2*>(v);
+    unsigned short h[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (p.dtype == LONGATTN_FLOAT16) {
+        const __half x = __float2half_rn(v[e]);
+        h[e] = *reinterpret_cast<const unsigned short*>(&x);
+      } else {
+        const __nv_bfloat16 x = __float2bfloat16_rn(v[e]);
+        h[e] = *reinterpret_cast<const unsigned short*>(&x);
+      }
+    }
+    unsigned short* o = reinterpret_cast<unsigned short*>(o_row) + 4 * c4;
+    if (n == 4 && p.o_vec)
+      *reinterpret_cast<uint2*>(o) =
+          make_uint2(h[0] | uint32_t(h[1]) << 16, h[2] | uint32_t(h[3]) << 16);
+    else
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (e < n) o[e] = h[e];
   }
   if (p.lse && blockIdx.y == 0 && t == 0) p.lse[row] = empty ? -CUDART_INF_F : ref + logf(total);
 }
@@ -141,10 +170,9 @@ __global__ void __launch_bounds__(kThreads, 4) merge_kernel(const MergeParams p)
 
 cudaError_t merge_launch(const MergeParams& p, cudaStream_t stream, bool programmatic) {
   const int64_t rows = int64_t(p.batch) * p.q_heads * p.q_len;
-  if (p.head_dim_v % 4 != 0 || p.head_dim_v < 4 || rows > 0x7fffffff || p.splits < 1)
-    return cudaErrorInvalidValue;
+  if (p.head_dim_v < 1 || rows > 0x7fffffff || p.splits < 1) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  const int cols4 = p.head_dim_v / 4;
+  const int cols4 = (p.head_dim_v + 3) / 4;
   const int cols = block_cols4(cols4, p.splits);
   const int col_blocks = (cols4 + cols - 1) / cols;
   const LaunchConfig lc(dim3(unsigned(rows), unsigned(col_blocks)), dim3(kThreads), 0, stream,

@@ -151,17 +151,15 @@ class DeviceProblem {
   longattn_args args_{};
 };
 
-bool fused_head_dims(const Case& c) {
-  const int64_t dims[][2] = {{64, 64},   {80, 80},   {96, 96},   {128, 128},
+// The portable fused kernel runs every head dim pair up to 512/512 (padded to a compiled pair)
+// in any layout whose elements are aligned.
+bool fused_head_dims(const Case& c) { return c.dqk <= 512 && c.dv <= 512; }
+bool fused_compiled_dims(const Case& c) {
+  const int64_t dims[][2] = {{32, 32},   {64, 64},   {80, 80},   {96, 96},  {128, 128},
                              {192, 128}, {192, 192}, {256, 256}, {512, 512}};
   for (const auto& d : dims)
     if (c.dqk == d[0] && c.dv == d[1]) return true;
   return false;
-}
-// The padded layouts have odd strides: rows not 16-byte aligned, which the fused kernel refuses.
-bool aligned_layouts(const Case& c) {
-  auto ok = [](L l) { return l == L::kContiguous || l == L::kTokensMajor; };
-  return ok(c.in_layout) && ok(c.out_layout);
 }
 
 std::vector<Case> grid() {
@@ -204,13 +202,51 @@ std::vector<Case> grid() {
           .type(F16)
           .cap(30.0f, 8.0f)
           .mask(kAdd, 0, 1, 0, 1),
-      // Head dims without a fused kernel and unaligned layouts: unfused (and AUTO) still run them.
-      Case("d72_bf16_unfused_only").shape(1, 4, 2, 113, 1023).dims(72).type(BF16).is_causal(),
-      Case("padded_f16_unfused_only")
+      // Head dims without a compiled kernel (padded to the next compiled pair: zero columns in
+      // shared memory, partial 16-byte chunks) and rows not on 16 bytes (odd token, head and
+      // batch strides: loads and stores element by element), forced through fused and split_kv.
+      Case("d72_bf16_padded_dim").shape(1, 4, 2, 113, 1023).dims(72).type(BF16).is_causal(),
+      Case("odd_strides_f16")
           .shape(2, 4, 2, 113, 113)
           .dims(64)
           .type(F16)
           .layout(L::kPadded, L::kPadded),
+      Case("d1_bf16_causal").shape(2, 4, 2, 113, 300).dims(1).type(BF16).is_causal(),
+      Case("d1_f16_decode").shape(1, 8, 2, 1, 4096).dims(1).type(F16),
+      Case("d40_f16_gqa2").shape(1, 4, 2, 200, 777).dims(40).type(F16),
+      Case("d32_bf16_gqa4_causal").shape(1, 8, 2, 300, 777).dims(32).type(BF16).is_causal(),
+      Case("d32_f16_decode").shape(2, 8, 2, 1, 4096).dims(32).type(F16),
+      Case("d100_bf16_odd_strides_causal")
+          .shape(2, 4, 2, 113, 1023)
+          .dims(100)
+          .type(BF16)
+          .is_causal()
+          .layout(L::kPadded, L::kPadded),
+      Case("d200_f16_tokens_major_odd")
+          .shape(1, 4, 2, 113, 300)
+          .dims(200)
+          .type(F16)
+          .layout(L::kTokensMajorPadded, L::kTokensMajorPadded),
+      Case("d500_bf16_decode_odd_strides")
+          .shape(1, 8, 2, 1, 2048)
+          .dims(500)
+          .type(BF16)
+          .layout(L::kPadded, L::kPadded),
+      Case("d500_f16_causal").shape(1, 2, 1, 113, 300).dims(500).type(F16).is_causal(),
+      Case("d64x512_bf16_causal").shape(1, 4, 2, 113, 300).dims(64, 512).type(BF16).is_causal(),
+      Case("d512x64_f16").shape(1, 4, 2, 113, 300).dims(512, 64).type(F16),
+      Case("d72x50_bf16_decode_sinks").shape(2, 8, 2, 1, 4096).dims(72, 50).type(BF16).sinks(1.0f),
+      Case("d100x37_f16_decode_odd")
+          .shape(1, 8, 1, 1, 4096)
+          .dims(100, 37)
+          .type(F16)
+          .layout(L::kPadded, L::kPadded),
+      Case("d100_f32_odd_strides")
+          .shape(1, 4, 2, 113, 300)
+          .dims(100)
+          .layout(L::kPadded, L::kPadded),
+      Case("d33_f32_decode").shape(1, 8, 2, 1, 2048).dims(33),
+      Case("d130_bf16_k_eq_v").shape(1, 4, 2, 113, 300).dims(130).type(BF16).same_kv(),
       // Lengths 1, 7, 113, 1023, 4096; Lq > Lk with causal (rows that see no key).
       Case("len_1x1").shape(1, 2, 2, 1, 1).dims(64).type(BF16),
       Case("len_7x1_causal").shape(1, 2, 2, 7, 1).dims(64).type(F16).is_causal(),
@@ -301,7 +337,7 @@ TEST_P(AccuracyCuda, EveryPathMatchesFloat64Reference) {
     for (float& x : *t) x = round_to_dtype(x, rounded.dtype);
   const RefResult lp = reference_attention<float>(rounded, /*low_precision=*/true);
   const Errors lowp = measure(ref, lp.o, &lp.lse);
-  const bool fused_ok = fused_head_dims(c) && aligned_layouts(c);
+  const bool fused_ok = fused_head_dims(c);
 
   for (int32_t path :
        {LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_AUTO}) {
@@ -313,6 +349,10 @@ TEST_P(AccuracyCuda, EveryPathMatchesFloat64Reference) {
       EXPECT_NE(out.message.find("CUDA fused kernel"), std::string::npos) << out.message;
       continue;
     }
+    // A head dim without a compiled kernel runs on the next compiled pair, and the plan says so.
+    if (fused_family && !fused_compiled_dims(c))
+      EXPECT_NE(std::string(out.plan.reason).find("padded to"), std::string::npos)
+          << out.plan.reason;
     ASSERT_EQ(out.status, LONGATTN_OK) << out.message;
     EXPECT_EQ(out.guard_problem, "");
     if (path != LONGATTN_PATH_AUTO) EXPECT_EQ(out.plan.path, path);
@@ -422,6 +462,56 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
         EXPECT_EQ(out.status, LONGATTN_INVALID_ARGUMENT);
         EXPECT_NE(out.message.find("block_table"), std::string::npos) << out.message;
       }
+    }
+  }
+}
+
+// Q, K and V bases one element (2 bytes; float32 4) past 16-byte alignment: fused and split_kv
+// run them through the narrow loads and give the bits of the aligned bases on the same kernel
+// (the same values reach shared memory). Head dims 72 and 40 pad to 80 and 64, 120 to 128.
+TEST(UnalignedCuda, OffsetBasesMatchAlignedBitForBit) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Shifted {  // a device copy of `bytes` from src at `shift` bytes past cudaMalloc's 256
+    char* alloc = nullptr;
+    char* base = nullptr;
+    Shifted(const void* src, int64_t bytes, int64_t shift) {
+      if (cudaMalloc(reinterpret_cast<void**>(&alloc), size_t(bytes + shift)) != cudaSuccess)
+        return;
+      base = alloc + shift;
+      cudaMemcpy(base, src, size_t(bytes), cudaMemcpyDeviceToDevice);
+    }
+    Shifted(const Shifted&) = delete;
+    Shifted& operator=(const Shifted&) = delete;
+    ~Shifted() { cudaFree(alloc); }
+  };
+  const Case cases[] = {
+      Case("off_d72_bf16_causal").shape(1, 4, 2, 113, 300).dims(72).type(BF16).is_causal(),
+      Case("off_d120_bf16").shape(2, 4, 2, 113, 300).dims(120).type(BF16),
+      Case("off_d40_f16_decode").shape(1, 8, 2, 1, 2048).dims(40).type(F16),
+      Case("off_d40_f32").shape(1, 2, 1, 50, 200).dims(40),
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.describe());
+    const Fixture fx(c);
+    const DeviceProblem dev(fx);
+    const longattn_args& a = dev.args();
+    const int64_t es = dtype_size(c.dtype);
+    Shifted q(a.q, extent_bytes(a.q_strides, c.batch, c.q_heads, c.q_len, c.dqk, es), es);
+    Shifted k(a.k, extent_bytes(a.k_strides, c.batch, c.kv_heads, c.kv_len, c.dqk, es), es);
+    Shifted v(a.v, extent_bytes(a.v_strides, c.batch, c.kv_heads, c.kv_len, c.dv, es), es);
+    longattn_args shifted = a;
+    shifted.q = q.base, shifted.k = k.base, shifted.v = v.base;
+    for (int32_t path : {LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV}) {
+      SCOPED_TRACE(path_label(path));
+      const RunOutput aligned = dev.run(path, default_options());
+      const RunOutput off = dev.run(path, default_options(), &shifted);
+      ASSERT_EQ(aligned.status, LONGATTN_OK) << aligned.message;
+      ASSERT_EQ(off.status, LONGATTN_OK) << off.message;
+      EXPECT_EQ(off.guard_problem, "");
+      EXPECT_NE(std::string(off.plan.reason).find("padded to"), std::string::npos)
+          << off.plan.reason;
+      EXPECT_TRUE(off.o.bytes() == aligned.o.bytes());
+      EXPECT_TRUE(off.lse.bytes() == aligned.lse.bytes());
     }
   }
 }

@@ -16,6 +16,10 @@ set(LONGATTN_CUDA_INSTANCES
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_f16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_f16_prefill.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d32x32_bf16_decode.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d32x32_bf16_prefill.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d32x32_f16_decode.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d32x32_f16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d512x512_bf16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d512x512_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d512x512_f16_decode.cu
