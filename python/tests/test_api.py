@@ -72,11 +72,14 @@ def test_torch_against_reference(case, layout, dtype, device):
     ref_o, ref_lse = attention_ref(logical(q, layout), logical(k, layout), logical(v, layout),
                                    causal, window, softcap, None,
                                    None if sinks is None else to_np64(sinks))
-    assert rel_err(logical(o, layout), ref_o) < TOL[dtype]
+    # CUDA's fused kernels round float32 inputs to bf16 per tile (README, "CUDA backend").
+    exact = dtype == "float32" and device == "cpu"
+    assert rel_err(logical(o, layout), ref_o) < TOL[dtype if device == "cpu" else
+                                                     ("bfloat16" if dtype == "float32" else dtype)]
     lse = to_np64(lse)
     finite = np.isfinite(ref_lse)
     assert (np.isfinite(lse) == finite).all()
-    assert np.abs(lse[finite] - ref_lse[finite]).max() < 1e-3 * (1 if dtype == "float32" else 30)
+    assert np.abs(lse[finite] - ref_lse[finite]).max() < 1e-3 * (1 if exact else 30)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
