@@ -35,19 +35,24 @@ template <class... A>
 
 inline int64_t dtype_bytes(int32_t dtype) { return dtype == LONGATTN_FLOAT32 ? 4 : 2; }
 
-// a * b, or fail naming `what` when the product does not fit int64.
+// a * b, or fail naming `what` when the product does not fit int64. Every such count is made of the
+// call's sizes, so the message names them: the caller's fix is to make them smaller.
+#define LONGATTN_OVERFLOW_MESSAGE                                                               \
+  "%s overflows a 64-bit byte count: the sizes that make it (batch, q_heads, kv_heads, q_len, " \
+  "kv_len, head_dim_qk, head_dim_v; n, rows and dv for merge_states) are too large"
 inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   int64_t r;
   if (__builtin_mul_overflow(a, b, &r))
-    fail(LONGATTN_INVALID_ARGUMENT, "%s overflows a 64-bit byte count", what);
+    fail(LONGATTN_INVALID_ARGUMENT, LONGATTN_OVERFLOW_MESSAGE, what);
   return r;
 }
 inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
   int64_t r;
   if (__builtin_add_overflow(a, b, &r))
-    fail(LONGATTN_INVALID_ARGUMENT, "%s overflows a 64-bit byte count", what);
+    fail(LONGATTN_INVALID_ARGUMENT, LONGATTN_OVERFLOW_MESSAGE, what);
   return r;
 }
+#undef LONGATTN_OVERFLOW_MESSAGE
 
 // For a >= 0, b > 0; never forms a + b (a page_size near INT64_MAX would overflow it).
 inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
