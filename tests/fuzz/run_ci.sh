@@ -23,6 +23,8 @@ else
 fi
 rm -rf "$work" && mkdir -p "$work/corpus"
 python3 "$root/tests/fuzz/make_seeds.py" "$work/seeds"
-# One process, a fixed seed: the same executions every run. Crashes land in $work.
+# One process, a fixed seed: the same executions every run. Crashes land in $work; inputs that
+# once failed live in tests/fuzz/regressions and run first.
 time "$fuzzer" -runs="${LONGATTN_FUZZ_RUNS:-1000000}" -seed=1 -max_len=512 -timeout=10 \
-  -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/" "$work/corpus" "$work/seeds"
+  -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/" "$work/corpus" "$work/seeds" \
+  "$root/tests/fuzz/regressions"
