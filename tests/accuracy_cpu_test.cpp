@@ -150,6 +150,15 @@ std::vector<Case> grid() {
           .same_kv()
           .layout(L::kTokensMajor, L::kContiguous),
       Case("k_eq_v_f32_causal").shape(1, 2, 1, 113, 113).dims(512).same_kv().is_causal(),
+      // MLA (DeepSeek-V3, Kimi K2): 576-wide keys whose first 512 columns are the values, one KV
+      // head; prefill and decode.
+      Case("mla_576_512_bf16_causal")
+          .shape(1, 16, 1, 113, 300)
+          .dims(576, 512)
+          .type(BF16)
+          .same_kv()
+          .is_causal(),
+      Case("mla_576_512_decode_f32").shape(2, 32, 1, 1, 1023).dims(576, 512).same_kv(),
       // Without LSE output.
       Case("no_lse_f16").shape(1, 2, 1, 113, 113).dims(64).type(F16).no_lse(),
       Case("no_lse_decode_f32").shape(2, 8, 2, 1, 1023).dims(128).no_lse(),

@@ -415,7 +415,9 @@ class Fixture {
     q_ = fill(c.q_heads, c.q_len, c.dqk, c.q_amp, rng, &p_.q);
     k_ = fill(c.kv_heads, c.kv_len, c.dqk, 1.0f, rng, &p_.k);
     if (c.k_eq_v) {
-      p_.v = p_.k;
+      // One buffer: V is the first dv columns of each K row (MLA when dv < dqk).
+      for (size_t row = 0; row < p_.k.size() / size_t(c.dqk); ++row)
+        p_.v.insert(p_.v.end(), p_.k.begin() + row * c.dqk, p_.k.begin() + row * c.dqk + c.dv);
     } else {
       v_ = fill(c.kv_heads, c.kv_len, c.dv, 1.0f, rng, &p_.v);
     }

@@ -183,6 +183,19 @@ def test_paged(device, page_size):
     assert rel_err(to_np64(o), ref) < TOL["float32" if dt == torch.float32 else "float16"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_mla_576_512(device):
+    """MLA: V is the first 512 columns of the 576-wide K rows (one buffer, one KV head)."""
+    gen = torch.Generator().manual_seed(10)
+    dt = torch.float32 if device == "cpu" else torch.bfloat16
+    q = torch.randn(1, 16, 5, 576, generator=gen).to(device, dt)
+    kv = torch.randn(1, 1, 40, 576, generator=gen).to(device, dt)
+    o = longattn.attention(q, kv, kv[..., :512], causal=True)
+    assert o.shape == (1, 16, 5, 512)
+    ref, _ = attention_ref(to_np64(q), to_np64(kv), to_np64(kv[..., :512]), True)
+    assert rel_err(to_np64(o), ref) < TOL["float32" if device == "cpu" else "bfloat16"]
+
+
 def test_dlpack_generic():
     """Any __dlpack__ exporter is read through DLPack; the result is numpy on the CPU."""
 

@@ -205,9 +205,9 @@ longattn_status longattn_merge_states(int64_t n, int64_t rows, int64_t dv, const
   return guarded([&] {
     if (n < 1) fail(LONGATTN_INVALID_ARGUMENT, "n = %lld: must be >= 1", (long long)n);
     if (rows < 0) fail(LONGATTN_INVALID_ARGUMENT, "rows = %lld: must be >= 0", (long long)rows);
-    if (dv < 1 || dv > kMaxHeadDim)
+    if (dv < 1 || dv > kMaxHeadDimV)
       fail(LONGATTN_INVALID_ARGUMENT, "dv = %lld: allowed values are 1 to %lld", (long long)dv,
-           (long long)kMaxHeadDim);
+           (long long)kMaxHeadDimV);
     if (!o_parts || !lse_parts || !o)
       fail(LONGATTN_INVALID_ARGUMENT, "%s is NULL",
            !o_parts     ? "o_parts"

@@ -87,12 +87,12 @@ void validate_args(const longattn_args* args) {
                {"kv_len", a.kv_len}};
   for (const auto& s : sizes)
     LONGATTN_REQUIRE(s.value >= 1, "%s = %lld: must be >= 1", s.name, (long long)s.value);
-  LONGATTN_REQUIRE(a.head_dim_qk >= 1 && a.head_dim_qk <= kMaxHeadDim,
+  LONGATTN_REQUIRE(a.head_dim_qk >= 1 && a.head_dim_qk <= kMaxHeadDimQk,
                    "head_dim_qk = %lld: allowed values are 1 to %lld", (long long)a.head_dim_qk,
-                   (long long)kMaxHeadDim);
-  LONGATTN_REQUIRE(a.head_dim_v >= 1 && a.head_dim_v <= kMaxHeadDim,
+                   (long long)kMaxHeadDimQk);
+  LONGATTN_REQUIRE(a.head_dim_v >= 1 && a.head_dim_v <= kMaxHeadDimV,
                    "head_dim_v = %lld: allowed values are 1 to %lld", (long long)a.head_dim_v,
-                   (long long)kMaxHeadDim);
+                   (long long)kMaxHeadDimV);
   LONGATTN_REQUIRE(a.q_heads % a.kv_heads == 0,
                    "q_heads = %lld, kv_heads = %lld: q_heads must be a multiple of kv_heads (GQA)",
                    (long long)a.q_heads, (long long)a.kv_heads);
