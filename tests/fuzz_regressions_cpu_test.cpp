@@ -20,8 +20,11 @@ bool mentions(const std::string& message, const char* what) {
 // LSE is written too: it may not alias Q, K, V or the sinks (only its overlap with O was checked,
 // so LSE written over Q was accepted and modified the input). Nor may O alias the mask.
 TEST(FuzzRegressionsCpu, OutputsAliasingAnInputAreRejected) {
-  const Fixture fx(Case("aliases").shape(1, 2, 1, 8, 8).dims(16).sinks(1.0f).mask(
-      LONGATTN_MASK_ADDITIVE, true, true, true, true));
+  const Fixture fx(Case("aliases")
+                       .shape(1, 2, 1, 8, 8)
+                       .dims(16)
+                       .sinks(1.0f)
+                       .mask(LONGATTN_MASK_ADDITIVE, true, true, true, true));
   struct Alias {
     const char* input;
     void (*apply)(longattn_args&);
@@ -92,8 +95,10 @@ TEST(FuzzRegressionsCpu, ContiguousStridesOfHugeSizes) {
 
 // A mask whose strides overflow the byte count: the message names mask.strides (it said "mask").
 TEST(FuzzRegressionsCpu, MaskExtentOverflowNamesTheField) {
-  const Fixture fx(Case("mask_overflow").shape(1, 1, 1, 4, 4).dims(8).mask(
-      LONGATTN_MASK_BOOLEAN, false, false, true, true));
+  const Fixture fx(Case("mask_overflow")
+                       .shape(1, 1, 1, 4, 4)
+                       .dims(8)
+                       .mask(LONGATTN_MASK_BOOLEAN, false, false, true, true));
   longattn_args a = fx.args();
   a.mask.strides[2] = kI64Max - 1;
   longattn_options options = default_options();

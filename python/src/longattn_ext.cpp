@@ -103,8 +103,8 @@ class Call {
     fill_args(t, &args_, &options_);
   }
 
-  nb::tuple run(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse,
-                uintptr_t stream, nb::handle alloc) {
+  nb::tuple run(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, uintptr_t stream,
+                nb::handle alloc) {
     longattn_args a = args_;
     longattn_options opt = options_;
     a.q = as_ptr<const void>(q);

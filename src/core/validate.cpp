@@ -172,8 +172,8 @@ void validate_args(const longattn_args* args) {
     const void* p;
     int64_t bytes;
   };
-  auto tensor_bytes = [&](int64_t outer, const longattn_strides& s, int64_t h, int64_t l,
-                          int64_t d, const char* name) {
+  auto tensor_bytes = [&](int64_t outer, const longattn_strides& s, int64_t h, int64_t l, int64_t d,
+                          const char* name) {
     Dim dims[3] = {{outer, s.batch}, {h, s.head}, {l, s.token}};
     return extent_bytes(dims, 3, d, elem, name);
   };
@@ -187,12 +187,12 @@ void validate_args(const longattn_args* args) {
   if (paged) {
     const int64_t rows_before_last =
         a.batch == 1 ? 0 : checked_mul(a.block_table_stride, a.batch - 1, "block_table");
-    inputs[5].bytes = checked_mul(
-        checked_add(rows_before_last, ceil_div(a.kv_len, a.page_size), "block_table"), 4,
-        "block_table");
+    inputs[5].bytes =
+        checked_mul(checked_add(rows_before_last, ceil_div(a.kv_len, a.page_size), "block_table"),
+                    4, "block_table");
   }
-  const Region o = {"o", a.o, tensor_bytes(a.batch, a.o_strides, a.q_heads, a.q_len,
-                                           a.head_dim_v, "o")};
+  const Region o = {"o", a.o,
+                    tensor_bytes(a.batch, a.o_strides, a.q_heads, a.q_len, a.head_dim_v, "o")};
   const Region lse = {"lse", a.lse,
                       a.lse ? checked_mul(checked_mul(a.batch, a.q_heads, "lse"),
                                           checked_mul(a.q_len, 4, "lse"), "lse")

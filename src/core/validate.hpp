@@ -5,8 +5,8 @@
 
 namespace longattn::detail {
 
-// Head dims: V up to 512; Q.K up to 576, for MLA (DeepSeek-V3, Kimi K2) whose 576-wide keys hold the
-// 512-wide values in their first columns (v == k, head_dim_v < head_dim_qk).
+// Head dims: V up to 512; Q.K up to 576, for MLA (DeepSeek-V3, Kimi K2) whose 576-wide keys hold
+// the 512-wide values in their first columns (v == k, head_dim_v < head_dim_qk).
 constexpr int64_t kMaxHeadDimQk = 576;
 constexpr int64_t kMaxHeadDimV = 512;
 

@@ -42,28 +42,26 @@ const longattn_options* g_options = nullptr;
 // LONGATTN_FUZZ_VERBOSE=1, to see what a sanitizer report was about).
 void describe_case() {
   if (const longattn_args* a = g_args) {
-    std::fprintf(stderr,
-                 "  dtype %d device %d B %lld Hq %lld Hkv %lld Lq %lld Lk %lld Dqk %lld Dv %lld\n"
-                 "  strides q {%lld %lld %lld} k {%lld %lld %lld} v {%lld %lld %lld} o {%lld %lld "
-                 "%lld}\n  scale %g softcap %g causal %d window %lld sinks %p lse %p o %p q %p k %p "
-                 "v %p\n  mask kind %d data %p dims {%lld %lld %lld %lld} strides {%lld %lld %lld "
-                 "%lld}\n  block_table %p stride %lld page %lld blocks %lld\n",
-                 a->dtype, a->device, (long long)a->batch, (long long)a->q_heads,
-                 (long long)a->kv_heads, (long long)a->q_len, (long long)a->kv_len,
-                 (long long)a->head_dim_qk, (long long)a->head_dim_v, (long long)a->q_strides.batch,
-                 (long long)a->q_strides.head, (long long)a->q_strides.token,
-                 (long long)a->k_strides.batch, (long long)a->k_strides.head,
-                 (long long)a->k_strides.token, (long long)a->v_strides.batch,
-                 (long long)a->v_strides.head, (long long)a->v_strides.token,
-                 (long long)a->o_strides.batch, (long long)a->o_strides.head,
-                 (long long)a->o_strides.token, (double)a->scale, (double)a->softcap, a->causal,
-                 (long long)a->window_left, (const void*)a->sinks, (void*)a->lse, a->o, a->q, a->k,
-                 a->v, a->mask.kind, a->mask.data, (long long)a->mask.dims[0],
-                 (long long)a->mask.dims[1], (long long)a->mask.dims[2], (long long)a->mask.dims[3],
-                 (long long)a->mask.strides[0], (long long)a->mask.strides[1],
-                 (long long)a->mask.strides[2], (long long)a->mask.strides[3],
-                 (const void*)a->block_table, (long long)a->block_table_stride,
-                 (long long)a->page_size, (long long)a->num_blocks);
+    std::fprintf(
+        stderr,
+        "  dtype %d device %d B %lld Hq %lld Hkv %lld Lq %lld Lk %lld Dqk %lld Dv %lld\n"
+        "  strides q {%lld %lld %lld} k {%lld %lld %lld} v {%lld %lld %lld} o {%lld %lld "
+        "%lld}\n  scale %g softcap %g causal %d window %lld sinks %p lse %p o %p q %p k %p "
+        "v %p\n  mask kind %d data %p dims {%lld %lld %lld %lld} strides {%lld %lld %lld "
+        "%lld}\n  block_table %p stride %lld page %lld blocks %lld\n",
+        a->dtype, a->device, (long long)a->batch, (long long)a->q_heads, (long long)a->kv_heads,
+        (long long)a->q_len, (long long)a->kv_len, (long long)a->head_dim_qk,
+        (long long)a->head_dim_v, (long long)a->q_strides.batch, (long long)a->q_strides.head,
+        (long long)a->q_strides.token, (long long)a->k_strides.batch, (long long)a->k_strides.head,
+        (long long)a->k_strides.token, (long long)a->v_strides.batch, (long long)a->v_strides.head,
+        (long long)a->v_strides.token, (long long)a->o_strides.batch, (long long)a->o_strides.head,
+        (long long)a->o_strides.token, (double)a->scale, (double)a->softcap, a->causal,
+        (long long)a->window_left, (const void*)a->sinks, (void*)a->lse, a->o, a->q, a->k, a->v,
+        a->mask.kind, a->mask.data, (long long)a->mask.dims[0], (long long)a->mask.dims[1],
+        (long long)a->mask.dims[2], (long long)a->mask.dims[3], (long long)a->mask.strides[0],
+        (long long)a->mask.strides[1], (long long)a->mask.strides[2], (long long)a->mask.strides[3],
+        (const void*)a->block_table, (long long)a->block_table_stride, (long long)a->page_size,
+        (long long)a->num_blocks);
     const longattn_options* o = g_options;
     std::fprintf(stderr, "  options: path %d budget %lld threads %d workspace %p bytes %lld\n",
                  o->path, (long long)o->memory_budget, o->num_threads, o->workspace,
@@ -80,23 +78,44 @@ void describe_case() {
 // ---- decoding: each selector's 0 is the valid, ordinary choice ----------------------------------
 
 int64_t garbage_i64(FuzzedDataProvider& in) {
-  static const int64_t kValues[] = {0,       -1,       -2,          2,       513,      577,
-                                    1 << 20, int64_t(1) << 31, int64_t(1) << 40, kI64Max,
-                                    kI64Max - 1, std::numeric_limits<int64_t>::min()};
+  static const int64_t kValues[] = {0,
+                                    -1,
+                                    -2,
+                                    2,
+                                    513,
+                                    577,
+                                    1 << 20,
+                                    int64_t(1) << 31,
+                                    int64_t(1) << 40,
+                                    kI64Max,
+                                    kI64Max - 1,
+                                    std::numeric_limits<int64_t>::min()};
   if (in.ConsumeBool()) return in.PickValueInArray(kValues);
   return in.ConsumeIntegral<int64_t>();
 }
 
 // A size: usually in [1, max_small], sometimes a garbage value.
 int64_t size_field(FuzzedDataProvider& in, int64_t max_small) {
-  if (in.ConsumeIntegralInRange<int>(0, 15) != 15) return 1 + in.ConsumeIntegralInRange<int64_t>(0, max_small - 1);
+  if (in.ConsumeIntegralInRange<int>(0, 15) != 15)
+    return 1 + in.ConsumeIntegralInRange<int64_t>(0, max_small - 1);
   return garbage_i64(in);
 }
 
 float garbage_float(FuzzedDataProvider& in) {
   const float inf = std::numeric_limits<float>::infinity();
-  static const float kValues[] = {0.f, 1.f, -1.f, -0.f, NAN, inf, -inf, 1e-45f, 1e-30f,
-                                  1e30f, std::numeric_limits<float>::max(), 0.125f, 50.f};
+  static const float kValues[] = {0.f,
+                                  1.f,
+                                  -1.f,
+                                  -0.f,
+                                  NAN,
+                                  inf,
+                                  -inf,
+                                  1e-45f,
+                                  1e-30f,
+                                  1e30f,
+                                  std::numeric_limits<float>::max(),
+                                  0.125f,
+                                  50.f};
   if (in.ConsumeBool()) return in.PickValueInArray(kValues);
   return in.ConsumeFloatingPoint<float>();
 }
@@ -184,19 +203,60 @@ void fill_input(Buffer& b, int32_t dtype, uint32_t seed, bool raw) {
   }
 }
 
-// ---- the message check ----------------------------------------------------------------------------
+// ---- the message check
+// ----------------------------------------------------------------------------
 
 // Every argument and option a rejection may name. A token matches only as a whole identifier (so
 // "q" is not found inside "queries").
-const char* const kFields[] = {
-    "args", "options", "plan", "bytes", "q", "k", "v", "o", "lse", "dtype", "device", "batch",
-    "q_heads", "kv_heads", "q_len", "kv_len", "head_dim_qk", "head_dim_v", "q_strides",
-    "k_strides", "v_strides", "o_strides", "scale", "softcap", "window_left", "causal", "sinks",
-    "mask.kind", "mask.data", "mask.dims", "mask.strides", "block_table", "block_table_stride",
-    "page_size", "num_blocks", "options.path", "options.memory_budget", "options.num_threads",
-    "options.workspace", "options.workspace_bytes", "n", "rows", "dv", "o_parts", "lse_parts"};
+const char* const kFields[] = {"args",
+                               "options",
+                               "plan",
+                               "bytes",
+                               "q",
+                               "k",
+                               "v",
+                               "o",
+                               "lse",
+                               "dtype",
+                               "device",
+                               "batch",
+                               "q_heads",
+                               "kv_heads",
+                               "q_len",
+                               "kv_len",
+                               "head_dim_qk",
+                               "head_dim_v",
+                               "q_strides",
+                               "k_strides",
+                               "v_strides",
+                               "o_strides",
+                               "scale",
+                               "softcap",
+                               "window_left",
+                               "causal",
+                               "sinks",
+                               "mask.kind",
+                               "mask.data",
+                               "mask.dims",
+                               "mask.strides",
+                               "block_table",
+                               "block_table_stride",
+                               "page_size",
+                               "num_blocks",
+                               "options.path",
+                               "options.memory_budget",
+                               "options.num_threads",
+                               "options.workspace",
+                               "options.workspace_bytes",
+                               "n",
+                               "rows",
+                               "dv",
+                               "o_parts",
+                               "lse_parts"};
 
-bool ident_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; }
+bool ident_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+}
 
 bool names_a_field(const std::string& msg) {
   for (size_t i = 0; i < msg.size();) {
@@ -227,8 +287,7 @@ void check_error(longattn_status st, const char* call) {
     case LONGATTN_INVALID_ARGUMENT:
       if (!names_a_field(msg)) die(call, "message names no argument: " + msg);
       if (!has("must") && !has("allowed") && !has("needs") && !has("overflows") &&
-          !has("overlap") &&
-          !has("NULL") && !has("smaller than"))
+          !has("overlap") && !has("NULL") && !has("smaller than"))
         die(call, "message does not say what is allowed: " + msg);
       break;
     case LONGATTN_OVER_BUDGET:
@@ -246,7 +305,8 @@ void check_reason(const longattn_plan& p, const char* call) {
   if (!std::memchr(p.reason, 0, sizeof p.reason)) die(call, "plan.reason is not NUL-terminated");
 }
 
-// ---- one fuzz case --------------------------------------------------------------------------------
+// ---- one fuzz case
+// --------------------------------------------------------------------------------
 
 struct Case {
   longattn_args a;
@@ -303,13 +363,13 @@ void decode(FuzzedDataProvider& in, Case& c) {
   a.batch = size_field(in, 3);
   a.kv_heads = size_field(in, 3);
   a.q_heads = in.ConsumeIntegralInRange<int>(0, 15) == 15 ? size_field(in, 9)
-                                                           : wmul(a.kv_heads, size_field(in, 4));
+                                                          : wmul(a.kv_heads, size_field(in, 4));
   // Lengths: short, or long enough that AUTO picks split_kv (1024 keys and more).
   a.q_len = size_field(in, in.ConsumeBool() ? 9 : 70);
   a.kv_len = in.ConsumeIntegralInRange<int>(0, 7) == 7 ? wadd(1000, size_field(in, 200))
                                                        : size_field(in, 40);
-  static const int64_t kDims[] = {1, 2, 3, 7, 8, 16, 17, 31, 64, 80, 128, 192, 256, 512, 513,
-                                  576, 0, -1};
+  static const int64_t kDims[] = {1,  2,   3,   7,   8,   16,  17,  31, 64,
+                                  80, 128, 192, 256, 512, 513, 576, 0,  -1};
   a.head_dim_qk = in.ConsumeBool() ? in.PickValueInArray(kDims) : size_field(in, 40);
   a.head_dim_v = in.ConsumeBool() ? a.head_dim_qk : in.PickValueInArray(kDims);
   const bool paged = in.ConsumeIntegralInRange<int>(0, 7) == 7;
@@ -319,8 +379,8 @@ void decode(FuzzedDataProvider& in, Case& c) {
     int64_t pages = a.page_size >= 1 && a.kv_len >= 1 && a.kv_len < kMaxElems
                         ? (a.kv_len - 1) / a.page_size + 1
                         : 1;
-    a.block_table_stride = in.ConsumeBool() ? pages + in.ConsumeIntegralInRange<int>(0, 2)
-                                            : garbage_i64(in);
+    a.block_table_stride =
+        in.ConsumeBool() ? pages + in.ConsumeIntegralInRange<int>(0, 2) : garbage_i64(in);
   }
   // K/V of a paged cache span [num_blocks, kv_heads, page_size]; strides follow that shape.
   const int64_t kv_outer = paged ? a.num_blocks : a.batch, kv_tok = paged ? a.page_size : a.kv_len;
@@ -328,7 +388,8 @@ void decode(FuzzedDataProvider& in, Case& c) {
   a.k_strides = strides_field(in, a.kv_heads, kv_tok, a.head_dim_qk);
   a.v_strides = strides_field(in, a.kv_heads, kv_tok, a.head_dim_v);
   a.o_strides = strides_field(in, a.q_heads, a.q_len, a.head_dim_v);
-  if (in.ConsumeIntegralInRange<int>(0, 31) == 31) longattn_set_contiguous_strides(&a);  // garbage too
+  if (in.ConsumeIntegralInRange<int>(0, 31) == 31)
+    longattn_set_contiguous_strides(&a);  // garbage too
   a.scale = in.ConsumeIntegralInRange<int>(0, 3) == 3 ? garbage_float(in) : 0.f;
   a.softcap = in.ConsumeIntegralInRange<int>(0, 3) == 3 ? garbage_float(in) : 0.f;
   a.causal = in.ConsumeIntegralInRange<int>(0, 15) == 15 ? in.ConsumeIntegral<int32_t>()
@@ -372,7 +433,8 @@ void decode(FuzzedDataProvider& in, Case& c) {
       for (int64_t b = 0; b < a.batch; ++b)
         for (int64_t h = 0; h < a.q_heads; ++h)
           for (int64_t i = 0; i < a.q_len; ++i) {
-            const int64_t off = b * a.o_strides.batch + h * a.o_strides.head + i * a.o_strides.token;
+            const int64_t off =
+                b * a.o_strides.batch + h * a.o_strides.head + i * a.o_strides.token;
             std::fill_n(c.o_inside.begin() + off * es, a.head_dim_v * es, 1);
           }
   }
@@ -381,7 +443,8 @@ void decode(FuzzedDataProvider& in, Case& c) {
       a.q_heads <= kMaxElems && a.batch * a.q_heads <= kMaxElems / a.q_len)
     rows = a.batch * a.q_heads * a.q_len;
   c.lse.make(rows > 0 ? size_t(rows) * 4 : 4, kSentinel);
-  a.lse = in.ConsumeIntegralInRange<int>(0, 3) == 3 ? nullptr : reinterpret_cast<float*>(c.lse.data());
+  a.lse =
+      in.ConsumeIntegralInRange<int>(0, 3) == 3 ? nullptr : reinterpret_cast<float*>(c.lse.data());
   if (rows < 0) c.runnable = false;
 
   // Sinks: one logit per query head, possibly NaN or inf.
@@ -446,8 +509,11 @@ void decode(FuzzedDataProvider& in, Case& c) {
       c.table.make(size_t(entries) * 4, 0);
       const bool bad = in.ConsumeIntegralInRange<int>(0, 7) == 7;
       for (int64_t e = 0; e < entries; ++e) {
-        int32_t id = a.num_blocks >= 1 ? int32_t(uint64_t(seed + e * 7) % uint64_t(std::min<int64_t>(a.num_blocks, 1 << 30))) : 0;
-        if (bad && e % 3 == 1) id = in.ConsumeBool() ? -1 : int32_t(std::min<int64_t>(a.num_blocks, INT32_MAX));
+        int32_t id = a.num_blocks >= 1 ? int32_t(uint64_t(seed + e * 7) %
+                                                 uint64_t(std::min<int64_t>(a.num_blocks, 1 << 30)))
+                                       : 0;
+        if (bad && e % 3 == 1)
+          id = in.ConsumeBool() ? -1 : int32_t(std::min<int64_t>(a.num_blocks, INT32_MAX));
         std::memcpy(c.table.data() + 4 * e, &id, 4);
       }
       a.block_table = reinterpret_cast<const int32_t*>(c.table.data());
@@ -457,18 +523,41 @@ void decode(FuzzedDataProvider& in, Case& c) {
 
   // Pointers: NULL, or an output aliasing an input (must be rejected: inputs are never written).
   switch (in.ConsumeIntegralInRange<int>(0, 15)) {
-    case 1: a.q = nullptr; break;
-    case 2: a.k = nullptr; break;
-    case 3: a.v = nullptr; break;
-    case 4: a.o = nullptr; break;
-    case 5: a.o = const_cast<void*>(a.q); break;
-    case 6: a.o = const_cast<void*>(a.v); break;
-    case 7: a.lse = static_cast<float*>(a.o); break;
-    case 8: a.lse = reinterpret_cast<float*>(const_cast<void*>(a.q)); break;
-    case 9: a.lse = reinterpret_cast<float*>(const_cast<void*>(a.k)); break;
-    case 10: if (a.mask.data) a.o = const_cast<void*>(a.mask.data); break;
-    case 11: if (a.sinks) a.lse = const_cast<float*>(a.sinks); break;
-    default: break;
+    case 1:
+      a.q = nullptr;
+      break;
+    case 2:
+      a.k = nullptr;
+      break;
+    case 3:
+      a.v = nullptr;
+      break;
+    case 4:
+      a.o = nullptr;
+      break;
+    case 5:
+      a.o = const_cast<void*>(a.q);
+      break;
+    case 6:
+      a.o = const_cast<void*>(a.v);
+      break;
+    case 7:
+      a.lse = static_cast<float*>(a.o);
+      break;
+    case 8:
+      a.lse = reinterpret_cast<float*>(const_cast<void*>(a.q));
+      break;
+    case 9:
+      a.lse = reinterpret_cast<float*>(const_cast<void*>(a.k));
+      break;
+    case 10:
+      if (a.mask.data) a.o = const_cast<void*>(a.mask.data);
+      break;
+    case 11:
+      if (a.sinks) a.lse = const_cast<float*>(a.sinks);
+      break;
+    default:
+      break;
   }
 
   // Options. Valid thread counts run on one thread (the fuzzer's time goes into inputs, not
@@ -477,12 +566,20 @@ void decode(FuzzedDataProvider& in, Case& c) {
   longattn_options_init(&o);
   o.path = in.ConsumeBool() ? LONGATTN_PATH_AUTO : enum_field(in, 5);
   switch (in.ConsumeIntegralInRange<int>(0, 7)) {
-    case 1: o.memory_budget = 0; break;
-    case 2: o.memory_budget = in.ConsumeIntegralInRange<int64_t>(0, 1 << 20); break;
-    case 3: o.memory_budget = garbage_i64(in); break;
-    default: o.memory_budget = -1;
+    case 1:
+      o.memory_budget = 0;
+      break;
+    case 2:
+      o.memory_budget = in.ConsumeIntegralInRange<int64_t>(0, 1 << 20);
+      break;
+    case 3:
+      o.memory_budget = garbage_i64(in);
+      break;
+    default:
+      o.memory_budget = -1;
   }
-  const int32_t threads = in.ConsumeIntegralInRange<int>(0, 15) == 15 ? in.ConsumeIntegral<int32_t>() : 1;
+  const int32_t threads =
+      in.ConsumeIntegralInRange<int>(0, 15) == 15 ? in.ConsumeIntegral<int32_t>() : 1;
   o.num_threads = threads >= 0 && threads <= 4096 ? 1 : threads;
   switch (in.ConsumeIntegralInRange<int>(0, 7)) {
     case 1: {  // a real workspace, possibly too small
@@ -524,7 +621,8 @@ void run_case(FuzzedDataProvider& in, Case& c) {
   check_error(planned, "longattn_plan_attention");
   const std::string plan_error = longattn_last_error();
   check_reason(plan, "longattn_plan_attention");
-  if ((planned == LONGATTN_OK) != (plan.ok == 1)) die("longattn_plan_attention", "status and plan.ok disagree");
+  if ((planned == LONGATTN_OK) != (plan.ok == 1))
+    die("longattn_plan_attention", "status and plan.ok disagree");
 
   int64_t bytes = -7;
   const int32_t path = in.ConsumeBool() ? c.opt.path : enum_field(in, 5);
@@ -576,10 +674,17 @@ void run_merge(FuzzedDataProvider& in) {
   float* oo = reinterpret_cast<float*>(o.data());
   float* lo = in.ConsumeBool() ? reinterpret_cast<float*>(lse.data()) : nullptr;
   switch (in.ConsumeIntegralInRange<int>(0, 7)) {
-    case 1: op = nullptr; break;
-    case 2: lp = nullptr; break;
-    case 3: oo = nullptr; break;
-    default: break;
+    case 1:
+      op = nullptr;
+      break;
+    case 2:
+      lp = nullptr;
+      break;
+    case 3:
+      oo = nullptr;
+      break;
+    default:
+      break;
   }
   // Valid sizes we did not allocate would be read for real: only small or rejected ones run.
   int64_t total;
