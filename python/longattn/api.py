@@ -51,8 +51,7 @@ def _layout_strides(view, layout, name):
 class _Call:
     """The arguments of one call, checked and flattened into the tuple the extension reads."""
 
-    __slots__ = ("views", "kind", "device", "index", "dtype", "shape", "o_shape", "lse_shape",
-                 "fields", "keep", "keep_bt")
+    __slots__ = ("views", "kind", "device", "index", "o_shape", "lse_shape", "fields", "keep")
 
     def __init__(self, q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                  return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads):
@@ -64,6 +63,7 @@ class _Call:
             raise InvalidArgumentError(
                 f"path = {path!r}: allowed values are {', '.join(map(repr, _PATHS))}")
         qv, kv, vv = describe(q, "q"), describe(k, "k"), describe(v, "v")
+        self.keep = [qv, kv, vv]  # DLPack owners stay alive until the call returns
         self.kind, self.device, self.index = qv.kind, qv.device, qv.index
         for view, name in ((kv, "k"), (vv, "v")):
             self._same_place(view, name, qv)
@@ -103,7 +103,7 @@ class _Call:
                     f"holds 0 to {btv.shape[1] * psize} keys")
             bt_ptr, bt_stride, Lk_eff = btv.ptr, btv.strides[0], kv_len
             Bk = Bv = B
-            self.keep_bt = btv
+            self.keep.append(btv)
         else:
             if page_size is not None:
                 raise InvalidArgumentError("page_size is given without block_table: pass both "
@@ -118,11 +118,9 @@ class _Call:
                 f"shapes do not match: q {tuple(qv.shape)}, k {tuple(kv.shape)}, v "
                 f"{tuple(vv.shape)} (layout '{layout}'): q and k need the same batch and head "
                 f"dim, k and v the same batch, heads and length")
-        self.shape = (B, Hq, Hkv, Lq, Lk_eff, Dqk, Dv)
         self.o_shape = (B, Hq, Lq, Dv) if layout == "bhld" else (B, Lq, Hq, Dv)
         self.lse_shape = (B, Hq, Lq)
 
-        self.keep = [qv, kv, vv]  # DLPack owners stay alive until the call returns
         if out is None:
             out = empty_like_kind(qv, self.o_shape, qv.dtype)
         ov = describe(out, "out")
@@ -137,7 +135,6 @@ class _Call:
             lse = empty_like_kind(qv, self.lse_shape, "float32")
             lse_ptr = describe(lse, "lse").ptr
         self.views = (ov, lse)
-        self.dtype = qv.dtype
 
         sinks_ptr = 0
         if sinks is not None:
@@ -181,7 +178,7 @@ class _Call:
 
         stream = 0
         if self.device == CUDA and self.kind == "torch":
-            stream = _current_stream(self.index)
+            stream = _cuda_reads()[1](self.index)
         self.fields = (
             _DTYPES[qv.dtype], self.device, B, Hq, Hkv, Lq, Lk_eff, Dqk, Dv,
             qv.ptr, *qs, kv.ptr, *ks, vv.ptr, *vs, ov.ptr, *os_, lse_ptr,
@@ -203,11 +200,22 @@ class _Call:
                 f"on q's device")
 
 
-def _current_stream(index):
-    """torch's current CUDA stream on device `index`, as an integer handle."""
-    torch = _torch()
-    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # the cheap read, where it exists
-    return raw(index) if raw else torch.cuda.current_stream(index).cuda_stream
+_cuda_get_device = _current_stream = None  # set by _cuda_reads
+
+
+def _cuda_reads():
+    """(current device, current raw stream of device i) from torch, resolved once: torch._C's own
+    functions where they exist (the same reads without Python layers), the public API otherwise."""
+    global _cuda_get_device, _current_stream
+    if _current_stream is None:
+        torch = _torch()
+        if hasattr(torch._C, "_cuda_getDevice") and hasattr(torch._C, "_cuda_getCurrentRawStream"):
+            _cuda_get_device = torch._C._cuda_getDevice
+            _current_stream = torch._C._cuda_getCurrentRawStream
+        else:
+            _cuda_get_device = torch.cuda.current_device
+            _current_stream = lambda i: torch.cuda.current_stream(i).cuda_stream  # noqa: E731
+    return _cuda_get_device, _current_stream
 
 
 def _plan_from(t):
@@ -277,7 +285,7 @@ def _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout, retu
             with torch.cuda.device(index):
                 return _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout,
                                          return_lse, path, memory_budget, num_threads)
-        stream = _raw_stream(index)
+        stream = _current_stream(index)
     result = call.run(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
                       lse.data_ptr() if return_lse else 0, stream, alloc)
     if result[0] != 0:
@@ -288,22 +296,12 @@ def _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout, retu
 def _new_cached_call(q, k, v, causal, window_left, softcap, scale, layout, return_lse, path,
                      memory_budget, num_threads):
     """Checks a new signature the full way (_Call) and keeps what later calls need."""
-    global _cuda_get_device, _raw_stream
     full = _Call(q, k, v, causal, window_left, softcap, scale, None, None, layout, None,
                  return_lse, path, memory_budget, None, None, None, num_threads)
-    cuda = full.device == CUDA
-    if cuda and _raw_stream is None:
-        torch = _torch()
-        _cuda_get_device = torch.cuda.current_device
-        _raw_stream = lambda i: torch.cuda.current_stream(i).cuda_stream  # noqa: E731
-        if hasattr(torch._C, "_cuda_getDevice") and hasattr(torch._C, "_cuda_getCurrentRawStream"):
-            _cuda_get_device = torch._C._cuda_getDevice  # the same reads, without Python layers
-            _raw_stream = torch._C._cuda_getCurrentRawStream
+    cuda = full.device == CUDA  # _Call resolved _cuda_reads() for a CUDA call
     return (_C.Call(full.fields, cuda), full.o_shape, full.lse_shape,
             _torch_alloc(q.device) if cuda else None)
 
-
-_cuda_get_device = _raw_stream = None
 
 
 def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None, mask=None,
@@ -323,9 +321,8 @@ def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=No
         _check_grad(q, k, v)
         if call.device == CUDA:
             alloc, caller_allocates = _torch_alloc(q.device), True
-            torch = _torch()
-            if torch.cuda.current_device() != call.index:
-                with torch.cuda.device(call.index):
+            if _cuda_reads()[0]() != call.index:
+                with _torch().cuda.device(call.index):
                     result = _C.attention(call.fields, caller_allocates, alloc)
                 return _finish(result, o, lse, return_lse)
     result = _C.attention(call.fields, caller_allocates, alloc)
