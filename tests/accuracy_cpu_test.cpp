@@ -14,7 +14,7 @@ constexpr int32_t kBool = LONGATTN_MASK_BOOLEAN, kAdd = LONGATTN_MASK_ADDITIVE;
 using L = Layout;
 
 std::vector<Case> grid() {
-  return {
+  std::vector<Case> cases = {
       // Every head dim (and 192/128); each dtype appears across them.
       Case("d64_f32").shape(2, 4, 4, 113, 113).dims(64),
       Case("d72_bf16_causal").shape(1, 4, 2, 113, 1023).dims(72).type(BF16).is_causal(),
@@ -150,19 +150,12 @@ std::vector<Case> grid() {
           .same_kv()
           .layout(L::kTokensMajor, L::kContiguous),
       Case("k_eq_v_f32_causal").shape(1, 2, 1, 113, 113).dims(512).same_kv().is_causal(),
-      // MLA (DeepSeek-V3, Kimi K2): 576-wide keys whose first 512 columns are the values, one KV
-      // head; prefill and decode.
-      Case("mla_576_512_bf16_causal")
-          .shape(1, 16, 1, 113, 300)
-          .dims(576, 512)
-          .type(BF16)
-          .same_kv()
-          .is_causal(),
-      Case("mla_576_512_decode_f32").shape(2, 32, 1, 1, 1023).dims(576, 512).same_kv(),
       // Without LSE output.
       Case("no_lse_f16").shape(1, 2, 1, 113, 113).dims(64).type(F16).no_lse(),
       Case("no_lse_decode_f32").shape(2, 8, 2, 1, 1023).dims(128).no_lse(),
   };
+  for (const Case& c : mla_cases(LONGATTN_FLOAT32)) cases.push_back(c);
+  return cases;
 }
 
 // Largest error of correctly rounding x to the dtype: half an ulp (subnormal floors included).

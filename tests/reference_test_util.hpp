@@ -300,6 +300,22 @@ struct Case {
 // gtest prints a failing parameter with this.
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.describe(); }
 
+// MLA (DeepSeek-V3, Kimi K2): 576-wide keys whose first 512 columns are the values, one KV head;
+// a causal prefill chunk and a decode step. Both device grids run them.
+inline std::vector<Case> mla_cases(int32_t decode_dtype) {
+  return {Case("mla_576_512_bf16_causal")
+              .shape(1, 16, 1, 113, 300)
+              .dims(576, 512)
+              .type(LONGATTN_BFLOAT16)
+              .same_kv()
+              .is_causal(),
+          Case("mla_576_512_decode")
+              .shape(2, 32, 1, 1, 1023)
+              .dims(576, 512)
+              .type(decode_dtype)
+              .same_kv()};
+}
+
 // ---- the problem as the reference sees it
 
 struct Problem {
