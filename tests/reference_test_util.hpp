@@ -112,7 +112,9 @@ inline const char* path_label(int32_t path) {
 // How a [B, H, L, D] tensor is laid out in memory. The padded variants leave gaps between tokens,
 // heads and batches (odd sizes, so rows are not vector aligned) and a batch stride that is not the
 // product of the others; the tokens-major ones are [B, L, H, D] expressed through strides.
-enum class Layout { kContiguous, kPadded, kTokensMajor, kTokensMajorPadded };
+// kRows16 pads every stride to a multiple of 8 elements (rows on 16 bytes for 16-bit types, as TMA
+// needs) with at least one gap element after each row, so a padded head dim has columns to misread.
+enum class Layout { kContiguous, kPadded, kTokensMajor, kTokensMajorPadded, kRows16 };
 
 inline const char* layout_label(Layout l) {
   switch (l) {
@@ -124,6 +126,8 @@ inline const char* layout_label(Layout l) {
       return "tokens_major";
     case Layout::kTokensMajorPadded:
       return "tokens_major_padded";
+    case Layout::kRows16:
+      return "rows16";
   }
   return "?";
 }
@@ -141,6 +145,10 @@ inline longattn_strides make_strides(Layout layout, int64_t h, int64_t l, int64_
     case Layout::kTokensMajorPadded: {
       int64_t head = d + 2, token = h * head + 1;
       return {l * token + 9, head, token};
+    }
+    case Layout::kRows16: {
+      int64_t token = (d + 8) / 8 * 8, head = l * token + 8;
+      return {h * head + 16, head, token};
     }
   }
   return {0, 0, 0};

@@ -239,12 +239,12 @@ int64_t fused_workspace(const longattn_args&, const longattn_plan&) { return 0; 
 
 std::string fused_kernel_name(const longattn_args& a, const longattn_plan&) {
   const cuda::FusedKernelInfo ki = kernel_info(a);
-  if (ki.family == 90) return "kernel sm90a wgmma+TMA";
-  std::string name =
-      cuda::fused_use_decode(a) ? "kernel sm80 mma.sync (decode tiles)" : "kernel sm80 mma.sync";
-  if (ki.traits.head_dim_qk != a.head_dim_qk || ki.traits.head_dim_v != a.head_dim_v)
+  std::string name = ki.family == 90             ? "kernel sm90a wgmma+TMA"
+                     : cuda::fused_use_decode(a) ? "kernel sm80 mma.sync (decode tiles)"
+                                                 : "kernel sm80 mma.sync";
+  if (ki.head_dim_qk != a.head_dim_qk || ki.head_dim_v != a.head_dim_v)
     name += format(", head dims %lld/%lld padded to %d/%d", (long long)a.head_dim_qk,
-                   (long long)a.head_dim_v, ki.traits.head_dim_qk, ki.traits.head_dim_v);
+                   (long long)a.head_dim_v, ki.head_dim_qk, ki.head_dim_v);
   return name;
 }
 

@@ -25,6 +25,33 @@ struct MmaElement<Mma16::kF16> {
   using Type = __half;
 };
 
+// Stores O columns col and col + 1 of a row, each only below dv: as one pair where the row starts
+// on a pair (`paired`), else element by element (odd strides, 2-byte-offset bases, odd dv).
+template <Mma16 kType>
+__device__ __forceinline__ void store_o_pair(char* o_row, int col, int dv, float x, float y,
+                                             bool input_f32, bool paired) {
+  if (col >= dv) return;
+  const bool both = col + 1 < dv;
+  if (input_f32) {
+    float* o = reinterpret_cast<float*>(o_row) + col;
+    if (both && paired) {
+      *reinterpret_cast<float2*>(o) = make_float2(x, y);
+    } else {
+      o[0] = x;
+      if (both) o[1] = y;
+    }
+    return;
+  }
+  const uint32_t v = ptx::pack2<kType>(x, y);
+  unsigned short* o = reinterpret_cast<unsigned short*>(o_row) + col;
+  if (both && paired) {
+    *reinterpret_cast<uint32_t*>(o) = v;
+  } else {
+    o[0] = static_cast<unsigned short>(v & 0xffffu);
+    if (both) o[1] = static_cast<unsigned short>(v >> 16);
+  }
+}
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 

@@ -121,6 +121,7 @@ inline Mma16 mma_type_for(int32_t dtype) {
 // for (which the launch must use), shared memory, registers and spills, as the driver reports.
 struct FusedKernelInfo {
   int family = 80;  // 80: the portable kernel (fused_kernel_sm80.cuh); 90: the sm_90a kernel
+  int head_dim_qk = 0, head_dim_v = 0;        // the compiled dims: the real ones, padded
   int block_q = 0, block_k = 0, threads = 0;  // packed query rows and keys per tile, per block
   FusedTraits traits;                         // family 80 only
   int64_t smem_bytes = 0;
@@ -165,7 +166,9 @@ const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
 cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info);
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
                          cudaStream_t stream, bool programmatic = false);
-bool fused_sm90_has_kernel(int64_t dqk, int64_t dv);
+// The same for the sm_90a kernels (fused_sm90_head_dims.inc); the sm90 entry points below take
+// the real dims too.
+bool fused_sm90_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v);
 cudaError_t fused_sm90_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info);
 cudaError_t fused_sm90_launch(int dqk, int dv, Mma16 type, const FusedParams& p,
                               const CUtensorMap& k_map, const CUtensorMap& v_map,

@@ -7,17 +7,41 @@
 
 namespace longattn::cuda {
 
+namespace {
+struct HeadDims {
+  int qk, v;
+};
+constexpr HeadDims kSm80Dims[] = {
+#define LONGATTN_X(a, b) {a, b},
+    LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+};
+constexpr HeadDims kSm90Dims[] = {
+#define LONGATTN_X(a, b) {a, b},
+    LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+};
+
 // A kernel's work grows with the columns it multiplies (Q K^T over pad_qk, P V over pad_v), so the
 // cheapest pair has the smallest sum; a padded dim runs at the speed of its kernel's native one.
-bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
+template <size_t N>
+bool cheapest_cover(const HeadDims (&list)[N], int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
   bool found = false;
-#define LONGATTN_X(a, b)                                                                  \
-  if (dqk >= 1 && dv >= 1 && dqk <= a && dv <= b &&                                       \
-      (!found || a + b < *pad_qk + *pad_v || (a + b == *pad_qk + *pad_v && a < *pad_qk))) \
-    found = true, *pad_qk = a, *pad_v = b;
-  LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
-#undef LONGATTN_X
+  for (const HeadDims& d : list)
+    if (dqk >= 1 && dv >= 1 && dqk <= d.qk && dv <= d.v &&
+        (!found || d.qk + d.v < *pad_qk + *pad_v ||
+         (d.qk + d.v == *pad_qk + *pad_v && d.qk < *pad_qk)))
+      found = true, *pad_qk = d.qk, *pad_v = d.v;
   return found;
+}
+}  // namespace
+
+bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
+  return cheapest_cover(kSm80Dims, dqk, dv, pad_qk, pad_v);
+}
+
+bool fused_sm90_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
+  return cheapest_cover(kSm90Dims, dqk, dv, pad_qk, pad_v);
 }
 
 const char* fused_head_dims_list() {
@@ -60,20 +84,14 @@ cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedPa
   return cudaErrorInvalidValue;
 }
 
-bool fused_sm90_has_kernel(int64_t dqk, int64_t dv) {
-#define LONGATTN_X(a, b) \
-  if (dqk == a && dv == b) return true;
-  LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
-#undef LONGATTN_X
-  return false;
-}
-
 #define LONGATTN_PICK90(a, b, call)                                    \
-  if (dqk == a && dv == b)                                             \
+  if (pad_qk == a && pad_v == b)                                       \
     return type == Mma16::kF16 ? Sm90Instance<a, b, Mma16::kF16>::call \
                                : Sm90Instance<a, b, Mma16::kBf16>::call;
 
 cudaError_t fused_sm90_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo* info) {
+  int pad_qk = 0, pad_v = 0;
+  if (!fused_sm90_padded_head_dims(dqk, dv, &pad_qk, &pad_v)) return cudaErrorInvalidValue;
 #define LONGATTN_X(a, b) LONGATTN_PICK90(a, b, info(info))
   LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
@@ -83,6 +101,8 @@ cudaError_t fused_sm90_kernel_info(int dqk, int dv, Mma16 type, FusedKernelInfo*
 cudaError_t fused_sm90_launch(int dqk, int dv, Mma16 type, const FusedParams& p,
                               const CUtensorMap& k_map, const CUtensorMap& v_map,
                               cudaStream_t stream) {
+  int pad_qk = 0, pad_v = 0;
+  if (!fused_sm90_padded_head_dims(dqk, dv, &pad_qk, &pad_v)) return cudaErrorInvalidValue;
 #define LONGATTN_X(a, b) LONGATTN_PICK90(a, b, launch(p, k_map, v_map, stream))
   LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X

@@ -219,7 +219,6 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   ptx::setmaxnreg_inc<consumer_regs(kConsumers)>();
   const int consumer = warpgroup - 1, ctid = int(threadIdx.x) - 128;
   const int wq = warp % 4;  // warp in the warpgroup: its 16 rows of the 64
-  using T = typename MmaElement<kType>::Type;
   const int esize = 2;
 
   const float scale_log2 = p.scale * kLog2e;
@@ -254,7 +253,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         src += (qt.b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) *
                esize;
       }
-      ptx::cp_async_16(s_q + swizzled_offset(kBQ, r, ch * 8), src, R < rows);
+      // A padded kernel's columns past head_dim_qk are zeros (with zero K columns, S is exact).
+      const int bytes = R < rows ? 2 * min(8, max(0, p.head_dim_qk - ch * 8)) : 0;
+      ptx::cp_async(s_q + swizzled_offset(kBQ, r, ch * 8), bytes > 0 ? src : q_bytes, bytes);
     }
     ptx::cp_async_commit();
   };
@@ -681,24 +682,26 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
       if (p.splits > 1) {
         // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
+        // Rows of the real head_dim_v (the memory model's size): a padded kernel stores only those
+        // columns, an odd one singly.
         const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
-        float* o_row = p.o_part + part_row * kDv + col0;
+        char* o_row = reinterpret_cast<char*>(p.o_part + part_row * p.head_dim_v);
 #pragma unroll
         for (int j = 0; j < kNO / 8; ++j)
-          *reinterpret_cast<float2*>(o_row + 8 * j + 2 * (lane % 4)) =
-              make_float2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+          store_o_pair<kType>(o_row, col0 + 8 * j + 2 * (lane % 4), p.head_dim_v,
+                              o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv, true,
+                              p.head_dim_v % 2 == 0);
         if (writes_lse) p.lse_part[part_row] = lse;
         continue;
       }
-      T* o_row =
-          reinterpret_cast<T*>(
-              static_cast<char*>(p.o) +
-              (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize) +
-          col0;
+      // O's rows start on 16 bytes (sm90_applies); columns past a padded kernel's real head_dim_v
+      // are not stored, the last one singly where head_dim_v is odd.
+      char* o_row = static_cast<char*>(p.o) +
+                    (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize;
 #pragma unroll
       for (int j = 0; j < kNO / 8; ++j)
-        *reinterpret_cast<uint32_t*>(o_row + 8 * j + 2 * (lane % 4)) =
-            ptx::pack2<kType>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+        store_o_pair<kType>(o_row, col0 + 8 * j + 2 * (lane % 4), p.head_dim_v,
+                            o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv, false, true);
       if (p.lse && writes_lse) p.lse[row] = lse;
     }
     e_base += kv_shared ? n_tiles : 2 * n_tiles;
@@ -717,6 +720,7 @@ struct Sm90Query {
     cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
     if (e != cudaSuccess) return e;
     info->family = 90;
+    info->head_dim_qk = kDqk, info->head_dim_v = kDv;
     info->arch = attr.binaryVersion;
     info->block_q = kT.block_q(), info->block_k = kT.block_k, info->threads = kT.threads();
     info->smem_bytes = kT.smem_bytes();

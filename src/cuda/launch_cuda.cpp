@@ -24,12 +24,14 @@ bool sm90_allowed() {
   return allowed;
 }
 
-// The sm_90a kernel takes 16-bit prefill on compute capability 9.0 for its head dims, with every
-// row of Q, K, V and O on 16 bytes (it copies and stores 16-byte pieces). The rest (float32,
-// decode shapes, other head dims, unaligned rows, pages that split its key tiles) stays portable.
+// The sm_90a kernel takes 16-bit prefill on compute capability 9.0 at every head dim up to 512
+// (others padded to its compiled ones: TMA zero-fills K and V past the real columns), with every
+// row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in 16-byte pieces). The rest
+// (float32, decode shapes, unaligned rows, pages that split its key tiles) stays portable.
 bool sm90_applies(const longattn_args& a) {
+  int pad_qk = 0, pad_v = 0;
   if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || fused_use_decode(a) ||
-      !fused_sm90_has_kernel(a.head_dim_qk, a.head_dim_v))
+      !fused_sm90_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v))
     return false;
   for (int which = 0; which < 4; ++which)
     if (!tensor_rows_aligned(a, which, 16)) return false;
@@ -41,9 +43,7 @@ bool sm90_applies(const longattn_args& a) {
     return false;
   }
   if (major != 9 || minor != 0) return false;
-  if (a.block_table &&
-      a.page_size % fused_sm90_traits(int(a.head_dim_qk), int(a.head_dim_v)).block_k != 0)
-    return false;
+  if (a.block_table && a.page_size % fused_sm90_traits(pad_qk, pad_v).block_k != 0) return false;
   return true;
 }
 
@@ -64,7 +64,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 // K or V as the 4-D tensor TMA reads: (head_dim, token, head, batch), or with paged K/V
 // (head_dim, slot in page, head, block). Boxes are 64 elements (128 bytes, the swizzle width) by
-// block_k tokens. A dimension of size 1 is never stepped; it gets a stride TMA accepts.
+// block_k tokens; a padded kernel's boxes past the real head dim read as zeros. A dimension of
+// size 1 is never stepped; it gets a stride TMA accepts.
 cudaError_t make_kv_map(const longattn_args& a, const void* base, const longattn_strides& s,
                         int64_t dim, int block_k, CUtensorMap* map) {
   const auto encode = tensor_map_encoder();
@@ -131,13 +132,16 @@ constexpr bool kDefaultProgrammaticMerge = true;
 
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
-  if (sm90_applies(a) && kv_maps_encode(a, fused_sm90_traits(dqk, dv).block_k)) {
+  int pad_qk = 0, pad_v = 0;
+  if (sm90_applies(a) && fused_sm90_padded_head_dims(dqk, dv, &pad_qk, &pad_v) &&
+      kv_maps_encode(a, fused_sm90_traits(pad_qk, pad_v).block_k)) {
     cudaError_t e = fused_sm90_kernel_info(dqk, dv, mma_type_for(a.dtype), info);
     if (e == cudaSuccess && info->blocks_per_sm > 0) return e;
     cudaGetLastError();  // no sm_90a code in this build: the portable kernel runs
   }
   cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), fused_use_decode(a), info);
   info->family = 80;
+  info->head_dim_qk = info->traits.head_dim_qk, info->head_dim_v = info->traits.head_dim_v;
   info->block_q = info->traits.block_q();
   info->block_k = info->traits.block_k;
   info->threads = info->traits.threads();

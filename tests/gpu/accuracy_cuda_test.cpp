@@ -247,6 +247,58 @@ std::vector<Case> grid() {
           .layout(L::kPadded, L::kPadded),
       Case("d33_f32_decode").shape(1, 8, 2, 1, 2048).dims(33),
       Case("d130_bf16_k_eq_v").shape(1, 4, 2, 113, 300).dims(130).type(BF16).same_kv(),
+      // Padded head dims whose rows start on 16 bytes: on Hopper the sm90a kernel runs them on
+      // its next compiled pair (TMA zero-fills K and V past the real columns, NaN gaps follow each
+      // row): every panel count, a fully padded panel (257 -> 512), split_keys, the elementwise
+      // variant, k == v, windows and Lq > Lk.
+      Case("d100_bf16_rows16_causal")
+          .shape(2, 4, 2, 113, 1023)
+          .dims(100)
+          .type(BF16)
+          .is_causal()
+          .layout(L::kRows16, L::kRows16),
+      Case("d8_f16_rows16")
+          .shape(1, 4, 2, 300, 777)
+          .dims(8)
+          .type(F16)
+          .layout(L::kRows16, L::kRows16),
+      Case("d200_bf16_gqa4_window")
+          .shape(1, 8, 2, 1023, 1023)
+          .dims(200)
+          .type(BF16)
+          .is_causal()
+          .win(300),
+      Case("d320_f16_rows16_sinks")
+          .shape(1, 4, 2, 113, 1023)
+          .dims(320)
+          .type(F16)
+          .is_causal()
+          .sinks(1.0f)
+          .layout(L::kRows16, L::kRows16),
+      Case("d257_bf16_rows16_k_eq_v")
+          .shape(1, 4, 2, 113, 300)
+          .dims(257)
+          .type(BF16)
+          .same_kv()
+          .layout(L::kRows16, L::kRows16),
+      Case("d136x72_bf16_rows16_softcap_mask")
+          .shape(1, 4, 2, 200, 777)
+          .dims(136, 72)
+          .type(BF16)
+          .cap(30.0f, 8.0f)
+          .mask(kBool, 0, 0, 1, 1)
+          .layout(L::kRows16, L::kRows16),
+      Case("d40x500_f16_rows16_lq_gt_lk")
+          .shape(1, 4, 1, 300, 113)
+          .dims(40, 500)
+          .type(F16)
+          .is_causal()
+          .layout(L::kRows16, L::kRows16),
+      Case("d24x8_bf16_rows16_tokens_out")
+          .shape(2, 4, 2, 113, 300)
+          .dims(24, 8)
+          .type(BF16)
+          .layout(L::kRows16, L::kTokensMajor),
       // Lengths 1, 7, 113, 1023, 4096; Lq > Lk with causal (rows that see no key).
       Case("len_1x1").shape(1, 2, 2, 1, 1).dims(64).type(BF16),
       Case("len_7x1_causal").shape(1, 2, 2, 7, 1).dims(64).type(F16).is_causal(),
@@ -406,16 +458,38 @@ std::string kernel_of(const longattn_plan& p) {
   return at == std::string::npos ? "" : r.substr(at, r.find(',', at) - at);
 }
 
+// Two runs of the same problem: bit for bit where the same kernel ran both, else within rounding
+// (a layout or page size one kernel cannot take runs on another).
+void expect_same_result(const RunOutput& got, const RunOutput& want) {
+  if (kernel_of(got.plan) == kernel_of(want.plan)) {
+    EXPECT_TRUE(got.o.bytes() == want.o.bytes()) << kernel_of(got.plan);
+    EXPECT_TRUE(got.lse.bytes() == want.lse.bytes()) << kernel_of(got.plan);
+    return;
+  }
+  float peak = 0.f, diff = 0.f, lse_diff = 0.f;
+  for (size_t i = 0; i < got.o_dense.size(); ++i) {
+    peak = std::max(peak, std::fabs(want.o_dense[i]));
+    diff = std::max(diff, std::fabs(got.o_dense[i] - want.o_dense[i]));
+  }
+  for (size_t i = 0; i < got.lse_dense.size(); ++i)
+    lse_diff = std::max(lse_diff, std::fabs(got.lse_dense[i] - want.lse_dense[i]));
+  EXPECT_LE(diff, 2e-2f * peak) << kernel_of(got.plan) << " vs " << kernel_of(want.plan);
+  EXPECT_LE(lse_diff, 1e-3f) << kernel_of(got.plan) << " vs " << kernel_of(want.plan);
+}
+
 // Paged K/V read through a device block table gives the contiguous result bit for bit when the
 // same kernel runs both (on Hopper a page size that splits the sm90 kernel's key tile runs the
 // portable kernel: then the two agree to rounding); a page size no kernel can tile is refused with
 // a reason, a block id outside the pool is an error.
 TEST(PagedCuda, MatchesContiguousBitForBit) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  for (int32_t dtype : {int32_t(BF16), int32_t(LONGATTN_FLOAT16)}) {
-    // 160 work items (2 batches x 40 KV heads x 2 query tiles): more than an H100 holds at once,
-    // so the sm90 kernel's persistent blocks carry the ring and the paged tail across items.
-    const Fixture fx(Case("paged").shape(2, 80, 40, 100, 700).dims(128).type(dtype).is_causal());
+  // 160 work items (2 batches x 40 KV heads x 2 query tiles): more than an H100 holds at once,
+  // so the sm90 kernel's persistent blocks carry the ring and the paged tail across items. Head
+  // dim 72 runs padded to 128 there.
+  for (const auto& [dtype, dim] : {std::pair{int32_t(BF16), 128}, std::pair{int32_t(F16), 128},
+                                   std::pair{int32_t(BF16), 72}}) {
+    SCOPED_TRACE("head dim " + std::to_string(dim));
+    const Fixture fx(Case("paged").shape(2, 80, 40, 100, 700).dims(dim).type(dtype).is_causal());
     const DeviceProblem dev(fx);
     for (int64_t page : {64, 128, 256}) {
       const PagedCopy host = make_paged(fx.args(), page, false, uint32_t(page));
@@ -434,21 +508,7 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
         const RunOutput paged = dev.run(path, default_options(), &a);
         ASSERT_EQ(paged.status, LONGATTN_OK) << paged.message;
         EXPECT_EQ(paged.guard_problem, "");
-        if (kernel_of(paged.plan) == kernel_of(contiguous.plan)) {
-          EXPECT_TRUE(paged.o.bytes() == contiguous.o.bytes()) << kernel_of(paged.plan);
-          EXPECT_TRUE(paged.lse.bytes() == contiguous.lse.bytes()) << kernel_of(paged.plan);
-        } else {
-          float peak = 0.f, diff = 0.f, lse_diff = 0.f;
-          for (size_t i = 0; i < paged.o_dense.size(); ++i) {
-            peak = std::max(peak, std::fabs(contiguous.o_dense[i]));
-            diff = std::max(diff, std::fabs(paged.o_dense[i] - contiguous.o_dense[i]));
-          }
-          for (size_t i = 0; i < paged.lse_dense.size(); ++i)
-            lse_diff = std::max(lse_diff, std::fabs(paged.lse_dense[i] - contiguous.lse_dense[i]));
-          EXPECT_LE(diff, 2e-2f * peak)
-              << kernel_of(paged.plan) << " vs " << kernel_of(contiguous.plan);
-          EXPECT_LE(lse_diff, 1e-3f);
-        }
+        expect_same_result(paged, contiguous);
       }
       if (page == 64) {
         longattn_args odd = a;
@@ -470,8 +530,10 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
 }
 
 // Q, K and V bases one element (2 bytes; float32 4) past 16-byte alignment: fused and split_kv
-// run them through the narrow loads and give the bits of the aligned bases on the same kernel
-// (the same values reach shared memory). Head dims 72 and 40 pad to 80 and 64, 120 to 128.
+// run them through the portable kernel's narrow loads and give the bits of the aligned bases where
+// the aligned run took the same kernel (the same values reach shared memory), else agree to
+// rounding (on Hopper the aligned 16-bit ones run on the sm90a kernel). Head dims 72 and 40 pad
+// to 80 and 64, 120 to 128.
 TEST(UnalignedCuda, OffsetBasesMatchAlignedBitForBit) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   struct Shifted {  // a device copy of `bytes` from src at `shift` bytes past cudaMalloc's 256
@@ -513,8 +575,7 @@ TEST(UnalignedCuda, OffsetBasesMatchAlignedBitForBit) {
       EXPECT_EQ(off.guard_problem, "");
       EXPECT_NE(std::string(off.plan.reason).find("padded to"), std::string::npos)
           << off.plan.reason;
-      EXPECT_TRUE(off.o.bytes() == aligned.o.bytes());
-      EXPECT_TRUE(off.lse.bytes() == aligned.lse.bytes());
+      expect_same_result(off, aligned);
     }
   }
 }
@@ -530,6 +591,38 @@ longattn_args planning_args(int64_t hq, int64_t hkv, int64_t lq, int64_t lk, int
   a.v = reinterpret_cast<void*>(uintptr_t(3) << 40);
   a.o = reinterpret_cast<void*>(uintptr_t(4) << 40);
   return a;
+}
+
+// Every head dim pair up to 512/512 plans fused: on Hopper on the sm90a kernel wherever rows start
+// on 16 bytes (padded to a compiled pair past the real dims), else on the portable kernel.
+TEST(PlanCuda, EveryHeadDimPlansFused) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  int device = 0, major = 0, minor = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  const bool hopper = major == 9 && minor == 0;
+  longattn_options o = default_options();
+  o.path = LONGATTN_PATH_FUSED;
+  for (int64_t dqk = 1; dqk <= 512; ++dqk)
+    for (int64_t dv : {dqk, 1 + (dqk * 7) % 512}) {
+      longattn_args a = planning_args(16, 8, 512, 4096, dqk);
+      a.head_dim_v = dv;
+      SCOPED_TRACE(std::to_string(dqk) + "/" + std::to_string(dv));
+      for (const Layout layout : {Layout::kRows16, Layout::kContiguous}) {
+        a.q_strides = make_strides(layout, a.q_heads, a.q_len, dqk);
+        a.k_strides = make_strides(layout, a.kv_heads, a.kv_len, dqk);
+        a.v_strides = make_strides(layout, a.kv_heads, a.kv_len, dv);
+        a.o_strides = make_strides(layout, a.q_heads, a.q_len, dv);
+        longattn_plan plan;
+        ASSERT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_OK) << longattn_last_error();
+        ASSERT_TRUE(plan.ok) << plan.reason;
+        const std::string reason = plan.reason;
+        const bool rows16 = layout == Layout::kRows16 || (dqk % 8 == 0 && dv % 8 == 0);
+        const char* want = hopper && rows16 ? "kernel sm90a" : "kernel sm80";
+        EXPECT_NE(reason.find(want), std::string::npos) << layout_label(layout) << ": " << reason;
+      }
+    }
 }
 
 // The memory model on the GPU: fused needs nothing, independent of kv_len; split_kv needs its
