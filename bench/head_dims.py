@@ -3,7 +3,8 @@ to: the time of head dim d (rows padded to 16 bytes, as TMA needs) over the time
 compiled dim on the same shape, and the portable kernel's time at d (a second process with
 LONGATTN_CUDA_KERNEL=sm80). TFLOPS count the real head dims.
 
-    python bench/head_dims.py [--dims 8,40,72,...] [--len 4096] [--rounds 3] [--out FILE.md]
+    python bench/head_dims.py [--dims 8,40,72,...] [--len 4096] [--row-align 8] [--rounds 3]
+                              [--out FILE.md]
 
 Each time is the median of --rounds rounds of CUDA-event timing (20 calls a round).
 """
@@ -22,8 +23,11 @@ import longattn
 DEFAULT_DIMS = "8,32,40,64,72,80,96,100,112,128,136,160,192,200,256,320,384,448,500,512"
 
 
-def aligned(d):  # elements per row: d rounded up to 16 bytes of bf16
-    return (d + 7) // 8 * 8
+ROW_ALIGN = 8  # elements: rows start on 16 bytes of bf16 (--row-align)
+
+
+def aligned(d):  # elements per row: d rounded up to ROW_ALIGN
+    return (d + ROW_ALIGN - 1) // ROW_ALIGN * ROW_ALIGN
 
 
 def tensors(d, heads, kv_heads, length):
@@ -49,7 +53,7 @@ def time_ms(d, length, rounds):
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 20)
-    plan = longattn.plan(q, k, v, causal=True)
+    plan = longattn.plan(q, k, v, causal=True, out=o)
     padded = " (padded)" if "padded to" in plan.reason else ""
     return statistics.median(times), plan.kernel + padded
 
@@ -63,9 +67,12 @@ def main():
     ap.add_argument("--dims", default=DEFAULT_DIMS)
     ap.add_argument("--len", type=int, default=4096)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--row-align", type=int, default=8, help="row stride multiple, elements")
     ap.add_argument("--out")
     ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global ROW_ALIGN
+    ROW_ALIGN = args.row_align
     dims = [int(x) for x in args.dims.split(",")]
     if args.json_only:  # the sm80 child process
         print(json.dumps(measure(dims, args.len, args.rounds)))
@@ -73,7 +80,7 @@ def main():
     auto = measure(dims, args.len, args.rounds)
     child = subprocess.run(
         [sys.executable, __file__, "--dims", args.dims, "--len", str(args.len), "--rounds",
-         str(args.rounds), "--json-only"],
+         str(args.rounds), "--row-align", str(args.row_align), "--json-only"],
         env={**os.environ, "LONGATTN_CUDA_KERNEL": "sm80"}, capture_output=True, text=True,
         check=True)
     sm80 = {int(k): v for k, v in json.loads(child.stdout.strip().splitlines()[-1]).items()}
@@ -81,7 +88,8 @@ def main():
     flops = lambda d, ms: 4 * 16 * args.len * args.len / 2 * d / (ms * 1e-3) / 1e12
     lines = [
         f"# Fused prefill by head dim ({torch.cuda.get_device_name()}, bf16, 16q/8kv heads, "
-        f"{args.len} x {args.len} causal, rows on 16 bytes; median of {args.rounds} rounds)",
+        f"{args.len} x {args.len} causal, row strides a multiple of {ROW_ALIGN} elements; median "
+        f"of {args.rounds} rounds)",
         "",
         "| head dim | kernel (AUTO) | ms | TFLOPS (real dims) | next compiled dim | its ms | "
         "time / next compiled | portable kernel ms | portable / AUTO |",
