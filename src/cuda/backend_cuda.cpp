@@ -209,10 +209,11 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
         g.prop.sharedMemPerBlockOptin);
   if (a.block_table) {
     cuda::FusedKernelInfo ki;
-    if (cuda::kernel_for(a, &ki) == cudaSuccess && a.page_size % ki.block_k != 0)
+    if (cuda::kernel_for(a, &ki) == cudaSuccess && ki.family == 80 && a.page_size % ki.block_k != 0)
       return format(
-          "page_size = %lld: the CUDA fused kernel for head_dim %lld reads paged K/V in "
-          "tiles of %d keys, so page_size must be a multiple of %d",
+          "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged K/V "
+          "in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
+          "Hopper takes any page size for 16-bit prefill with rows on 16 bytes)",
           (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
   }
   return "";

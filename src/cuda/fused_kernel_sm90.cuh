@@ -170,41 +170,77 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   // ---- producer: ring entry e is K tile e (K and V shared) or K tile e/2 / V tile e/2.
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
-    if (threadIdx.x == 0) {
+    // Warp 0 produces: lane 0 takes work items; K/V tiles come in boxes of kv_box_rows keys (the
+    // whole tile, or for paged K/V whose pages split a tile, pieces inside one page), one lane per
+    // box.
+    if (warp == 0) {
+      const bool lead = lane == 0;
       int e = 0;  // ring entries so far, over all of the block's items
       for (int n = 0;; ++n) {
         int w = n == 0 ? int(blockIdx.x) : -1;
         if (sched.counter) {
           if (n >= 2) ptx::mbar_wait(item_empty(n % 2), uint32_t(n / 2 - 1) & 1);
-          w = atomicAdd(sched.counter, 1);
-          if (w >= sched.items) w = -1;
-          queued[n % 2] = w;
-          ptx::mbar_arrive(item_full(n % 2));  // releases the write to the consumers
+          if (lead) {
+            w = atomicAdd(sched.counter, 1);
+            if (w >= sched.items) w = -1;
+            queued[n % 2] = w;
+            ptx::mbar_arrive(item_full(n % 2));  // releases the write to the consumers
+          }
+          w = __shfl_sync(0xffffffffu, w, 0);
         }
         if (w < 0) break;
         const WorkTile wt = work_tile(p, w, kBQ, kBK);
         const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
+        const int rows = p.kv_box_rows, boxes = kBK / rows;
         for (int x = 0; x < entries; ++x, ++e) {
           const int slot = e % kSlots, use = e / kSlots;
-          if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
-          const bool is_v = !kv_shared && (x & 1);
           const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? x : x / 2)) * kBK;
-          int token = int(j0), outer = wt.b;
-          if (p.block_table) {  // page_size is a multiple of block_k: a tile is inside one page
-            outer = p.block_table[wt.b * p.block_table_stride + j0 / p.page_size];
-            token = int(j0 % p.page_size);
-          }
+          // Box bx holds keys j0 + bx * rows onwards; a paged one is looked up in the block table.
+          // Boxes past the last page (a tail tile) read the last page again: those keys are masked
+          // and their V rows zeroed (prepare_v), and the block table ends there.
+          auto locate = [&](int bx, int* token, int* outer) {
+            const int64_t j = j0 + int64_t(bx) * rows;
+            *token = int(j), *outer = wt.b;
+            if (p.block_table) {
+              const int64_t page = min(j / p.page_size, (p.kv_len - 1) / p.page_size);
+              *outer = p.block_table[wt.b * p.block_table_stride + page];
+              *token = int(j % p.page_size);
+            }
+          };
+          const bool is_v = !kv_shared && (x & 1);
           const int panels = (is_v ? kDv : kDqk) / kPanel;
-          ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
-          for (int pn = 0; pn < panels; ++pn)
-            ptx::tma_load_4d(s_ring + slot * kSlotBytes + pn * kBK * kRowBytes,
-                             is_v ? &v_map : &k_map, full_bar(slot), pn * kPanel, token, wt.kv_head,
-                             outer);
+          const void* map = is_v ? &v_map : &k_map;
+          const uint32_t dst = s_ring + slot * kSlotBytes;
+          if (boxes == 1) {  // lane 0 alone
+            if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
+            if (lead) {
+              int token = 0, outer = 0;
+              locate(0, &token, &outer);
+              ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+              for (int pn = 0; pn < panels; ++pn)
+                ptx::tma_load_4d(dst + pn * kBK * kRowBytes, map, full_bar(slot), pn * kPanel,
+                                 token, wt.kv_head, outer);
+            }
+            continue;
+          }
+          // One lane per box. Its first box is located before the wait for the slot: the table
+          // read overlaps the wait.
+          int token = 0, outer = 0;
+          if (lane < boxes) locate(lane, &token, &outer);
+          if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
+          if (lead) ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+          __syncwarp();  // the expected bytes are set before any box lands
+          for (int bx = lane; bx < boxes; bx += 32) {
+            if (bx != lane) locate(bx, &token, &outer);
+            for (int pn = 0; pn < panels; ++pn)
+              ptx::tma_load_4d(dst + pn * kBK * kRowBytes + bx * rows * kRowBytes, map,
+                               full_bar(slot), pn * kPanel, token, wt.kv_head, outer);
+          }
         }
       }
       // The last block to finish zeroes the counter for the next launch that takes it. (The fence
       // orders this block's last take before its count; the last count sees every take.)
-      if (sched.counter) {
+      if (lead && sched.counter) {
         __threadfence();
         if (atomicAdd(sched.counter + 1, 1) == int(gridDim.x) - 1) {
           sched.counter[0] = 0;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <utility>
 
 #include "cuda/fused_traits_sm90.hpp"
@@ -24,13 +25,13 @@ bool sm90_allowed() {
   return allowed;
 }
 
-// The sm_90a kernel takes 16-bit prefill on compute capability 9.0 at every head dim up to 512
-// (others padded to its compiled ones: TMA zero-fills K and V past the real columns), with every
-// row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in 16-byte pieces). The rest
-// (float32, decode shapes, unaligned rows, pages that split its key tiles) stays portable.
+// Whether the sm_90a kernel can run these args: 16-bit inputs on compute capability 9.0, every
+// head dim up to 512 (others padded to its compiled ones: TMA zero-fills K and V past the real
+// columns), every row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in 16-byte
+// pieces), any page size. kernel_for decides whether it should.
 bool sm90_applies(const longattn_args& a) {
   int pad_qk = 0, pad_v = 0;
-  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || fused_use_decode(a) ||
+  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 ||
       !fused_sm90_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v))
     return false;
   for (int which = 0; which < 4; ++which)
@@ -43,8 +44,13 @@ bool sm90_applies(const longattn_args& a) {
     return false;
   }
   if (major != 9 || minor != 0) return false;
-  if (a.block_table && a.page_size % fused_sm90_traits(pad_qk, pad_v).block_k != 0) return false;
   return true;
+}
+
+// Rows per K/V TMA box: a paged tile is loaded page piece by page piece (gcd(page_size, block_k)
+// rows stay inside one page wherever the tile starts), a contiguous one in one box per panel.
+int kv_box_rows(const longattn_args& a, int block_k) {
+  return a.block_table ? int(std::gcd(a.page_size, int64_t(block_k))) : block_k;
 }
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -67,7 +73,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 // block_k tokens; a padded kernel's boxes past the real head dim read as zeros. A dimension of
 // size 1 is never stepped; it gets a stride TMA accepts.
 cudaError_t make_kv_map(const longattn_args& a, const void* base, const longattn_strides& s,
-                        int64_t dim, int block_k, CUtensorMap* map) {
+                        int64_t dim, int box_rows, CUtensorMap* map) {
   const auto encode = tensor_map_encoder();
   if (!encode) return cudaErrorNotSupported;
   const int64_t es = 2;  // the sm90 kernel runs 16-bit inputs only
@@ -81,7 +87,7 @@ cudaError_t make_kv_map(const longattn_args& a, const void* base, const longattn
     strides[d] = cuuint64_t(sizes[d + 1] > 1 ? given[d] * es : packed);
     packed = int64_t(strides[d]) * int64_t(sizes[d + 1]);
   }
-  const cuuint32_t box[4] = {64, cuuint32_t(block_k), 1, 1};
+  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
   const cuuint32_t unit[4] = {1, 1, 1, 1};
   const CUresult r = encode(map,
                             a.dtype == LONGATTN_FLOAT16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
@@ -95,9 +101,9 @@ cudaError_t make_kv_map(const longattn_args& a, const void* base, const longattn
 // Whether TMA can describe K and V (16-byte aligned bases and strides, sizes in range).
 bool kv_maps_encode(const longattn_args& a, int block_k) {
   CUtensorMap k_map, v_map;
-  const bool ok = make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, block_k, &k_map) == cudaSuccess &&
-                  make_kv_map(a, a.v, a.v_strides, a.head_dim_v, block_k, &v_map) == cudaSuccess;
-  return ok;
+  const int rows = kv_box_rows(a, block_k);
+  return make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, rows, &k_map) == cudaSuccess &&
+         make_kv_map(a, a.v, a.v_strides, a.head_dim_v, rows, &v_map) == cudaSuccess;
 }
 
 }  // namespace
@@ -130,16 +136,26 @@ int sched_counter_slot(cudaStream_t stream) {
 // at the smallest shape once (bench/NOTES.md v0.2), where a call takes 19 us and more.
 constexpr bool kDefaultProgrammaticMerge = true;
 
+// The sm_90a kernel runs prefill wherever it can; decode shapes stay on the portable kernel's
+// decode tiles (sized for a few query rows), unless their pages split its key tile.
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
+  const bool decode = fused_use_decode(a);
+  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, info);
+  const bool portable_tiles_pages =
+      e == cudaSuccess && (!a.block_table || a.page_size % info->traits.block_k == 0);
   int pad_qk = 0, pad_v = 0;
-  if (sm90_applies(a) && fused_sm90_padded_head_dims(dqk, dv, &pad_qk, &pad_v) &&
+  if ((!decode || !portable_tiles_pages) && sm90_applies(a) &&
+      fused_sm90_padded_head_dims(dqk, dv, &pad_qk, &pad_v) &&
       kv_maps_encode(a, fused_sm90_traits(pad_qk, pad_v).block_k)) {
-    cudaError_t e = fused_sm90_kernel_info(dqk, dv, mma_type_for(a.dtype), info);
-    if (e == cudaSuccess && info->blocks_per_sm > 0) return e;
+    FusedKernelInfo sm90;
+    if (fused_sm90_kernel_info(dqk, dv, mma_type_for(a.dtype), &sm90) == cudaSuccess &&
+        sm90.blocks_per_sm > 0) {
+      *info = sm90;
+      return cudaSuccess;
+    }
     cudaGetLastError();  // no sm_90a code in this build: the portable kernel runs
   }
-  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), fused_use_decode(a), info);
   info->family = 80;
   info->head_dim_qk = info->traits.head_dim_qk, info->head_dim_v = info->traits.head_dim_v;
   info->block_q = info->traits.block_q();
@@ -199,8 +215,10 @@ cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* 
   if (splits > 1) p.splits = splits, p.o_part = o_part, p.lse_part = lse_part;
   if (ki.family == 90) {
     CUtensorMap k_map, v_map;
-    if ((e = make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, ki.block_k, &k_map)) != cudaSuccess ||
-        (e = make_kv_map(a, a.v, a.v_strides, a.head_dim_v, ki.block_k, &v_map)) != cudaSuccess)
+    p.kv_box_rows = kv_box_rows(a, ki.block_k);
+    if ((e = make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, p.kv_box_rows, &k_map)) !=
+            cudaSuccess ||
+        (e = make_kv_map(a, a.v, a.v_strides, a.head_dim_v, p.kv_box_rows, &v_map)) != cudaSuccess)
       return e;
     e = fused_sm90_launch(dqk, dv, type, p, k_map, v_map, stream);
   } else {
