@@ -101,7 +101,9 @@ static __device__ int g_sched_counters[kSchedCounterSlots][2];
 // kElementwise: the kernel applies softcap and array masks. The plain one (neither, the common
 // case) leaves that code out: at d = 256 its registers alone made the compiler spill in the main
 // loop, 8-15% slower (bench/NOTES.md).
-template <int kDqk, int kDv, Mma16 kType, bool kElementwise>
+// kPadded: the real head dims are narrower than kDqk / kDv (Q zero-filled, O stored column by
+// column up to head_dim_v). A kernel of its own: the guarded stores made d = 512 spill.
+template <int kDqk, int kDv, Mma16 kType, bool kElementwise, bool kPadded>
 __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     fused_sm90_kernel(const __grid_constant__ FusedParams p,
                       const __grid_constant__ CUtensorMap k_map,
@@ -170,10 +172,12 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   // ---- producer: ring entry e is K tile e (K and V shared) or K tile e/2 / V tile e/2.
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
-    // Warp 0 produces: lane 0 takes work items; K/V tiles come in boxes of kv_box_rows keys (the
-    // whole tile, or for paged K/V whose pages split a tile, pieces inside one page), one lane per
-    // box.
-    if (warp == 0) {
+    // Thread 0 produces: it takes work items and loads each K/V tile in one TMA box per panel.
+    // Paged K/V whose pages split a tile comes in boxes of kv_box_rows keys (pieces inside one
+    // page), one lane of warp 0 per box; only then do the other lanes join (idle lanes spinning on
+    // the barriers would take issue slots from the consumers).
+    const bool lanes_share = p.kv_box_rows != kBK;
+    if (threadIdx.x == 0 || (warp == 0 && lanes_share)) {
       const bool lead = lane == 0;
       int e = 0;  // ring entries so far, over all of the block's items
       for (int n = 0;; ++n) {
@@ -186,7 +190,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
             queued[n % 2] = w;
             ptx::mbar_arrive(item_full(n % 2));  // releases the write to the consumers
           }
-          w = __shfl_sync(0xffffffffu, w, 0);
+          if (lanes_share) w = __shfl_sync(0xffffffffu, w, 0);
         }
         if (w < 0) break;
         const WorkTile wt = work_tile(p, w, kBQ, kBK);
@@ -211,16 +215,14 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
           const int panels = (is_v ? kDv : kDqk) / kPanel;
           const void* map = is_v ? &v_map : &k_map;
           const uint32_t dst = s_ring + slot * kSlotBytes;
-          if (boxes == 1) {  // lane 0 alone
+          if (!lanes_share) {  // thread 0 alone
             if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
-            if (lead) {
-              int token = 0, outer = 0;
-              locate(0, &token, &outer);
-              ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
-              for (int pn = 0; pn < panels; ++pn)
-                ptx::tma_load_4d(dst + pn * kBK * kRowBytes, map, full_bar(slot), pn * kPanel,
-                                 token, wt.kv_head, outer);
-            }
+            int token = 0, outer = 0;
+            locate(0, &token, &outer);
+            ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+            for (int pn = 0; pn < panels; ++pn)
+              ptx::tma_load_4d(dst + pn * kBK * kRowBytes, map, full_bar(slot), pn * kPanel, token,
+                               wt.kv_head, outer);
             continue;
           }
           // One lane per box. Its first box is located before the wait for the slot: the table
@@ -289,9 +291,13 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         src += (qt.b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) *
                esize;
       }
-      // A padded kernel's columns past head_dim_qk are zeros (with zero K columns, S is exact).
-      const int bytes = R < rows ? 2 * min(8, max(0, p.head_dim_qk - ch * 8)) : 0;
-      ptx::cp_async(s_q + swizzled_offset(kBQ, r, ch * 8), bytes > 0 ? src : q_bytes, bytes);
+      if constexpr (kPadded) {
+        // Columns past head_dim_qk are zeros (with zero K columns, S is exact).
+        const int bytes = R < rows ? 2 * min(8, max(0, p.head_dim_qk - ch * 8)) : 0;
+        ptx::cp_async(s_q + swizzled_offset(kBQ, r, ch * 8), bytes > 0 ? src : q_bytes, bytes);
+      } else {
+        ptx::cp_async_16(s_q + swizzled_offset(kBQ, r, ch * 8), src, R < rows);
+      }
     }
     ptx::cp_async_commit();
   };
@@ -721,12 +727,17 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         // Rows of the real head_dim_v (the memory model's size): a padded kernel stores only those
         // columns, an odd one singly.
         const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
-        char* o_row = reinterpret_cast<char*>(p.o_part + part_row * p.head_dim_v);
+        float* o_row = p.o_part + part_row * p.head_dim_v;
 #pragma unroll
-        for (int j = 0; j < kNO / 8; ++j)
-          store_o_pair<kType>(o_row, col0 + 8 * j + 2 * (lane % 4), p.head_dim_v,
-                              o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv, true,
-                              p.head_dim_v % 2 == 0);
+        for (int j = 0; j < kNO / 8; ++j) {
+          const int col = col0 + 8 * j + 2 * (lane % 4);
+          const float x = o[4 * j + 2 * h] * inv, y = o[4 * j + 2 * h + 1] * inv;
+          if constexpr (kPadded)
+            store_o_pair<kType>(reinterpret_cast<char*>(o_row), col, p.head_dim_v, x, y, true,
+                                p.head_dim_v % 2 == 0);
+          else
+            *reinterpret_cast<float2*>(o_row + col) = make_float2(x, y);
+        }
         if (writes_lse) p.lse_part[part_row] = lse;
         continue;
       }
@@ -735,9 +746,14 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       char* o_row = static_cast<char*>(p.o) +
                     (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize;
 #pragma unroll
-      for (int j = 0; j < kNO / 8; ++j)
-        store_o_pair<kType>(o_row, col0 + 8 * j + 2 * (lane % 4), p.head_dim_v,
-                            o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv, false, true);
+      for (int j = 0; j < kNO / 8; ++j) {
+        const int col = col0 + 8 * j + 2 * (lane % 4);
+        const float x = o[4 * j + 2 * h] * inv, y = o[4 * j + 2 * h + 1] * inv;
+        if constexpr (kPadded)
+          store_o_pair<kType>(o_row, col, p.head_dim_v, x, y, false, true);
+        else
+          *reinterpret_cast<uint32_t*>(o_row + 2 * col) = ptx::pack2<kType>(x, y);
+      }
       if (p.lse && writes_lse) p.lse[row] = lse;
     }
     e_base += kv_shared ? n_tiles : 2 * n_tiles;
@@ -750,8 +766,7 @@ template <int kDqk, int kDv, Mma16 kType>
 struct Sm90Query {
   static cudaError_t query(int device, FusedKernelInfo* info) {
     constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
-    auto kernel = fused_sm90_kernel<kDqk, kDv, kType, false>;
-    auto kernel_elementwise = fused_sm90_kernel<kDqk, kDv, kType, true>;
+    auto kernel = fused_sm90_kernel<kDqk, kDv, kType, false, false>;
     cudaFuncAttributes attr;
     cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
     if (e != cudaSuccess) return e;
@@ -776,7 +791,9 @@ struct Sm90Query {
         cudaSuccess)
       return e;
     if (info->smem_bytes > optin) return cudaSuccess;
-    for (auto k : {kernel, kernel_elementwise})
+    for (auto k : {kernel, fused_sm90_kernel<kDqk, kDv, kType, true, false>,
+                   fused_sm90_kernel<kDqk, kDv, kType, false, true>,
+                   fused_sm90_kernel<kDqk, kDv, kType, true, true>})
       if ((e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     int(info->smem_bytes))) != cudaSuccess)
         return e;
@@ -814,12 +831,13 @@ cudaError_t Sm90Instance<kDqk, kDv, kType>::launch(const FusedParams& p, const C
       blocks = resident;
     }
     const dim3 grid(static_cast<unsigned>(blocks));
-    if (p.mask_kind != 0 || p.softcap > 0.f)
-      fused_sm90_kernel<kDqk, kDv, kType, true>
-          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map, sched);
-    else
-      fused_sm90_kernel<kDqk, kDv, kType, false>
-          <<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map, sched);
+    const bool elementwise = p.mask_kind != 0 || p.softcap > 0.f;
+    const bool padded = p.head_dim_qk != kDqk || p.head_dim_v != kDv;
+    auto kernel = elementwise ? (padded ? fused_sm90_kernel<kDqk, kDv, kType, true, true>
+                                        : fused_sm90_kernel<kDqk, kDv, kType, true, false>)
+                              : (padded ? fused_sm90_kernel<kDqk, kDv, kType, false, true>
+                                        : fused_sm90_kernel<kDqk, kDv, kType, false, false>);
+    kernel<<<grid, ki.threads, size_t(ki.smem_bytes), stream>>>(p, k_map, v_map, sched);
     if ((e = cudaGetLastError()) == cudaSuccess) return e;
     cache.forget();  // query again (and set the opt-in again) before the one retry
   }
