@@ -10,7 +10,7 @@ scripts/install_deps.sh
 build=${LONGATTN_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)" --target longattn_cli
-bin=$build/tools/longattn
+bin=$build/cli/longattn
 "$bin" info
 # The plot script runs on the system interpreter, where Debian's python3-matplotlib lives.
 plot=()

@@ -373,7 +373,7 @@ int run_program(const std::vector<std::string>& args, bool quiet) {
 }
 
 // The plot script: installed next to the binary (<prefix>/share/longattn), in the source tree
-// relative to a build tree's tools/ directory, or in the source tree this binary was built from.
+// relative to a build tree's cli/ directory, or in the source tree this binary was built from.
 std::string find_plot_script() {
   std::vector<std::string> candidates;
   char exe[4096];
