@@ -213,7 +213,7 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
       return format(
           "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged K/V "
           "in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
-          "Hopper takes any page size for 16-bit prefill with rows on 16 bytes)",
+          "Hopper takes any page size for 16-bit inputs with rows on 16 bytes)",
           (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
   }
   return "";
