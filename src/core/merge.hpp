@@ -1,4 +1,5 @@
-// Combining partial attention results over disjoint key sets through their LSEs (DESIGN.md 1).
+// Combining partial attention results over disjoint key sets through their LSEs: with
+// L = log(sum_i e^L_i), O = sum_i e^(L_i - L) O_i (README.md, "Semantics").
 #pragma once
 
 #include <cstdint>

@@ -101,9 +101,8 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   t.rows_pad = round_up(t.rows, isa.width);
   t.dv_pad = round_up(a.head_dim_v, isa.width);
   // Contiguous float32 K is read where it lies; other dtypes and paged caches are converted one
-  // tile at a time. V is always
-  // copied: its rows must be padded to whole vectors, and a dense copy streams better than
-  // strided in-place rows (measured: bench/NOTES.md, v0.1).
+  // tile at a time. V is always copied: its rows must be padded to whole vectors, and a dense
+  // copy streams better than strided in-place rows (bench/NOTES.md).
   t.k_copy = a.dtype != LONGATTN_FLOAT32 || a.block_table != nullptr;
   detail::WorkspaceLayout w;
   t.qt = w.add(a.head_dim_qk * t.rows_pad, 4);

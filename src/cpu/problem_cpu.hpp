@@ -1,5 +1,5 @@
 // Addressing and masking shared by every CPU path: where a row lives, which keys a query row sees
-// (DESIGN.md 1: bottom-right causal, left window), and the array mask.
+// (bottom-right causal, left window: README.md, "Semantics"), and the array mask.
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,6 @@
 // The float64 reference: one query row at a time, every score materialized, nothing clever. It is
-// the definition the other paths are tested against (DESIGN.md 1), so it favours clarity.
+// the definition the other paths are tested against (README.md, "Semantics"), so it favours
+// clarity.
 #include <cmath>
 #include <vector>
 

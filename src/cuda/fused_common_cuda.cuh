@@ -62,7 +62,8 @@ __device__ __forceinline__ float tanh_abs_accurate(float x) {
   return 1.f - __fdividef(2.f, __expf(2.f * x) + 1.f);
 }
 
-// softcap, then the array mask (DESIGN.md 1), in natural-log units; `at` is the mask element.
+// softcap, then the array mask (README.md, "Semantics"), in natural-log units; `at` is the mask
+// element.
 __device__ __forceinline__ float capped_masked(const FusedParams& p, float x, int64_t at) {
   if (p.softcap > 0.f) x = p.softcap * tanh_abs_accurate(x / p.softcap);
   if (p.mask_kind == 1) {  // LONGATTN_MASK_BOOLEAN
@@ -78,10 +79,9 @@ __device__ __forceinline__ float capped_masked(const FusedParams& p, float x, in
 // and V in L2, and within a head the heaviest first: the last query tiles see the most keys under
 // causal masking, so no long tile starts last. The hardware starts blocks in this order, a new one
 // whenever one finishes; the sm_90a kernel's persistent blocks take items in the same order
-// (fused_kernel_sm90.cuh). Static persistent orders were measured slower (bench/NOTES.md v0.2,
-// v0.5): all heads' longest tiles first 15-20% (L2 reuse); head by head, causal up to 45% (blocks
-// idle behind long tiles); head by head in balanced pairs of tiles r and tiles - 1 - r, 2-3% at
-// 16K (one slow block holds up the end).
+// (fused_kernel_sm90.cuh). Static persistent orders are slower (bench/NOTES.md): all heads'
+// longest tiles first loses the L2 reuse; head by head leaves blocks idle behind long causal
+// tiles; balanced pairs of tiles r and tiles - 1 - r let one slow block hold up the end.
 struct WorkTile {
   int b, kv_head, split;
   int64_t row0, row_end;    // packed rows [row0, row_end)

@@ -56,7 +56,7 @@ namespace longattn::cuda {
 // and share the rest of the 65536 an SM has, in multiples of 8 (two consumers: 240 each, three:
 // 160). setmaxnreg only moves registers within the block's launch allocation (65536 / threads,
 // rounded down to 8, per thread): what the producer gives up must cover what the consumers add,
-// or setmaxnreg.inc waits forever (32 producer registers hung the two-consumer kernel).
+// or setmaxnreg.inc waits forever (with 32 producer registers the two-consumer kernel hangs).
 constexpr int kProducerRegs = 24;
 __host__ __device__ constexpr int consumer_regs(int consumers) {
   return (65536 - 128 * kProducerRegs) / (128 * consumers) / 8 * 8;
@@ -99,10 +99,10 @@ struct Sm90Schedule {
 static __device__ int g_sched_counters[kSchedCounterSlots][2];
 
 // kElementwise: the kernel applies softcap and array masks. The plain one (neither, the common
-// case) leaves that code out: at d = 256 its registers alone made the compiler spill in the main
-// loop, 8-15% slower (bench/NOTES.md).
+// case) leaves that code out: at d = 256 its registers alone make the compiler spill in the main
+// loop, which is slower (bench/NOTES.md).
 // kPadded: the real head dims are narrower than kDqk / kDv (Q zero-filled, O stored column by
-// column up to head_dim_v). A kernel of its own: the guarded stores made d = 512 spill.
+// column up to head_dim_v). A kernel of its own: the guarded stores make d = 512 spill.
 template <int kDqk, int kDv, Mma16 kType, bool kElementwise, bool kPadded>
 __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     fused_sm90_kernel(const __grid_constant__ FusedParams p,
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   // Warp-uniform (see warp_uniform): the consumer's row and key offsets, and with them the wgmma
   // descriptors, live in uniform registers. Computed per thread, they cost a descriptor rebuild
-  // and register moves before every wgmma: 9-10% at d = 256 (v0.4 in bench/NOTES.md).
+  // and register moves before every wgmma, which slows d = 256 down (bench/NOTES.md).
   const int warpgroup = warp_uniform(int(threadIdx.x) / 128);
   const int g = p.group;
   const int rows = p.q_len * g;  // packed rows: under 2^30 (backend_cuda.cpp)
@@ -413,7 +413,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       if (lane == 0) ptx::mbar_arrive(empty_bar(entry % kSlots));
     };
     // K_t's slot, unless V shares it (then V's release frees it). The arrival is predicated, not
-    // branched around: a branch here also kept the softmax after the wait for P V (v0.7).
+    // branched around: with a branch here ptxas keeps the softmax after the wait for P V.
     auto release_k = [&](int t) {
       __syncwarp();
       if (lane == 0 && !kv_shared) ptx::mbar_arrive(empty_bar(k_entry(t) % kSlots));
@@ -520,8 +520,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         }
       }
       // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
-      // halves their dependent latency: +3-8% at d = 64, within +-1.5% elsewhere; four measured
-      // -4% to +3% against two (v0.4 in bench/NOTES.md).
+      // halves their dependent latency; that pays at d = 64, and four chains are no better than
+      // two (bench/NOTES.md).
       constexpr int kChains = 2;
       float mx[2];
 #pragma unroll
@@ -589,8 +589,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     };
     auto rescale_o = [&](const float(&corr)[2]) {
       // Once the row maxima settle, most tiles leave them unchanged (corr = 1): when that holds for
-      // the whole warp, skip the kDv / 2 multiplies (an exact shortcut: x * 1 = x). Measured +4-10%
-      // at d = 128 to 512 (bench/NOTES.md v0.2).
+      // the whole warp, skip the kNO / 2 multiplies (an exact shortcut: x * 1 = x), which pays at
+      // d = 128 to 512 (bench/NOTES.md).
       if (__all_sync(0xffffffffu, corr[0] == 1.f && corr[1] == 1.f)) return;
 #pragma unroll
       for (int h = 0; h < 2; ++h)
@@ -637,8 +637,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         make_p(0);
       }
       // The loop body is compiled twice, for plain and general tiles, so that neither has a
-      // branch between the waits for S_t and for P V_{t-1}: with one, ptxas left the whole softmax
-      // after the second wait (scripts/sm90_sass.py; bench/NOTES.md v0.7).
+      // branch between the waits for S_t and for P V_{t-1}: with one, ptxas puts the whole softmax
+      // after the second wait (scripts/sm90_sass.py shows where it goes).
       auto step = [&](int t, auto plain) {
         float corr[2];
         if constexpr (kPingpong) {
@@ -821,9 +821,8 @@ cudaError_t Sm90Instance<kDqk, kDv, kType>::launch(const FusedParams& p, const C
     if (p.splits < 1 || items > 0x7fffffff || items <= 0) return cudaErrorInvalidValue;
     Sm90Schedule sched{int32_t(items), nullptr};
     int64_t blocks = items;
-    // Persistent where items outnumber the resident blocks. Against one item per block, same
-    // binary, interleaved (bench/NOTES.md v0.5): +5-6% on the 1K grid, -2% to +2% at 4K, +0.4% to
-    // +3% at 16K, chunked prefill +0.2% (2048 x 128K) and +4.6% (512 x 16K), d = 512 -0.8%.
+    // Persistent where items outnumber the resident blocks (see Sm90Schedule): faster than one
+    // item per block on short sequences, about even on long ones (bench/NOTES.md).
     const int64_t resident = int64_t(ki.sm_count) * ki.blocks_per_sm;
     const int slot = items > resident ? sched_counter_slot(stream) : -1;
     if (slot >= 0) {

@@ -58,8 +58,8 @@ struct FusedTraits {
 
 // Rows of a decode block: query rows x GQA group at most this many take the decode shapes.
 constexpr int kDecodeRows = 16;
-// Most K/V tiles a decode block keeps in its ring (two in flight while one is used). Four
-// measured the same as three at d = 128 on the H100 (v0.4 in bench/NOTES.md).
+// Most K/V tiles a decode block keeps in its ring (two in flight while one is used); a fourth
+// bought nothing at d = 128 (bench/NOTES.md).
 constexpr int kDecodeStages = 3;
 
 // Why these shapes. Prefill: O lives in registers (head_dim_v / 2 floats per thread per m-tile),
@@ -81,8 +81,8 @@ LONGATTN_HOST_DEVICE constexpr FusedTraits fused_traits(int dqk, int dv, SmemCla
     t.warps = t.split, t.m_tiles = 1;
     t.block_k = dv > 256 ? 32 : 64;
     // As many stages as fit, up to kDecodeStages. On sm_90 the budget is the whole opt-in
-    // (227 KB): a 200 KB budget left d = 256/512 two stages, one tile in flight while the other
-    // is used; three took 1.1-1.6 us off the smallest decode shapes (v0.4 in bench/NOTES.md).
+    // (227 KB), so d = 256 and 512 get three stages too: with two, only one tile is in flight
+    // while the other is used, and the smallest decode shapes are slower (bench/NOTES.md).
     const int64_t budget = big ? kSm90SmemBytes : 140 * 1024;
     for (t.stages = kDecodeStages; t.stages > 1 && t.smem_bytes() > budget;) --t.stages;
   } else if (dqk <= 64 && dv <= 64) {

@@ -52,16 +52,14 @@ struct Sm90Traits {
 // block_k / 2 more and P block_k / 4. So the key tile narrows as the head widens (FlashAttention-3
 // uses 128 x 80 at d = 256 for the same reason). d = 512 cannot hold O at all and splits it.
 // The ring then takes all remaining shared memory (at most 8 slots: more buys nothing).
-// Consumers: three at d = 64 (192-row tiles, 160 registers each), two elsewhere. With the
-// pingpong schedule three measured +17-19% non-causal and +7-8% causal at d = 64 (bench/NOTES.md
-// v0.3), although they spill 132 bytes there; at d = 128 they do not fit (O + S + P of the
-// overlap need more than 160 registers: 476 bytes of spills, 3-4x slower). Without pingpong
-// (v0.2) three were 4-32% slower at both.
+// Consumers: three at d = 64 (192-row tiles, 160 registers each), two elsewhere. Under pingpong
+// three are faster at d = 64 although they spill a little there; at d = 128 they do not fit
+// (O + S + P of the overlap need more than 160 registers and spill heavily).
 // How much of the softmax of tile t runs during the P V product of t - 1 is ptxas's choice: the
 // row maxima and about a sixth of the exponentials (scripts/sm90_sass.py). Forcing all of it
-// before the wait measured 6-17% slower at every head dim; so did every shape that trades the
-// 128-key tile for more overlap at d = 128 (64-key tiles -10% to -17%, P through shared memory
-// -41% to +4%, three consumers with 64-key tiles -30% to +3%). bench/NOTES.md v0.6 and v0.7.
+// before the wait is slower at every head dim, and so is every shape that trades the 128-key tile
+// for more overlap at d = 128: 64-key tiles, P through shared memory, three consumers with 64-key
+// tiles (bench/NOTES.md).
 LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
   Sm90Traits t;
   t.head_dim_qk = dqk;
@@ -70,11 +68,10 @@ LONGATTN_HOST_DEVICE constexpr Sm90Traits fused_sm90_traits(int dqk, int dv) {
   t.consumers = dqk <= 64 && dv <= 64 ? 3 : 2;
   t.block_k = dqk <= 128 ? 128 : dqk <= 192 ? 96 : dqk <= 256 ? 80 : 64;
   // Overlap and pingpong work together (FlashAttention-3's schedule): a consumer issues S_t and
-  // P V_{t-1} in its turn, then runs softmax_t while the other consumer's GEMMs run. Measured on
-  // the H100 (bench/NOTES.md v0.3), interleaved A/B: both, vs overlap alone at 64 and 256 and
-  // neither at 128 and 192: +6-7% at d = 64, +4-11% at 128, +2-8% at 192 (one shape -4%); at 256
-  // within +-2% (overlap alone kept); overlap alone was 4-17% slower at 128/192 (v0.2). d = 512
-  // has neither: its consumers share rows and meet on barriers each tile (overlap: -12-17%).
+  // P V_{t-1} in its turn, then runs softmax_t while the other consumer's GEMMs run. At d <= 192
+  // the pair is the fastest schedule measured on the H100 (bench/NOTES.md); at d = 256 pingpong
+  // gains nothing, so overlap runs alone. d = 512 has neither: its consumers share rows and meet
+  // on barriers each tile, and overlap is slower there.
   t.overlap = !t.split_keys;
   t.pingpong = dqk <= 192;
   t.slots = 0;

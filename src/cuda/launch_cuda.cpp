@@ -132,8 +132,8 @@ int sched_counter_slot(cudaStream_t stream) {
 }
 
 // Whether the library launches the merge as a programmatic dependent (sm_90+): its launch then
-// overlaps the fused kernel's last blocks. 0-0.8 us less per decode call on the H100 sweep, 2.2 us
-// at the smallest shape once (bench/NOTES.md v0.2), where a call takes 19 us and more.
+// overlaps the fused kernel's last blocks, which takes up to a couple of microseconds off a
+// decode call (bench/NOTES.md).
 constexpr bool kDefaultProgrammaticMerge = true;
 
 // The sm_90a kernel runs prefill wherever it can; decode shapes stay on the portable kernel's
@@ -174,8 +174,8 @@ int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_co
   if (fused_use_decode(a)) {
     // The decode kernel streams K/V: one block per SM already keeps enough bytes in flight, a
     // second block on some SMs makes those SMs the tail, and every split adds merge work. So as
-    // many splits as give each SM one block (H100 sweep, bench/NOTES.md v0.2: 128-132 blocks
-    // were as fast as or faster than 192 and 264 on all 12 decode shapes, up to 18%).
+    // many splits as give each SM one block: more blocks were slower or no faster on every
+    // decode shape measured (bench/NOTES.md).
     const int64_t s = std::min<int64_t>(most, std::max(1, sm_count) / items);
     return s >= 2 ? int(s) : 1;
   }
@@ -200,8 +200,8 @@ int64_t split_lse_floats(const longattn_args& a, int splits) {
 
 // Whether a decode kernel is launched as a programmatic dependent of the kernel before it (sm_90+):
 // its blocks are placed while that kernel drains and wait on the device (griddepcontrol.wait)
-// before reading anything, which hides the launch gap. On the H100 decode sweep (graph replays,
-// bench/NOTES.md v0.3): 0.4-2.6 us less per call, the most (12%) at the smallest shape.
+// before reading anything, which hides the launch gap: it matters most at the smallest decode
+// shapes (bench/NOTES.md).
 constexpr bool kDefaultProgrammaticDecode = true;
 
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,

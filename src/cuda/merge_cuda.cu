@@ -2,8 +2,8 @@
 // threads are (split group, float4 column). Each thread issues the loads of all its splits' LSEs
 // and partial columns at once and keeps an online max, so the whole merge is one round trip to
 // L2 plus block-level reductions: decode has few rows and ~66 splits, and the merge runs after
-// the fused kernel, so its latency chain is on the critical path (v0.4 in bench/NOTES.md: the
-// previous merge read the LSEs, reduced, then read the partials: 3.4 us at the smallest shape).
+// the fused kernel, so its latency chain is on the critical path (reading the LSEs and reducing
+// before loading the partials would add a round trip).
 // The groups are added in a fixed order, so the result is deterministic.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -23,7 +23,8 @@ constexpr int kUnroll = 4;  // splits per thread in one batch of loads
 // Float4 columns per block. Many splits (decode: ~66, few rows): 8 columns, so 32 split groups
 // cover 128 splits in one batch of loads and a row spreads over several blocks. Few splits
 // (prefill split_kv: 2, thousands of rows): as many columns as leave a group per split, so the
-// threads are not idle (16 columns at 2 splits made the 512 x 16K chunk take 47% longer, v0.4).
+// threads are not idle (16 columns at 2 splits would leave 14 of the 16 split groups without a
+// split).
 __host__ __device__ inline int block_cols4(int cols4, int splits) {
   int groups = 1;
   while (groups < splits && groups < 32) groups *= 2;

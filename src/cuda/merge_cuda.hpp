@@ -1,4 +1,5 @@
-// Combines the split_kv partial results through their LSEs (DESIGN.md 1, "Merging"), on the GPU.
+// Combines the split_kv partial results through their LSEs on the GPU, as core/merge.hpp does on
+// the CPU.
 #pragma once
 
 #include <cuda_runtime_api.h>

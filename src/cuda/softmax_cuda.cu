@@ -1,7 +1,7 @@
 // The unfused path's softmax: one block per query row rewrites its float32 scores as masked,
-// softcapped scores (DESIGN.md 1), then writes P = exp(s - max) / sum in the input dtype and the
-// row's LSE. Rows that see no key get P = 0 and LSE = -inf. Also the unfused path's helpers: the
-// pointer arrays of its batched GEMMs and the copies to and from packed buffers.
+// softcapped scores (README.md, "Semantics"), then writes P = exp(s - max) / sum in the input
+// dtype and the row's LSE. Rows that see no key get P = 0 and LSE = -inf. Also the unfused path's
+// helpers: the pointer arrays of its batched GEMMs and the copies to and from packed buffers.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math_constants.h>

@@ -1,7 +1,8 @@
 // The unfused CUDA path, what runtimes without a fused kernel do: S = Q K^T materialized in
 // float32 by a batched cuBLAS GEMM, a softmax kernel with every mask feature writing P in the
 // input dtype, then O = P V by a second batched GEMM. Any head dim, any strides, any base
-// alignment and paged K/V; transient memory grows with q_len x kv_len (DESIGN.md 2).
+// alignment and paged K/V; transient memory grows with q_len x kv_len (README.md, "Paths and the
+// router").
 //
 // cuBLAS's pointer-array GEMMs cannot see the matrix addresses, so they assume each matrix starts
 // on 16 bytes (cuBLAS docs, cublas<t>gemmBatched: "pointers ... must be properly aligned"); a
