@@ -172,35 +172,35 @@ bool cuda_available() {
 engine::PrefillConfig make_config(const PrefillOptions& o, engine::ModelPreset stack) {
   engine::PrefillConfig c;
   c.stack = std::move(stack);
-  c.device = static_cast<longattn_device>(o.device);
-  const bool gpu = c.device == LONGATTN_DEVICE_CUDA;
+  c.planner.device = static_cast<longattn_device>(o.device);
+  const bool gpu = c.planner.device == LONGATTN_DEVICE_CUDA;
   c.tokens = o.tokens > 0 ? o.tokens : gpu ? kGpuTokens : kCpuTokens;
   c.turns = o.turns;
   c.turn_tokens = o.turn_tokens;
-  c.chunk_candidates = o.chunks;
+  c.planner.candidates = o.chunks;
   if (o.max_chunk > 0) {
-    c.max_chunk = o.max_chunk;
+    c.planner.max_chunk = o.max_chunk;
     for (int64_t size : o.chunks)
       if (size > o.max_chunk)
         throw UsageError("--chunks " + std::to_string(size) + " is larger than --chunk " +
                          std::to_string(o.max_chunk) + "; the planner never goes above --chunk");
   } else {
-    c.max_chunk = !o.chunks.empty() ? *std::max_element(o.chunks.begin(), o.chunks.end())
-                  : gpu             ? kGpuChunk
-                                    : kCpuChunk;
+    c.planner.max_chunk = !o.chunks.empty() ? *std::max_element(o.chunks.begin(), o.chunks.end())
+                          : gpu             ? kGpuChunk
+                                            : kCpuChunk;
   }
-  c.exact_chunk_search = o.exact_chunk;
+  c.planner.exact_search = o.exact_chunk;
   const int32_t paths = o.paths >= 0 ? o.paths : kBoth;
   c.paths.clear();
   if (paths != kUnfusedOnly) c.paths.push_back(LONGATTN_PATH_FUSED);
   if (paths != kFusedOnly) c.paths.push_back(LONGATTN_PATH_UNFUSED);
-  c.dtype = o.dtype;
-  c.budget_bytes = o.budget;
-  c.cache = o.cache;
-  c.block_size = o.block_size;
+  c.planner.dtype = o.dtype;
+  c.planner.budget_bytes = o.budget;
+  c.planner.cache = o.cache;
+  c.planner.block_size = o.block_size;
   c.prefix_cache_bytes = o.prefix_budget;
   c.seed = o.seed;
-  c.num_threads = o.threads;
+  c.planner.num_threads = o.threads;
   c.checksum_outputs = o.checksum;
   return c;
 }
@@ -235,21 +235,21 @@ void print_header(const engine::PrefillConfig& c) {
   std::printf("longattn prefill: %s\n", engine::prefill_disclaimer());
   std::printf("  model   %s: %zu layers (%s)\n", c.stack.name.c_str(), c.stack.layers.size(),
               stack_summary(c.stack).c_str());
-  const longattn_device_info info = device_info(c.device);
-  std::string budget = engine::format_bytes(c.budget_bytes);
-  if (c.budget_bytes < 0)  // read again when each path starts; free memory moves
+  const longattn_device_info info = device_info(c.planner.device);
+  std::string budget = engine::format_bytes(c.planner.budget_bytes);
+  if (c.planner.budget_bytes < 0)  // read again when each path starts; free memory moves
     budget = "the device's free memory (" + engine::format_bytes(info.memory_free) + " now)";
-  std::printf("  device  %s (%s), %s, threads %s\n", device_flag_name(c.device), info.name,
-              dtype_flag_name(c.dtype),
-              c.num_threads > 0 ? std::to_string(c.num_threads).c_str() : "all");
+  std::printf("  device  %s (%s), %s, threads %s\n", device_flag_name(c.planner.device), info.name,
+              dtype_flag_name(c.planner.dtype),
+              c.planner.num_threads > 0 ? std::to_string(c.planner.num_threads).c_str() : "all");
   std::string turns;
   if (c.turns > 1)
     turns = ", then " + std::to_string(c.turns - 1) + " more turn(s) of " +
             std::to_string(c.turn_tokens > 0 ? c.turn_tokens : c.tokens) + " tokens";
   std::printf("  prompt  %" PRId64 " tokens%s, chunks of up to %" PRId64 "%s\n", c.tokens,
-              turns.c_str(), c.max_chunk, c.exact_chunk_search ? " (any size)" : "");
+              turns.c_str(), c.planner.max_chunk, c.planner.exact_search ? " (any size)" : "");
   std::printf("  memory  %s KV cache (block %" PRId64 "), budget %s\n",
-              engine::cache_kind_name(c.cache), c.block_size, budget.c_str());
+              engine::cache_kind_name(c.planner.cache), c.planner.block_size, budget.c_str());
   std::string paths;
   for (longattn_path p : c.paths) paths += (paths.empty() ? "" : ", ") + std::string(path_name(p));
   std::printf("  paths   %s\n", paths.c_str());

@@ -396,7 +396,7 @@ struct PlannerConfig {
   bool exact_search = false;  // binary search over [1, max_chunk] instead of candidates
   int num_threads = 0;        // as in longattn_options (CPU transient depends on it)
   CacheKind cache = CacheKind::kContiguous;
-  int64_t block_size = 256;  // paged block; also the prefix-cache block
+  int64_t block_size = 256;  // paged block; also the prefix-cache block; 16..256
   // > 0: storage is reserved up front for this many tokens (contiguous: each global layer's
   // buffer, a window's buffer per contiguous_capacity; paged: every layer's pool), and the
   // guard counts that reservation. 0: storage grows exactly (contiguous: start + chunk tokens per
@@ -438,6 +438,11 @@ class LONGATTN_API PrefillPlanner {
   ChunkDecision cost(int64_t cached, int64_t chunk) const;
   // Keys a layer attends to when a chunk starts at `start` (what the driver's cache stores).
   int64_t layer_kv_len(const LayerSpec& layer, int64_t start, int64_t chunk) const;
+  // First key the driver's cache still holds for a layer when a chunk starts at `start`: paged,
+  // the first of the block holding the first visible key; contiguous, keep_tokens() before it.
+  int64_t first_stored_key(const LayerSpec& layer, int64_t start) const;
+  // Tokens of a layer's storage reserved up front for `total` tokens (see total_tokens).
+  int64_t reserved_tokens(const LayerSpec& layer, int64_t total) const;
   int64_t budget_bytes() const { return budget_; }
   // Keys a contiguous sliding layer keeps beyond its window: one prefix-cache block, so a turn
   // can roll back to the last full block and recompute from there.
@@ -462,18 +467,13 @@ struct PrefillConfig {
   int64_t tokens = 4096;    // prompt tokens of the first turn
   int turns = 1;            // turns > 1: each re-submits the whole conversation
   int64_t turn_tokens = 0;  // new tokens each later turn adds (0: same as `tokens`)
-  int64_t max_chunk = 2048;
-  std::vector<int64_t> chunk_candidates;  // empty: powers of two up to max_chunk
-  bool exact_chunk_search = false;
-  std::vector<longattn_path> paths{LONGATTN_PATH_FUSED};  // run one after another, same inputs
-  int32_t dtype = LONGATTN_BFLOAT16;
-  longattn_device device = LONGATTN_DEVICE_CPU;
-  int64_t budget_bytes = -1;  // see PlannerConfig::budget_bytes
-  CacheKind cache = CacheKind::kContiguous;
-  int64_t block_size = 256;         // prefix-cache (and paged) block, 16..256
+  // Every path's planner; the driver sets its path (from `paths`) and total_tokens (the whole
+  // conversation), so the values given for those two are not used.
+  PlannerConfig planner;
+  // Run one after another on the same inputs.
+  std::vector<longattn_path> paths{LONGATTN_PATH_FUSED};
   int64_t prefix_cache_bytes = -1;  // prefix index budget; -1 unlimited
   uint64_t seed = 0x10a77e;
-  int num_threads = 0;
   bool checksum_outputs = false;  // hash every O into PathReport::output_checksum
 };
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "engine/common.hpp"
 #include "longattn/attention.hpp"
 
 namespace longattn::engine::json {
@@ -25,8 +26,8 @@ class Parser {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(LONGATTN_INVALID_ARGUMENT, origin_ + ":" + std::to_string(line_) + ":" +
-                                               std::to_string(column_) + ": bad JSON: " + what);
+    invalid(origin_ + ":" + std::to_string(line_) + ":" + std::to_string(column_) +
+            ": bad JSON: " + what);
   }
 
   std::string describe_here() const {

@@ -6,6 +6,7 @@
 #include <new>
 
 #include "engine/allocator_cuda.hpp"
+#include "engine/common.hpp"
 #include "longattn/engine.hpp"
 
 namespace longattn::engine {
@@ -13,12 +14,6 @@ namespace {
 
 constexpr int64_t kAlign = 64;             // a cache line and a full AVX-512 vector
 constexpr int64_t kMinGrowCapacity = 256;  // first buffer of a growing contiguous cache
-constexpr int64_t kMinBlockSize = 16;      // smaller blocks make the table dominate
-constexpr int64_t kMaxBlockSize = 256;     // larger ones waste memory at a sequence's tail
-
-[[noreturn]] void fail(longattn_status status, const std::string& message) {
-  throw Error(status, message);
-}
 
 class CpuAllocator final : public Allocator {
  public:
@@ -28,8 +23,8 @@ class CpuAllocator final : public Allocator {
     size_t size = static_cast<size_t>((bytes + kAlign - 1) / kAlign * kAlign);
     void* p = std::aligned_alloc(kAlign, size);
     if (!p)
-      fail(LONGATTN_OUT_OF_MEMORY,
-           "KV cache: could not allocate " + std::to_string(bytes) + " bytes of host memory");
+      throw Error(LONGATTN_OUT_OF_MEMORY, "KV cache: could not allocate " + std::to_string(bytes) +
+                                              " bytes of host memory");
     return p;
   }
   void deallocate(void* p, int64_t) noexcept override { std::free(p); }
@@ -52,7 +47,7 @@ int64_t next_pow2(int64_t x) {
 }
 
 void check_positive(int64_t n, const char* what) {
-  if (n < 0) fail(LONGATTN_INVALID_ARGUMENT, std::string(what) + ": must be >= 0");
+  if (n < 0) invalid(std::string(what) + ": must be >= 0");
 }
 
 }  // namespace
@@ -66,11 +61,11 @@ std::shared_ptr<Allocator> make_allocator(longattn_device device) {
   if (device == LONGATTN_DEVICE_CPU) return cpu_allocator();
   if (device == LONGATTN_DEVICE_CUDA) {
     if (auto a = cuda_allocator()) return a;
-    fail(LONGATTN_UNSUPPORTED,
-         "device = cuda: this build has no CUDA backend (or the machine no GPU); use device = cpu");
+    throw Error(
+        LONGATTN_UNSUPPORTED,
+        "device = cuda: this build has no CUDA backend (or the machine no GPU); use device = cpu");
   }
-  fail(LONGATTN_INVALID_ARGUMENT,
-       "device = " + std::to_string(device) + ": must be cpu (0) or cuda (1)");
+  invalid("device = " + std::to_string(device) + ": must be cpu (0) or cuda (1)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -85,8 +80,7 @@ ContiguousKvCache::ContiguousKvCache(const LayerSpec& layer, int32_t dtype,
   elem_ = dtype_size(dtype);
   token_bytes_ = kv_bytes_per_token(layer, dtype);
   check_positive(capacity, "capacity");
-  if (fixed_ && capacity == 0)
-    fail(LONGATTN_INVALID_ARGUMENT, "capacity = 0: a fixed-capacity cache needs capacity >= 1");
+  if (fixed_ && capacity == 0) invalid("capacity = 0: a fixed-capacity cache needs capacity >= 1");
   if (capacity > 0) reserve(capacity);
 }
 
@@ -142,8 +136,7 @@ void ContiguousKvCache::reserve(int64_t tokens) {
 void ContiguousKvCache::append(const void* k, const void* v, int64_t n) {
   check_positive(n, "append: n");
   if (n == 0) return;
-  if (!k || (!layer_.k_eq_v && !v))
-    fail(LONGATTN_INVALID_ARGUMENT, "append: k and v must not be null");
+  if (!k || (!layer_.k_eq_v && !v)) invalid("append: k and v must not be null");
   int64_t need = stored() + n;
   if (offset_ + need > capacity_) {
     // Move the stored keys to the front when that is enough room and the regions are disjoint
@@ -159,9 +152,9 @@ void ContiguousKvCache::append(const void* k, const void* v, int64_t n) {
       }
       offset_ = 0;
     } else if (fixed_) {
-      fail(LONGATTN_OVER_BUDGET, "KV cache: " + std::to_string(need) +
-                                     " tokens exceed the fixed capacity of " +
-                                     std::to_string(capacity_) + " tokens");
+      throw Error(LONGATTN_OVER_BUDGET, "KV cache: " + std::to_string(need) +
+                                            " tokens exceed the fixed capacity of " +
+                                            std::to_string(capacity_) + " tokens");
     } else {
       reserve(std::max(kMinGrowCapacity, next_pow2(need)));
     }
@@ -186,9 +179,8 @@ void ContiguousKvCache::release_before(int64_t position) {
 
 void ContiguousKvCache::truncate(int64_t length) {
   if (length > length_ || length < start_)
-    fail(LONGATTN_INVALID_ARGUMENT, "truncate: length = " + std::to_string(length) +
-                                        ": must be between start (" + std::to_string(start_) +
-                                        ") and length (" + std::to_string(length_) + ")");
+    invalid("truncate: length = " + std::to_string(length) + ": must be between start (" +
+            std::to_string(start_) + ") and length (" + std::to_string(length_) + ")");
   length_ = length;
 }
 
@@ -211,14 +203,14 @@ void ContiguousKvCache::fill_args(longattn_args* a) const {
 
 const void* ContiguousKvCache::key_row(int64_t position, int64_t head) const {
   if (position < start_ || position >= length_ || head < 0 || head >= layer_.kv_heads)
-    fail(LONGATTN_INVALID_ARGUMENT, "key_row: position or head out of range");
+    invalid("key_row: position or head out of range");
   return k_ + (head * capacity_ + offset_ + position - start_) * layer_.head_dim_qk * elem_;
 }
 
 const void* ContiguousKvCache::value_row(int64_t position, int64_t head) const {
   if (layer_.k_eq_v) return key_row(position, head);
   if (position < start_ || position >= length_ || head < 0 || head >= layer_.kv_heads)
-    fail(LONGATTN_INVALID_ARGUMENT, "value_row: position or head out of range");
+    invalid("value_row: position or head out of range");
   return v_ + (head * capacity_ + offset_ + position - start_) * layer_.head_dim_v * elem_;
 }
 
@@ -236,10 +228,10 @@ int64_t contiguous_capacity(const LayerSpec& layer, int64_t total_tokens, int64_
 BlockPool::BlockPool(std::shared_ptr<Allocator> allocator, int64_t block_bytes,
                      int64_t capacity_blocks)
     : alloc_(std::move(allocator)), block_bytes_(block_bytes), capacity_(capacity_blocks) {
-  if (block_bytes_ < 1) fail(LONGATTN_INVALID_ARGUMENT, "block pool: block_bytes must be >= 1");
+  if (block_bytes_ < 1) invalid("block pool: block_bytes must be >= 1");
   if (capacity_ < 1 || capacity_ > INT32_MAX)
-    fail(LONGATTN_INVALID_ARGUMENT, "block pool: capacity = " + std::to_string(capacity_) +
-                                        " blocks: must be between 1 and 2^31-1");
+    invalid("block pool: capacity = " + std::to_string(capacity_) +
+            " blocks: must be between 1 and 2^31-1");
   base_ = static_cast<char*>(alloc_->allocate(block_bytes_ * capacity_));
   refs_.assign(static_cast<size_t>(capacity_), 0);
   free_.reserve(static_cast<size_t>(capacity_));
@@ -250,19 +242,18 @@ BlockPool::~BlockPool() { alloc_->deallocate(base_, block_bytes_ * capacity_); }
 
 void BlockPool::check(int32_t id, const char* what) const {
   if (id < 0 || id >= capacity_)
-    fail(LONGATTN_INVALID_ARGUMENT,
-         std::string(what) + ": block " + std::to_string(id) + " is not in the pool");
+    invalid(std::string(what) + ": block " + std::to_string(id) + " is not in the pool");
   if (refs_[id] == 0)
-    fail(LONGATTN_INTERNAL_ERROR,
-         std::string(what) + ": block " + std::to_string(id) + " is free (use after release)");
+    throw Error(LONGATTN_INTERNAL_ERROR, std::string(what) + ": block " + std::to_string(id) +
+                                             " is free (use after release)");
 }
 
 int32_t BlockPool::allocate() {
   while (free_.empty()) {
     if (!reclaim_ || !reclaim_())
-      fail(LONGATTN_OVER_BUDGET, "KV cache: all " + std::to_string(capacity_) + " blocks (" +
-                                     std::to_string(bytes_reserved()) +
-                                     " bytes) are in use and none can be evicted");
+      throw Error(LONGATTN_OVER_BUDGET, "KV cache: all " + std::to_string(capacity_) + " blocks (" +
+                                            std::to_string(bytes_reserved()) +
+                                            " bytes) are in use and none can be evicted");
   }
   int32_t id = free_.back();
   free_.pop_back();
@@ -299,12 +290,9 @@ PagedKvCache::PagedKvCache(const ModelPreset& stack, int32_t dtype, int64_t bloc
     : layers_(stack.layers), dtype_(dtype), block_size_(block_size), alloc_(std::move(allocator)) {
   validate_stack(stack);
   elem_ = dtype_size(dtype);
-  if (block_size < kMinBlockSize || block_size > kMaxBlockSize)
-    fail(LONGATTN_INVALID_ARGUMENT,
-         "block_size = " + std::to_string(block_size) + ": must be between 16 and 256");
+  check_block_size(block_size);
   if (capacity_tokens < 1)
-    fail(LONGATTN_INVALID_ARGUMENT,
-         "capacity_tokens = " + std::to_string(capacity_tokens) + ": must be >= 1");
+    invalid("capacity_tokens = " + std::to_string(capacity_tokens) + ": must be >= 1");
   int64_t blocks = (capacity_tokens + block_size - 1) / block_size;
   for (const auto& l : layers_)
     pools_.push_back(
@@ -320,8 +308,7 @@ int64_t PagedKvCache::capacity_for_bytes(const ModelPreset& stack, int32_t dtype
 
 PagedKvCache::Sequence& PagedKvCache::sequence(SequenceId seq) {
   auto it = sequences_.find(seq);
-  if (it == sequences_.end())
-    fail(LONGATTN_INVALID_ARGUMENT, "sequence " + std::to_string(seq) + " does not exist");
+  if (it == sequences_.end()) invalid("sequence " + std::to_string(seq) + " does not exist");
   return it->second;
 }
 
@@ -348,26 +335,23 @@ void PagedKvCache::free_sequence(SequenceId seq) {
 
 void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* v, int64_t n) {
   if (layer < 0 || layer >= num_layers())
-    fail(LONGATTN_INVALID_ARGUMENT, "layer = " + std::to_string(layer) + ": must be in [0, " +
-                                        std::to_string(num_layers()) + ")");
+    invalid("layer = " + std::to_string(layer) + ": must be in [0, " +
+            std::to_string(num_layers()) + ")");
   check_positive(n, "append: n");
   const LayerSpec& l = layers_[layer];
-  if (n > 0 && (!k || (!l.k_eq_v && !v)))
-    fail(LONGATTN_INVALID_ARGUMENT, "append: k and v must not be null");
+  if (n > 0 && (!k || (!l.k_eq_v && !v))) invalid("append: k and v must not be null");
   Sequence& s = sequence(seq);
   std::vector<int32_t>& table = s.tables[layer];
   int64_t& len = s.lengths[layer];
   BlockPool& pool = *pools_[layer];
 
-  // Queries from position len on see keys >= len - W: whole blocks below that are done with.
-  if (l.window_left >= 0) {
-    int64_t dead = std::max<int64_t>(0, len - l.window_left) / block_size_;
-    for (int64_t b = 0; b < dead && b < static_cast<int64_t>(table.size()); ++b) {
-      if (table[b] >= 0) {
-        pool.release(table[b]);
-        table[b] = -1;
-        if (!s.device_tables.empty()) s.device_tables[layer].stale = true;
-      }
+  // Whole blocks before the first key that queries from position len on can see are done with.
+  const int64_t dead = first_visible_key(l, len) / block_size_;
+  for (int64_t b = 0; b < dead && b < static_cast<int64_t>(table.size()); ++b) {
+    if (table[b] >= 0) {
+      pool.release(table[b]);
+      table[b] = -1;
+      if (!s.device_tables.empty()) s.device_tables[layer].stale = true;
     }
   }
 
@@ -383,8 +367,8 @@ void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* 
     }
     int32_t id = table[b];
     if (pool.refs(id) != 1)
-      fail(LONGATTN_INTERNAL_ERROR,
-           "append: block " + std::to_string(id) + " is shared; only full blocks may be shared");
+      throw Error(LONGATTN_INTERNAL_ERROR, "append: block " + std::to_string(id) +
+                                               " is shared; only full blocks may be shared");
     int64_t rows = std::min(n - done, block_size_ - slot);
     char* blk = pool.block(id);
     for (int64_t h = 0; h < l.kv_heads; ++h) {
@@ -478,7 +462,7 @@ const char* PagedKvCache::row(SequenceId seq, int layer, int64_t position, int64
   const LayerSpec& l = layers_.at(layer);
   int32_t id = block_id(seq, layer, position / block_size_);
   if (position < 0 || position >= length(seq, layer) || id < 0 || head < 0 || head >= l.kv_heads)
-    fail(LONGATTN_INVALID_ARGUMENT, "row: position or head not stored");
+    invalid("row: position or head not stored");
   int64_t slot = position % block_size_;
   const char* blk = pools_[layer]->block(id);
   if (!value || l.k_eq_v) return blk + (slot * l.kv_heads + head) * l.head_dim_qk * elem_;
@@ -500,8 +484,8 @@ std::vector<int32_t> PagedKvCache::share(SequenceId seq, int64_t logical_block) 
   std::vector<int32_t> ids(layers_.size(), -1);
   for (size_t l = 0; l < layers_.size(); ++l) {
     if (s.lengths[l] < (logical_block + 1) * block_size_)
-      fail(LONGATTN_INVALID_ARGUMENT, "share: logical block " + std::to_string(logical_block) +
-                                          " of layer " + std::to_string(l) + " is not full");
+      invalid("share: logical block " + std::to_string(logical_block) + " of layer " +
+              std::to_string(l) + " is not full");
     int32_t id = s.tables[l][logical_block];
     if (id >= 0) pools_[l]->retain(id);
     ids[l] = id;
@@ -517,15 +501,12 @@ void PagedKvCache::unshare(const std::vector<int32_t>& ids) {
 void PagedKvCache::adopt(SequenceId seq, const std::vector<std::vector<int32_t>>& blocks) {
   Sequence& s = sequence(seq);
   for (size_t l = 0; l < layers_.size(); ++l)
-    if (s.lengths[l] != 0)
-      fail(LONGATTN_INVALID_ARGUMENT, "adopt: sequence " + std::to_string(seq) + " is not empty");
+    if (s.lengths[l] != 0) invalid("adopt: sequence " + std::to_string(seq) + " is not empty");
   int64_t n = static_cast<int64_t>(blocks.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& spec = layers_[l];
     // A sliding layer needs only the blocks that queries after the prefix can still see.
-    int64_t dead = spec.window_left >= 0
-                       ? std::max<int64_t>(0, n * block_size_ - spec.window_left) / block_size_
-                       : 0;
+    const int64_t dead = first_visible_key(spec, n * block_size_) / block_size_;
     for (int64_t b = 0; b < n; ++b) {
       int32_t id = blocks[b].at(l);
       if (b < dead) {
@@ -533,8 +514,8 @@ void PagedKvCache::adopt(SequenceId seq, const std::vector<std::vector<int32_t>>
         continue;
       }
       if (id < 0)
-        fail(LONGATTN_INVALID_ARGUMENT, "adopt: layer " + std::to_string(l) + " block " +
-                                            std::to_string(b) + " was released but is needed");
+        invalid("adopt: layer " + std::to_string(l) + " block " + std::to_string(b) +
+                " was released but is needed");
       pools_[l]->retain(id);
       s.tables[l].push_back(id);
     }

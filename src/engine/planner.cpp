@@ -5,20 +5,30 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "engine/common.hpp"
 #include "longattn/engine.hpp"
 
 namespace longattn::engine {
 namespace {
 
-[[noreturn]] void invalid(const std::string& message) {
-  throw Error(LONGATTN_INVALID_ARGUMENT, message);
-}
+constexpr int64_t kMinBlockSize = 16;   // smaller blocks make the table dominate
+constexpr int64_t kMaxBlockSize = 256;  // larger ones waste memory at a sequence's tail
 
 // longattn_transient_bytes only plans, it never dereferences: any distinct, aligned, non-null
 // addresses far apart (so no overlap check can trip) describe the shape.
 void* fake_pointer(int i) { return reinterpret_cast<void*>(static_cast<uintptr_t>(i + 1) << 40); }
 
 }  // namespace
+
+void check_block_size(int64_t block_size) {
+  if (block_size < kMinBlockSize || block_size > kMaxBlockSize)
+    invalid("block_size = " + std::to_string(block_size) + ": must be between " +
+            std::to_string(kMinBlockSize) + " and " + std::to_string(kMaxBlockSize));
+}
+
+int64_t first_visible_key(const LayerSpec& layer, int64_t start) {
+  return layer.window_left < 0 ? 0 : std::max<int64_t>(0, start - layer.window_left);
+}
 
 std::string format_bytes(int64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -69,8 +79,7 @@ PrefillPlanner::PrefillPlanner(ModelPreset stack, PlannerConfig config)
     invalid("max_chunk = " + std::to_string(config_.max_chunk) + ": must be >= 1");
   for (int64_t c : config_.candidates)
     if (c < 1) invalid("chunk candidate " + std::to_string(c) + ": must be >= 1");
-  if (config_.block_size < 16 || config_.block_size > 256)
-    invalid("block_size = " + std::to_string(config_.block_size) + ": must be between 16 and 256");
+  check_block_size(config_.block_size);
   if (config_.total_tokens < 0)
     invalid("total_tokens = " + std::to_string(config_.total_tokens) + ": must be >= 0");
   if (config_.candidates.empty()) {
@@ -97,15 +106,20 @@ PrefillPlanner::PrefillPlanner(ModelPreset stack, PlannerConfig config)
     if (std::find(shapes_.begin(), shapes_.end(), l) == shapes_.end()) shapes_.push_back(l);
 }
 
+int64_t PrefillPlanner::first_stored_key(const LayerSpec& l, int64_t start) const {
+  const int64_t first = first_visible_key(l, start);
+  if (config_.cache == CacheKind::kPaged) return first / config_.block_size * config_.block_size;
+  return std::max<int64_t>(0, first - keep_tokens());
+}
+
 int64_t PrefillPlanner::layer_kv_len(const LayerSpec& l, int64_t start, int64_t chunk) const {
-  if (l.window_left < 0) return start + chunk;
-  int64_t first = 0;
-  if (config_.cache == CacheKind::kPaged) {
-    first = std::max<int64_t>(0, start - l.window_left) / config_.block_size * config_.block_size;
-  } else {  // the driver keeps the window plus one block for a prefix-cache rollback
-    first = std::max<int64_t>(0, start - l.window_left - keep_tokens());
-  }
-  return start + chunk - first;
+  return start + chunk - first_stored_key(l, start);
+}
+
+int64_t PrefillPlanner::reserved_tokens(const LayerSpec& l, int64_t total) const {
+  const int64_t bs = config_.block_size;
+  if (config_.cache == CacheKind::kPaged) return (total + bs - 1) / bs * bs;
+  return contiguous_capacity(l, total, config_.max_chunk, keep_tokens());
 }
 
 int64_t PrefillPlanner::total_tokens(int64_t start, int64_t chunk) const {
@@ -116,16 +130,10 @@ int64_t PrefillPlanner::cache_bytes(int64_t start, int64_t chunk) const {
   int64_t bytes = 0;
   const int64_t bs = config_.block_size;
   for (const auto& l : stack_.layers) {
-    int64_t tokens;
-    if (config_.cache == CacheKind::kContiguous) {
-      tokens = contiguous_capacity(l, total_tokens(start, chunk), config_.max_chunk, keep_tokens());
-    } else if (config_.total_tokens > 0) {  // every layer's pool, reserved up front
-      tokens = (total_tokens(start, chunk) + bs - 1) / bs * bs;
-    } else {  // live blocks once the chunk is appended
-      int64_t end_block = (start + chunk + bs - 1) / bs;
-      int64_t first = l.window_left < 0 ? 0 : std::max<int64_t>(0, start - l.window_left) / bs;
-      tokens = (end_block - first) * bs;
-    }
+    // A paged cache that grows holds the live blocks once the chunk is appended.
+    const int64_t tokens = config_.cache == CacheKind::kPaged && config_.total_tokens == 0
+                               ? (start + chunk + bs - 1) / bs * bs - first_stored_key(l, start)
+                               : reserved_tokens(l, total_tokens(start, chunk));
     bytes += tokens * kv_bytes_per_token(l, config_.dtype);
   }
   return bytes;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "engine/common.hpp"
 #include "longattn/engine.hpp"
 
 namespace longattn::engine {
@@ -115,16 +116,14 @@ struct DeviceBuffer {
 };
 
 void validate_config(const PrefillConfig& c) {
-  auto invalid = [](const std::string& m) { throw Error(LONGATTN_INVALID_ARGUMENT, m); };
   validate_stack(c.stack);
-  dtype_size(c.dtype);
+  dtype_size(c.planner.dtype);
   if (c.tokens < 1) invalid("tokens = " + std::to_string(c.tokens) + ": must be >= 1");
   if (c.turns < 1) invalid("turns = " + std::to_string(c.turns) + ": must be >= 1");
   if (c.turn_tokens < 0)
     invalid("turn_tokens = " + std::to_string(c.turn_tokens) + ": must be >= 0");
   if (c.paths.empty()) invalid("paths: give at least one of fused, unfused");
-  if (c.block_size < 16 || c.block_size > 256)
-    invalid("block_size = " + std::to_string(c.block_size) + ": must be between 16 and 256");
+  check_block_size(c.planner.block_size);
   if (c.prefix_cache_bytes < -1)
     invalid("prefix_cache_bytes = " + std::to_string(c.prefix_cache_bytes) +
             ": must be -1 (unlimited) or >= 0");
@@ -141,8 +140,8 @@ class PathRun {
         alloc_(std::move(alloc)),
         progress_(progress),
         total_(cfg.tokens + int64_t(cfg.turns - 1) * turn_tokens()),
-        planner_(cfg.stack, planner_config(cfg, path, total_)),
-        index_(cfg.block_size, cfg.prefix_cache_bytes, nullptr) {
+        planner_(cfg.stack, planner_config(cfg.planner, path, total_)),
+        index_(cfg.planner.block_size, cfg.prefix_cache_bytes, nullptr) {
     report_.path = path;
   }
 
@@ -174,18 +173,8 @@ class PathRun {
  private:
   int64_t turn_tokens() const { return cfg_.turn_tokens > 0 ? cfg_.turn_tokens : cfg_.tokens; }
 
-  static PlannerConfig planner_config(const PrefillConfig& c, longattn_path path, int64_t total) {
-    PlannerConfig p;
+  static PlannerConfig planner_config(PlannerConfig p, longattn_path path, int64_t total) {
     p.path = path;
-    p.dtype = c.dtype;
-    p.device = c.device;
-    p.budget_bytes = c.budget_bytes;
-    p.max_chunk = c.max_chunk;
-    p.candidates = c.chunk_candidates;
-    p.exact_search = c.exact_chunk_search;
-    p.num_threads = c.num_threads;
-    p.cache = c.cache;
-    p.block_size = c.block_size;
     p.total_tokens = total;
     return p;
   }
@@ -198,25 +187,20 @@ class PathRun {
     const auto& layers = cfg_.stack.layers;
     // The storage is reserved up front: refuse before allocating, not after running out.
     int64_t reserve = 0;
-    for (const auto& l : layers) {
-      int64_t tokens = cfg_.cache == CacheKind::kPaged
-                           ? (total_ + cfg_.block_size - 1) / cfg_.block_size * cfg_.block_size
-                           : contiguous_capacity(l, total_, cfg_.max_chunk, planner_.keep_tokens());
-      reserve += tokens * kv_bytes_per_token(l, cfg_.dtype);
-    }
+    for (const auto& l : layers)
+      reserve += planner_.reserved_tokens(l, total_) * kv_bytes_per_token(l, cfg_.planner.dtype);
     if (reserve > budget())
       throw Error(LONGATTN_OVER_BUDGET,
-                  std::string("prefill over budget: the ") + cache_kind_name(cfg_.cache) +
+                  std::string("prefill over budget: the ") + cache_kind_name(cfg_.planner.cache) +
                       " KV cache for " + std::to_string(total_) + " tokens needs " +
                       format_bytes(reserve) + " > budget " + format_bytes(budget()));
-    if (cfg_.cache == CacheKind::kContiguous) {
+    if (cfg_.planner.cache == CacheKind::kContiguous) {
       for (const auto& l : layers)
-        caches_.emplace_back(l, cfg_.dtype, alloc_,
-                             contiguous_capacity(l, total_, cfg_.max_chunk, planner_.keep_tokens()),
+        caches_.emplace_back(l, cfg_.planner.dtype, alloc_, planner_.reserved_tokens(l, total_),
                              true);
     } else {
-      paged_ =
-          std::make_unique<PagedKvCache>(cfg_.stack, cfg_.dtype, cfg_.block_size, total_, alloc_);
+      paged_ = std::make_unique<PagedKvCache>(cfg_.stack, cfg_.planner.dtype,
+                                              cfg_.planner.block_size, total_, alloc_);
       paged_prefix_ = std::make_unique<PagedPrefixCache>(*paged_, cfg_.prefix_cache_bytes);
     }
     for (size_t l = 0; l < layers.size(); ++l) {
@@ -253,7 +237,7 @@ class PathRun {
         c.truncate(reuse);
     }
     // Blocks past the reuse point will be recomputed and registered again.
-    while (static_cast<int64_t>(held_.size()) * cfg_.block_size > reuse) {
+    while (static_cast<int64_t>(held_.size()) * cfg_.planner.block_size > reuse) {
       index_.release(held_.back());
       held_.pop_back();
     }
@@ -261,11 +245,12 @@ class PathRun {
   }
 
   void publish_contiguous(int64_t length) {
-    const int64_t bs = cfg_.block_size;
+    const int64_t bs = cfg_.planner.block_size;
     for (int64_t b = static_cast<int64_t>(held_.size()); (b + 1) * bs <= length; ++b) {
       uint64_t parent = b == 0 ? PrefixCache::kRootKey : held_.back();
       int64_t bytes = 0;
-      for (const auto& l : cfg_.stack.layers) bytes += kv_bytes_per_token(l, cfg_.dtype) * bs;
+      for (const auto& l : cfg_.stack.layers)
+        bytes += kv_bytes_per_token(l, cfg_.planner.dtype) * bs;
       uint64_t key = PrefixCache::chain_key(parent, conversation_.data() + b * bs, bs);
       if (index_.contains(key))  // registered before a rollback: the same tokens, so reuse it
         index_.retain(key);
@@ -328,7 +313,7 @@ class PathRun {
   // size; reallocated only when the chunk size changes (allocating per layer would cost a device
   // synchronization and fresh page faults each time).
   ChunkBuffers ensure_buffers(int64_t chunk) {
-    ChunkBuffers b = chunk_buffers(cfg_.stack, cfg_.dtype, chunk);
+    ChunkBuffers b = chunk_buffers(cfg_.stack, cfg_.planner.dtype, chunk);
     if (chunk != buffer_chunk_) {
       q_.reset();
       o_.reset();
@@ -351,12 +336,12 @@ class PathRun {
     rec.kv_len = d.kv_len;
     rec.predicted_transient_bytes = d.transient_bytes;
     rec.reason = d.reason;
-    const int64_t elem = dtype_size(cfg_.dtype);
+    const int64_t elem = dtype_size(cfg_.planner.dtype);
     const int32_t* tokens = conversation_.data() + d.start;
     const int64_t n = d.chunk;
     Options options = default_options();
     options.path = report_.path;
-    options.num_threads = cfg_.num_threads;
+    options.num_threads = cfg_.planner.num_threads;
 
     const ChunkBuffers bytes = ensure_buffers(n);
     for (size_t li = 0; li < cfg_.stack.layers.size(); ++li) {
@@ -378,7 +363,7 @@ class PathRun {
       AttentionArgs a = make_args(1, l.q_heads, l.kv_heads, n, 1, l.head_dim_qk, l.head_dim_v);
       a.q = q_->p;
       a.o = o_->p;
-      a.dtype = cfg_.dtype;
+      a.dtype = cfg_.planner.dtype;
       a.device = alloc_->device();
       a.causal = 1;
       a.window_left = l.window_left;
@@ -389,8 +374,8 @@ class PathRun {
         paged_->fill_args(seq_, layer, &a);  // the kernel reads the blocks in place
       } else {
         ContiguousKvCache& c = caches_[li];
-        // Keys no query from d.start on can see, keeping one block for a prefix rollback.
-        if (l.window_left >= 0) c.release_before(d.start - l.window_left - planner_.keep_tokens());
+        // Keys before the planner's first stored key are no longer counted: drop them.
+        c.release_before(planner_.first_stored_key(l, d.start));
         c.append(k, v, n);
         c.fill_args(&a);
       }
@@ -466,15 +451,15 @@ const char* prefill_disclaimer() {
 
 PrefillReport run_prefill(const PrefillConfig& config, const ProgressCallback& progress) {
   validate_config(config);
-  auto alloc = make_allocator(config.device);
+  auto alloc = make_allocator(config.planner.device);
   PrefillReport report;
   report.stack_name = config.stack.name;
   report.stack_notes = config.stack.notes;
   report.num_layers = static_cast<int>(config.stack.layers.size());
-  report.device_name = device_info(config.device).name;
+  report.device_name = device_info(config.planner.device).name;
   report.config = config;
   report.disclaimer = prefill_disclaimer();
-  Generator gen(config.seed, config.dtype);
+  Generator gen(config.seed, config.planner.dtype);
   for (longattn_path path : config.paths) {
     PathRun run(config, path, gen, alloc, progress);  // invalid settings throw from here
     report.budget_bytes = run.budget();

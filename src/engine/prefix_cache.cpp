@@ -2,6 +2,7 @@
 // eviction under a byte budget; and its adapter over the paged KV cache.
 #include <algorithm>
 
+#include "engine/common.hpp"
 #include "longattn/engine.hpp"
 
 namespace longattn::engine {
@@ -21,12 +22,10 @@ uint64_t mix(uint64_t x) {
 PrefixCache::PrefixCache(int64_t block_size, int64_t byte_budget, EvictFn on_evict)
     : block_size_(block_size), budget_(byte_budget), on_evict_(std::move(on_evict)) {
   if (block_size < 1)
-    throw Error(LONGATTN_INVALID_ARGUMENT,
-                "prefix cache: block_size = " + std::to_string(block_size) + ": must be >= 1");
+    invalid("prefix cache: block_size = " + std::to_string(block_size) + ": must be >= 1");
   if (byte_budget < -1)
-    throw Error(LONGATTN_INVALID_ARGUMENT,
-                "prefix cache: byte budget = " + std::to_string(byte_budget) +
-                    ": must be -1 (unlimited) or >= 0");
+    invalid("prefix cache: byte budget = " + std::to_string(byte_budget) +
+            ": must be -1 (unlimited) or >= 0");
 }
 
 uint64_t PrefixCache::chain_key(uint64_t parent, const int32_t* tokens, int64_t n) {
@@ -98,16 +97,14 @@ bool PrefixCache::insert(uint64_t parent, const int32_t* block_tokens, int64_t h
 
 void PrefixCache::retain(uint64_t key) {
   auto it = entries_.find(key);
-  if (it == entries_.end())
-    throw Error(LONGATTN_INVALID_ARGUMENT, "prefix cache: retain of a key that is not cached");
+  if (it == entries_.end()) invalid("prefix cache: retain of a key that is not cached");
   if (it->second.refs++ == 0) lru_.erase(it->second.lru);
 }
 
 void PrefixCache::release(uint64_t key) {
   auto it = entries_.find(key);
   if (it == entries_.end() || it->second.refs == 0)
-    throw Error(LONGATTN_INVALID_ARGUMENT,
-                "prefix cache: release of a key that is not cached or not referenced");
+    invalid("prefix cache: release of a key that is not cached or not referenced");
   if (--it->second.refs == 0) it->second.lru = lru_.insert(lru_.end(), key);
 }
 
@@ -155,8 +152,7 @@ PagedPrefixCache::~PagedPrefixCache() {
 
 int64_t PagedPrefixCache::attach(PagedKvCache::SequenceId seq, const std::vector<int32_t>& tokens) {
   if (used_.count(seq))
-    throw Error(LONGATTN_INVALID_ARGUMENT,
-                "prefix cache: sequence " + std::to_string(seq) + " is already attached");
+    invalid("prefix cache: sequence " + std::to_string(seq) + " is already attached");
   PrefixCache::Match m = index_.lookup(tokens);
   std::vector<std::vector<int32_t>> blocks;
   for (int64_t h : m.handles) blocks.push_back(groups_.at(h));

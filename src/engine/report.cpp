@@ -19,16 +19,16 @@ std::string report_to_json(const PrefillReport& r) {
   w.key("tokens").value(c.tokens);
   w.key("turns").value(c.turns);
   w.key("turn_tokens").value(c.turn_tokens > 0 ? c.turn_tokens : c.tokens);
-  w.key("max_chunk").value(c.max_chunk);
-  w.key("exact_chunk_search").value(c.exact_chunk_search);
-  w.key("dtype").value(longattn_dtype_name(c.dtype));
-  w.key("device").value(c.device == LONGATTN_DEVICE_CUDA ? "cuda" : "cpu");
-  w.key("cache").value(cache_kind_name(c.cache));
-  w.key("block_size").value(c.block_size);
+  w.key("max_chunk").value(c.planner.max_chunk);
+  w.key("exact_chunk_search").value(c.planner.exact_search);
+  w.key("dtype").value(longattn_dtype_name(c.planner.dtype));
+  w.key("device").value(c.planner.device == LONGATTN_DEVICE_CUDA ? "cuda" : "cpu");
+  w.key("cache").value(cache_kind_name(c.planner.cache));
+  w.key("block_size").value(c.planner.block_size);
   w.key("budget_bytes").value(r.budget_bytes);
   w.key("prefix_cache_bytes").value(c.prefix_cache_bytes);
   w.key("seed").value(static_cast<uint64_t>(c.seed));
-  w.key("threads").value(c.num_threads);
+  w.key("threads").value(c.planner.num_threads);
   w.end_object();
 
   w.key("paths").begin_array();

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "engine/common.hpp"
 #include "engine/json.hpp"
 #include "longattn/engine.hpp"
 
@@ -13,10 +14,6 @@ namespace {
 
 constexpr int64_t kMaxHeadDim = 512;  // the library's largest head dim (DESIGN.md)
 constexpr int64_t kMaxLayers = 4096;  // far above any real model; stops a typo from eating memory
-
-[[noreturn]] void invalid(const std::string& message) {
-  throw Error(LONGATTN_INVALID_ARGUMENT, message);
-}
 
 LayerSpec make_layer(int64_t head_dim, int64_t q_heads, int64_t kv_heads, int64_t window_left,
                      bool k_eq_v = false, bool sinks = false) {

@@ -170,6 +170,25 @@ TEST(PlannerEngine, PagedCacheGrowsBlockByBlock) {
   // 140.
   EXPECT_EQ(b.cache_bytes, 158 * 64 * 5 * global + (158 - 140) * 64 * 25 * sliding);
   EXPECT_EQ(p.layer_kv_len(g.layers[0], 10000, 100), 10100 - 140 * 64);
+  EXPECT_EQ(p.first_stored_key(g.layers[0], 10000), 140 * 64);
+  EXPECT_EQ(p.first_stored_key(g.layers[5], 10000), 0);          // global
+  EXPECT_EQ(reserved.reserved_tokens(g.layers[0], 1000), 1024);  // whole blocks
+}
+
+TEST(PlannerEngine, AContiguousSlidingLayerKeepsOneBlockBeyondItsWindow) {
+  PlannerConfig c = config(LONGATTN_PATH_FUSED, kGiB * 1024);
+  ModelPreset g = find_preset("gemma4-26b-a4b");
+  const LayerSpec &sliding = g.layers[0], &global = g.layers[5];
+  ASSERT_EQ(sliding.window_left, 1023);
+  ASSERT_EQ(global.window_left, -1);
+  PrefillPlanner p(g, c);
+  EXPECT_EQ(p.keep_tokens(), 256);
+  EXPECT_EQ(p.first_stored_key(sliding, 10000), 10000 - 1023 - 256);
+  EXPECT_EQ(p.first_stored_key(sliding, 1000), 0);
+  EXPECT_EQ(p.first_stored_key(global, 10000), 0);
+  EXPECT_EQ(p.layer_kv_len(sliding, 10000, 100), 1023 + 256 + 100);
+  EXPECT_EQ(p.reserved_tokens(sliding, kPrompt), contiguous_capacity(sliding, kPrompt, 2048, 256));
+  EXPECT_EQ(p.reserved_tokens(global, kPrompt), kPrompt);
 }
 
 TEST(PlannerEngine, RejectsBadSettings) {
@@ -195,7 +214,7 @@ TEST(PlannerEngine, RejectsBadSettings) {
   EXPECT_NE(msg(c).find("chunk candidate 0"), std::string::npos);
   c = config(LONGATTN_PATH_FUSED, kGiB);
   c.block_size = 8;
-  EXPECT_NE(msg(c).find("block_size = 8"), std::string::npos);
+  EXPECT_NE(msg(c).find("block_size = 8: must be between 16 and 256"), std::string::npos);
   PrefillPlanner p(g, config(LONGATTN_PATH_FUSED, kGiB));
   EXPECT_THROW(p.next(0, 0), Error);
   EXPECT_THROW(p.next(-1, 10), Error);

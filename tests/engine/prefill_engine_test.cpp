@@ -36,10 +36,10 @@ PrefillConfig small_config() {
   PrefillConfig c;
   c.stack = small_stack();
   c.tokens = 600;
-  c.max_chunk = 256;
-  c.budget_bytes = kGiB;
-  c.num_threads = 2;
-  c.block_size = 16;
+  c.planner.max_chunk = 256;
+  c.planner.budget_bytes = kGiB;
+  c.planner.num_threads = 2;
+  c.planner.block_size = 16;
   c.paths = {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
   return c;
 }
@@ -62,12 +62,8 @@ TEST(PrefillEngine, PrefillsInPlannedChunksAndMeasuresWhatWasPredicted) {
   ASSERT_EQ(r.paths.size(), 2u);
   for (const PathReport& p : r.paths) {
     SCOPED_TRACE(longattn_path_name(p.path));
-    PlannerConfig pc;
+    PlannerConfig pc = c.planner;
     pc.path = p.path;
-    pc.budget_bytes = c.budget_bytes;
-    pc.max_chunk = c.max_chunk;
-    pc.num_threads = c.num_threads;
-    pc.block_size = c.block_size;
     pc.total_tokens = c.tokens;
     PrefillPlanner planner(c.stack, pc);
     ASSERT_TRUE(p.ok) << p.error;
@@ -84,7 +80,7 @@ TEST(PrefillEngine, PrefillsInPlannedChunksAndMeasuresWhatWasPredicted) {
       EXPECT_EQ(k.cache_bytes, d.cache_bytes);  // the planner's cache model is what was reserved
       EXPECT_EQ(k.io_bytes, d.io_bytes);
       EXPECT_EQ(k.total_bytes, k.cache_bytes + k.transient_bytes + k.io_bytes);
-      EXPECT_LE(k.total_bytes, c.budget_bytes);
+      EXPECT_LE(k.total_bytes, c.planner.budget_bytes);
       EXPECT_GT(k.seconds, 0);
     }
     EXPECT_GT(p.tokens_per_second, 0);
@@ -103,15 +99,12 @@ TEST(PrefillEngine, UnfusedStopsAtTheBudgetWhileFusedFinishes) {
   PrefillConfig c;
   c.stack = {"wide", {layer(16, 64, 1)}, ""};
   c.tokens = 3000;
-  c.max_chunk = 16;
-  c.num_threads = 2;
-  c.dtype = LONGATTN_FLOAT32;
+  c.planner.max_chunk = 16;
+  c.planner.num_threads = 2;
+  c.planner.dtype = LONGATTN_FLOAT32;
   // A budget between what fused needs at chunk 16 and what unfused needs for one token at
   // kv_len 2000: fused runs to the end at full chunks, unfused shrinks its chunks and then stops.
-  PlannerConfig pc;
-  pc.dtype = c.dtype;
-  pc.max_chunk = c.max_chunk;
-  pc.num_threads = 2;
+  PlannerConfig pc = c.planner;
   pc.total_tokens = c.tokens;
   pc.budget_bytes = kGiB;
   pc.path = LONGATTN_PATH_FUSED;
@@ -121,7 +114,7 @@ TEST(PrefillEngine, UnfusedStopsAtTheBudgetWhileFusedFinishes) {
   pc.path = LONGATTN_PATH_UNFUSED;
   int64_t unfused_need = PrefillPlanner(c.stack, pc).cost(2000, 1).total_bytes;
   ASSERT_LT(fused_need, unfused_need);
-  c.budget_bytes = (fused_need + unfused_need) / 2;
+  c.planner.budget_bytes = (fused_need + unfused_need) / 2;
   c.paths = {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
 
   PrefillReport r = run_prefill(c);
@@ -135,7 +128,7 @@ TEST(PrefillEngine, UnfusedStopsAtTheBudgetWhileFusedFinishes) {
   ASSERT_GT(unfused.chunks.size(), 2u);
   EXPECT_EQ(unfused.chunks.front().chunk, 16);
   EXPECT_LT(unfused.chunks.back().chunk, 16);  // it shrank before it stopped
-  for (const auto& k : unfused.chunks) EXPECT_LE(k.total_bytes, c.budget_bytes);
+  for (const auto& k : unfused.chunks) EXPECT_LE(k.total_bytes, c.planner.budget_bytes);
 }
 
 TEST(PrefillEngine, LaterTurnsPrefillOnlyTheirNewTokens) {
@@ -178,9 +171,9 @@ TEST(PrefillEngine, PagedCacheGivesTheContiguousResultsBitForBit) {
   c.turns = 2;
   c.turn_tokens = 100;
   c.checksum_outputs = true;
-  c.cache = CacheKind::kPaged;
+  c.planner.cache = CacheKind::kPaged;
   PrefillReport paged = run_prefill(c);
-  c.cache = CacheKind::kContiguous;
+  c.planner.cache = CacheKind::kContiguous;
   PrefillReport flat = run_prefill(c);
   for (size_t i = 0; i < 2; ++i) {
     const PathReport &p = paged.paths[i], &f = flat.paths[i];
@@ -195,7 +188,7 @@ TEST(PrefillEngine, PagedCacheGivesTheContiguousResultsBitForBit) {
 
   // With sliding layers (windows release blocks, prefix blocks are adopted around them).
   c = small_config();
-  c.cache = CacheKind::kPaged;
+  c.planner.cache = CacheKind::kPaged;
   c.tokens = 300;
   c.turns = 3;
   c.turn_tokens = 100;
@@ -216,16 +209,16 @@ TEST(PrefillEngine, PagedCacheOnTheGpu) {
   if (longattn_device_query(LONGATTN_DEVICE_CUDA, &info) != LONGATTN_OK || !info.available)
     GTEST_SKIP() << "no CUDA device: " << info.name;
   PrefillConfig c = small_config();
-  c.device = LONGATTN_DEVICE_CUDA;
+  c.planner.device = LONGATTN_DEVICE_CUDA;
   c.stack = {"global", {layer(64, 4, 2), layer(128, 4, 1, -1, true)}, ""};
   c.tokens = 300;
   c.turns = 2;
   c.turn_tokens = 100;
-  c.block_size = 128;  // a multiple of every fused kernel's key tile
+  c.planner.block_size = 128;  // a multiple of every fused kernel's key tile
   c.checksum_outputs = true;
-  c.cache = CacheKind::kPaged;
+  c.planner.cache = CacheKind::kPaged;
   PrefillReport paged = run_prefill(c);
-  c.cache = CacheKind::kContiguous;
+  c.planner.cache = CacheKind::kContiguous;
   PrefillReport flat = run_prefill(c);
   ASSERT_EQ(paged.paths.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
@@ -244,9 +237,9 @@ TEST(PrefillEngine, PagedCacheOnTheGpu) {
   // Sliding layers release blocks (the device table changes in place) and 16-token blocks, which
   // the unfused path gathers.
   c = small_config();
-  c.device = LONGATTN_DEVICE_CUDA;
+  c.planner.device = LONGATTN_DEVICE_CUDA;
   c.paths = {LONGATTN_PATH_UNFUSED};
-  c.cache = CacheKind::kPaged;
+  c.planner.cache = CacheKind::kPaged;
   c.tokens = 300;
   c.turns = 3;
   c.turn_tokens = 100;
@@ -307,12 +300,12 @@ TEST(PrefillEngine, BadConfigNamesTheSetting) {
   c.paths.clear();
   EXPECT_NE(msg(c).find("paths"), std::string::npos);
   c = small_config();
-  c.block_size = 300;
+  c.planner.block_size = 300;
   EXPECT_NE(msg(c).find("block_size = 300"), std::string::npos);
   longattn_device_info gpu{};
   if (longattn_device_query(LONGATTN_DEVICE_CUDA, &gpu) != LONGATTN_OK || !gpu.available) {
     c = small_config();  // without a usable GPU, asking for one is a configuration error
-    c.device = LONGATTN_DEVICE_CUDA;
+    c.planner.device = LONGATTN_DEVICE_CUDA;
     EXPECT_NE(msg(c).find("cuda"), std::string::npos);
   }
   c = small_config();
