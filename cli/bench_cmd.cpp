@@ -1,9 +1,11 @@
 // `longattn bench`: times each path on one problem; reports median time, GFLOPS and the share of
-// the CPU's fp32 FMA peak, measured by this binary in this run with the same thread count.
+// the CPU's fp32 FMA peak, the rate K and V were read at and its share of the CPU's streaming read
+// bandwidth; both ceilings measured by this binary in this run with the same thread count.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,7 +35,50 @@ struct PathResult {
   int64_t needs = -1;  // over budget: what the path would need without a budget
   std::vector<double> ms;
   FmaPeak peak;
+  ReadBandwidth bw;
 };
+
+// What the rows' rates are computed from, the same for every path.
+struct Work {
+  double flops = 0;
+  int64_t kv_bytes = 0;     // K and V of the keys any query sees, each read once
+  std::string kernels_isa;  // the library's CPU kernels; "" on CUDA
+};
+
+// Keys that at least one query row sees under the causal and window masks (bottom-right aligned,
+// as visible_pairs counts them). The rows' intervals move by at most one key per row, so their
+// union is one interval.
+int64_t visible_keys(const ProblemOptions& o) {
+  const int64_t off = o.kv_len - o.q_len;
+  int64_t lo_min = o.kv_len, hi_max = -1;
+  for (int64_t i = 0; i < o.q_len; ++i) {
+    int64_t hi = o.causal ? std::min(o.kv_len - 1, i + off) : o.kv_len - 1;
+    int64_t lo = o.window_left >= 0 ? std::max<int64_t>(0, i + off - o.window_left) : 0;
+    if (hi < lo) continue;
+    lo_min = std::min(lo_min, lo);
+    hi_max = std::max(hi_max, hi);
+  }
+  return hi_max >= lo_min ? hi_max - lo_min + 1 : 0;
+}
+
+// The read-bandwidth buffer: as large as the K and V a run reads, but at least 4x the last-level
+// cache (so it measures memory, not cache) and at most 1 GiB (or 4x the cache, if larger) and a
+// quarter of the memory available.
+int64_t bandwidth_buffer_bytes(int64_t kv_bytes) {
+  const int64_t floor = 4 * last_level_cache_bytes();
+  int64_t bytes = std::min(std::max(kv_bytes, floor), std::max(int64_t(1) << 30, floor));
+  longattn_device_info info;
+  if (longattn_device_query(LONGATTN_DEVICE_CPU, &info) == LONGATTN_OK && info.memory_free > 0)
+    bytes = std::min(bytes, info.memory_free / 4);
+  return bytes;
+}
+
+// "-1.2%": how far the median trial is from the best one.
+std::string spread(double best, double median) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%+.1f%%", best > 0 ? 100 * (median / best - 1) : 0.0);
+  return buf;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -80,15 +125,23 @@ void time_path(const longattn_args& args, const ProblemOptions& opt, const Bench
   }
 }
 
-void print_header(const ProblemOptions& opt, double flops, const std::string& auto_line) {
+void print_header(const ProblemOptions& opt, const Work& work, const std::string& auto_line) {
   std::printf("bench %s: %s\n", device_flag_name(opt.device), shape_summary(opt).c_str());
-  std::printf("  %.4g GFLOP per run (2 * B * Hq * visible pairs * (Dqk + Dv))\n", flops * 1e-9);
+  if (!work.kernels_isa.empty()) {
+    const char* forced = std::getenv("LONGATTN_CPU_ISA");
+    std::printf("  CPU kernels: %s%s%s%s\n", work.kernels_isa.c_str(),
+                forced ? " (LONGATTN_CPU_ISA=" : "", forced ? forced : "", forced ? ")" : "");
+  }
+  std::printf("  %.4g GFLOP per run (2 * B * Hq * visible pairs * (Dqk + Dv))\n",
+              work.flops * 1e-9);
+  std::printf("  %s of K+V per run (keys any query sees, read once; KV GB/s = this / median)\n",
+              format_bytes(work.kv_bytes).c_str());
   std::printf("  %s\n", auto_line.c_str());
-  std::printf("  %-9s %10s %10s %9s %8s %8s %12s %5s\n", "path", "median ms", "min ms", "GFLOPS",
-              "% peak", "threads", "transient", "reps");
+  std::printf("  %-9s %10s %10s %9s %8s %8s %6s %8s %12s %5s\n", "path", "median ms", "min ms",
+              "GFLOPS", "% peak", "KV GB/s", "% BW", "threads", "transient", "reps");
 }
 
-void print_row(const ProblemOptions& opt, const PathResult& r, double flops) {
+void print_row(const ProblemOptions& opt, const PathResult& r, const Work& work) {
   const char* name = longattn_path_name(r.path);
   if (r.needs >= 0) {  // the library's message is in the JSON; here the numbers say it all
     // Without --budget the library's budget is the memory the device has available.
@@ -104,19 +157,23 @@ void print_row(const ProblemOptions& opt, const PathResult& r, double flops) {
     std::printf("  %-9s skipped: %s\n", name, r.error.c_str());
     return;
   }
-  double med = median(r.ms), gflops = flops / (med * 1e-3) * 1e-9;
-  char peak[16] = "n/a";
+  double med = median(r.ms), gflops = work.flops / (med * 1e-3) * 1e-9;
+  double kv_gbps = double(work.kv_bytes) / (med * 1e-3) * 1e-9;
+  char peak[16] = "n/a", bw[16] = "n/a";
   if (r.peak.gflops > 0) std::snprintf(peak, sizeof peak, "%.1f%%", 100 * gflops / r.peak.gflops);
-  std::printf("  %-9s %10.3f %10.3f %9.2f %8s %8d %12s %5zu\n", name, med,
-              *std::min_element(r.ms.begin(), r.ms.end()), gflops, peak, r.plan.threads,
-              format_bytes(r.plan.transient_bytes).c_str(), r.ms.size());
+  if (r.bw.gbps > 0) std::snprintf(bw, sizeof bw, "%.1f%%", 100 * kv_gbps / r.bw.gbps);
+  std::printf("  %-9s %10.3f %10.3f %9.2f %8s %8.2f %6s %8d %12s %5zu\n", name, med,
+              *std::min_element(r.ms.begin(), r.ms.end()), gflops, peak, kv_gbps, bw,
+              r.plan.threads, format_bytes(r.plan.transient_bytes).c_str(), r.ms.size());
 }
 
-void print_json(const ProblemOptions& opt, const PathResult& r, double flops,
+void print_json(const ProblemOptions& opt, const PathResult& r, const Work& work,
                 const longattn_plan& auto_plan, bool auto_ok) {
   std::string s =
       "{\"command\":\"bench\",\"path\":" + json_string(longattn_path_name(r.path)) + "," +
-      shape_json_fields(opt) + ",\"flops\":" + json_number(flops) +
+      shape_json_fields(opt) + ",\"flops\":" + json_number(work.flops) +
+      ",\"kv_bytes\":" + std::to_string(work.kv_bytes) +
+      ",\"kernels_isa\":" + (work.kernels_isa.empty() ? "null" : json_string(work.kernels_isa)) +
       ",\"auto_path\":" + (auto_ok ? json_string(longattn_path_name(auto_plan.path)) : "null");
   if (!r.error.empty()) {
     s += ",\"ok\":false,\"error\":" + json_string(r.error);
@@ -124,7 +181,8 @@ void print_json(const ProblemOptions& opt, const PathResult& r, double flops,
     std::printf("%s}\n", s.c_str());
     return;
   }
-  double med = median(r.ms), gflops = flops / (med * 1e-3) * 1e-9;
+  double med = median(r.ms), gflops = work.flops / (med * 1e-3) * 1e-9;
+  double kv_gbps = double(work.kv_bytes) / (med * 1e-3) * 1e-9;
   s += ",\"ok\":true,\"threads\":" + std::to_string(r.plan.threads) +
        ",\"block_q\":" + std::to_string(r.plan.block_q) +
        ",\"block_k\":" + std::to_string(r.plan.block_k) +
@@ -132,11 +190,19 @@ void print_json(const ProblemOptions& opt, const PathResult& r, double flops,
        ",\"transient_bytes\":" + std::to_string(r.plan.transient_bytes) +
        ",\"reps\":" + std::to_string(r.ms.size()) + ",\"median_ms\":" + json_number(med) +
        ",\"min_ms\":" + json_number(*std::min_element(r.ms.begin(), r.ms.end())) +
-       ",\"gflops\":" + json_number(gflops);
+       ",\"gflops\":" + json_number(gflops) + ",\"kv_gbps\":" + json_number(kv_gbps);
   if (r.peak.gflops > 0)
     s += ",\"peak_gflops\":" + json_number(r.peak.gflops) +
-         ",\"clock_ghz\":" + json_number(r.peak.ghz) + ",\"peak_isa\":" + json_string(r.peak.isa) +
+         ",\"peak_gflops_median\":" + json_number(r.peak.median_gflops) +
+         ",\"peak_trials\":" + std::to_string(r.peak.trials) +
+         ",\"peak_isa\":" + json_string(r.peak.isa) +
          ",\"peak_fraction\":" + json_number(gflops / r.peak.gflops);
+  if (r.bw.gbps > 0)
+    s += ",\"read_gbps\":" + json_number(r.bw.gbps) +
+         ",\"read_gbps_median\":" + json_number(r.bw.median_gbps) +
+         ",\"read_trials\":" + std::to_string(r.bw.trials) +
+         ",\"read_buffer_bytes\":" + std::to_string(r.bw.bytes) +
+         ",\"bw_fraction\":" + json_number(kv_gbps / r.bw.gbps);
   s += ",\"reason\":" + json_string(r.plan.reason) + "}";
   std::printf("%s\n", s.c_str());
 }
@@ -150,9 +216,10 @@ int run_bench(int argc, char** argv) {
   FlagSet flags(
       "bench",
       "Times PATHS on random inputs: warm-up, then repeated runs; prints the median, GFLOPS over\n"
-      "the exactly counted visible (query, key) pairs, the share of the CPU's fp32 FMA peak\n"
-      "(measured now, same threads), and the transient memory each path takes. Paths the router\n"
-      "refuses (unsupported, over --budget) are listed with the reason.");
+      "the exactly counted visible (query, key) pairs and their share of the CPU's fp32 FMA peak,\n"
+      "the rate K and V were read at and its share of the CPU's streaming read bandwidth (both\n"
+      "ceilings measured now, same threads), and the transient memory each path takes. Paths the\n"
+      "router refuses (unsupported, over --budget) are listed with the reason.");
   add_problem_flags(flags, opt);
   flags.add("--path", "PATHS",
             "paths to time, comma-separated (default all = fused,unfused,split_kv)",
@@ -169,7 +236,11 @@ int run_bench(int argc, char** argv) {
   require_device(opt);
   Problem problem(opt, /*keep_reference_inputs=*/false);
   const longattn_args args = problem.args();
-  const double flops = attention_flops(opt);
+  Work work;
+  work.flops = attention_flops(opt);
+  work.kv_bytes = opt.batch * opt.kv_heads * visible_keys(opt) *
+                  (opt.head_dim_qk + opt.head_dim_v) * dtype_size(opt.dtype);
+  if (opt.device == LONGATTN_DEVICE_CPU) work.kernels_isa = cpu_kernels_isa();
 
   longattn_plan auto_plan;
   longattn_options auto_options = make_options(opt, LONGATTN_PATH_AUTO);
@@ -202,19 +273,26 @@ int run_bench(int argc, char** argv) {
   }
 
   Progress progress(!opt.json);
-  // The peak is measured once per distinct thread count, before the paths, on the same threads.
+  // The ceilings are measured once per distinct thread count, before the paths, with as many
+  // threads.
   std::map<int, FmaPeak> peaks;
+  std::map<int, ReadBandwidth> bandwidths;
   if (opt.device == LONGATTN_DEVICE_CPU)
     for (const PathResult& r : results)
       if (r.error.empty() && !peaks.count(r.plan.threads)) {
-        progress.show(0, "measuring FMA peak on " + std::to_string(r.plan.threads) + " threads");
-        peaks[r.plan.threads] = measure_fma_peak(r.plan.threads);
+        const std::string on = " on " + std::to_string(r.plan.threads) + " threads";
+        progress.show(0, "measuring FMA peak" + on);
+        peaks[r.plan.threads] = measure_fma_peak(r.plan.threads, work.kernels_isa);
+        progress.show(0, "measuring read bandwidth" + on);
+        bandwidths[r.plan.threads] =
+            measure_read_bandwidth(r.plan.threads, bandwidth_buffer_bytes(work.kv_bytes));
       }
 
   int done = 0;
   for (PathResult& r : results) {
     if (!r.error.empty()) continue;
     if (peaks.count(r.plan.threads)) r.peak = peaks[r.plan.threads];
+    if (bandwidths.count(r.plan.threads)) r.bw = bandwidths[r.plan.threads];
     time_path(args, opt, set, set.seconds / runnable, &r, progress, double(done) / runnable,
               double(done + 1) / runnable);
     ++done;
@@ -222,15 +300,22 @@ int run_bench(int argc, char** argv) {
   progress.clear();
 
   if (opt.json) {
-    for (const PathResult& r : results) print_json(opt, r, flops, auto_plan, auto_ok);
+    for (const PathResult& r : results) print_json(opt, r, work, auto_plan, auto_ok);
   } else {
-    print_header(opt, flops, auto_line);
-    for (const PathResult& r : results) print_row(opt, r, flops);
+    print_header(opt, work, auto_line);
+    for (const PathResult& r : results) print_row(opt, r, work);
+    // Measured now, best of the trials; the median's distance from it is the machine's noise.
     for (const auto& [threads, peak] : peaks)
       std::printf(
-          "  %% peak is of the fp32 FMA peak measured now: %.1f GFLOPS (%s, %d thread(s), "
-          "%.1f flops/cycle/thread at %.2f GHz)\n",
-          peak.gflops, peak.isa, threads, peak.flops_per_cycle(), peak.ghz);
+          "  %% peak of %.1f GFLOPS: fp32 FMAs (%s), %d threads, best of %d (median %s); "
+          "clock not measured\n",
+          peak.gflops, peak.isa, threads, peak.trials,
+          spread(peak.gflops, peak.median_gflops).c_str());
+    for (const auto& [threads, bw] : bandwidths)
+      std::printf(
+          "  %% BW of %.1f GB/s: streaming read of %s, %d threads, best of %d (median %s)\n",
+          bw.gbps, format_bytes(bw.bytes).c_str(), threads, bw.trials,
+          spread(bw.gbps, bw.median_gbps).c_str());
   }
   // Every requested path refused is a failure (the reasons are printed above); some ran is not.
   return runnable > 0 ? kExitOk : kExitFailure;

@@ -125,9 +125,9 @@ void print_text(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
   }
   if (peak)
     std::printf(
-        "\nmeasured fp32 FMA peak: %.1f GFLOPS (%s, %d thread(s)); clock %.2f GHz, so %.1f "
-        "flops/cycle/thread\n",
-        peak->gflops, peak->isa, peak->threads, peak->ghz, peak->flops_per_cycle());
+        "\nmeasured fp32 FMA peak: %.1f GFLOPS (%s, %d thread(s), best of %d trials, median "
+        "%.1f); clock not measured\n",
+        peak->gflops, peak->isa, peak->threads, peak->trials, peak->median_gflops);
 }
 
 void print_json(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
@@ -158,9 +158,9 @@ void print_json(const std::vector<DeviceReport>& devices, const FmaPeak* peak) {
   if (peak) {
     char buf[128];
     std::snprintf(buf, sizeof buf,
-                  ",\"fma_peak\":{\"gflops\":%.2f,\"isa\":\"%s\",\"threads\":%d,\"ghz\":%.3f,"
-                  "\"flops_per_cycle_per_thread\":%.2f}",
-                  peak->gflops, peak->isa, peak->threads, peak->ghz, peak->flops_per_cycle());
+                  ",\"fma_peak\":{\"gflops\":%.2f,\"median_gflops\":%.2f,\"trials\":%d,"
+                  "\"isa\":\"%s\",\"threads\":%d}",
+                  peak->gflops, peak->median_gflops, peak->trials, peak->isa, peak->threads);
     s += buf;
   }
   std::printf("%s}\n", s.c_str());
@@ -176,7 +176,7 @@ int run_info(int argc, char** argv) {
       "Prints the version, the devices (CPU always; CUDA: available or why not), and the\n"
       "head dims each path supports, as the router answers for each d in 1..512.");
   flags.add("--json", "", "one JSON object", [&](const std::string&) { json = true; });
-  flags.add("--peak", "", "also measure the CPU's fp32 FMA peak (about a second)",
+  flags.add("--peak", "", "also measure the CPU's fp32 FMA peak (under a second)",
             [&](const std::string&) { measure_peak = true; });
   flags.add("--threads", "N", "threads for --peak (0: all cores, the default)",
             [&](const std::string& v) { threads = int(parse_int("--threads", v, 0, 4096)); });
@@ -187,7 +187,7 @@ int run_info(int argc, char** argv) {
   FmaPeak peak;
   if (measure_peak) {
     if (threads == 0) threads = devices[0].info.cores;
-    peak = measure_fma_peak(threads);
+    peak = measure_fma_peak(threads, cpu_kernels_isa());
   }
   if (json)
     print_json(devices, measure_peak ? &peak : nullptr);
