@@ -42,6 +42,16 @@ std::vector<Case> grid() {
       Case("len_1023x113_causal_bf16").shape(1, 2, 1, 1023, 113).dims(128).type(BF16).is_causal(),
       Case("long_decode_gqa8_f32").shape(1, 8, 1, 1, 4096).dims(128),
       Case("long_decode_bf16").shape(2, 4, 2, 1, 4096).dims(64).type(BF16),
+      // Decode tiles stream K and V in place: head dims off whole vectors, every dtype, GQA
+      // groups from 1 to 8 rows, softcap, sinks and a window.
+      Case("decode_d100x37_f16_gqa4").shape(2, 8, 2, 1, 777).dims(100, 37).type(F16),
+      Case("decode_d33_bf16_softcap_sinks")
+          .shape(1, 4, 1, 2, 300)
+          .dims(33)
+          .type(BF16)
+          .cap(20.0f, 6.0f)
+          .sinks(1.0f),
+      Case("decode_d200_f32_window").shape(1, 3, 3, 1, 1023).dims(200).is_causal().win(100),
       Case("long_causal_f16").shape(1, 1, 1, 4096, 4096).dims(64).type(F16).is_causal(),
       Case("long_kv_bf16").shape(1, 2, 1, 113, 4096).dims(128).type(BF16),
       Case("long_q_causal_f32").shape(1, 1, 1, 4096, 1023).dims(64).is_causal(),

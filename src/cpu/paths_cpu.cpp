@@ -22,8 +22,6 @@ namespace {
 // itself across them (it costs ~1/rows of the tile's arithmetic), few enough that Q, K^T, S and O
 // of a d=256 tile (~400 KiB) stay in one core's L2.
 constexpr int64_t kRowsPerTile = 64;
-// Keys per tile: a multiple of every ISA's NR * W (32 floats on AVX-512), and S rows of 256 bytes.
-constexpr int64_t kKeysPerTile = 64;
 // split_kv gives each split at least this many keys, so a split's work dwarfs its merge.
 constexpr int64_t kMinKeysPerSplit = 256;
 

@@ -9,6 +9,9 @@
 
 namespace longattn::cpu {
 
+// Keys per tile: a multiple of every ISA's NR * W (32 floats on AVX-512), and S rows of 256 bytes.
+constexpr int64_t kKeysPerTile = 64;
+
 // One worker's scratch for a tile of `rows` query rows (fused, split_kv: the g heads of a KV head
 // times block_q positions; unfused: block_q positions of one head). Offsets in bytes.
 struct TileScratch {
