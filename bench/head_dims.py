@@ -12,7 +12,6 @@ Each time is the median of --rounds rounds of CUDA-event timing (20 calls a roun
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 
@@ -20,46 +19,30 @@ import torch
 
 import longattn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import time_rounds_ms  # noqa: E402
+
 DEFAULT_DIMS = "8,32,40,64,72,80,96,100,112,128,136,160,192,200,256,320,384,448,500,512"
 
 
-ROW_ALIGN = 8  # elements: rows start on 16 bytes of bf16 (--row-align)
+def aligned(d, row_align):  # elements per row: d rounded up to a multiple of row_align
+    return (d + row_align - 1) // row_align * row_align
 
 
-def aligned(d):  # elements per row: d rounded up to ROW_ALIGN
-    return (d + ROW_ALIGN - 1) // ROW_ALIGN * ROW_ALIGN
-
-
-def tensors(d, heads, kv_heads, length):
-    # [B, H, L, D] views of wider rows: strides stay on 16 bytes, the row is d wide.
+def time_ms(d, length, rounds, row_align):
+    # [B, H, L, D] views of wider rows: the row strides are multiples of row_align elements.
     def make(h):
-        return torch.randn(1, h, length, aligned(d), dtype=torch.bfloat16, device="cuda")[..., :d]
-    return make(heads), make(kv_heads), make(kv_heads)
-
-
-def time_ms(d, length, rounds):
-    q, k, v = tensors(d, 16, 8, length)
-    o = torch.empty(1, 16, length, aligned(d), dtype=torch.bfloat16, device="cuda")[..., :d]
-    run = lambda: longattn.attention(q, k, v, causal=True, out=o)
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(20):
-            run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 20)
+        wide = torch.randn(1, h, length, aligned(d, row_align), dtype=torch.bfloat16, device="cuda")
+        return wide[..., :d]
+    q, k, v, o = make(16), make(8), make(8), make(16)
+    ms = time_rounds_ms(lambda: longattn.attention(q, k, v, causal=True, out=o), rounds, 20)
     plan = longattn.plan(q, k, v, causal=True, out=o)
     padded = " (padded)" if "padded to" in plan.reason else ""
-    return statistics.median(times), plan.kernel + padded
+    return ms, plan.kernel + padded
 
 
-def measure(dims, length, rounds):
-    return {d: time_ms(d, length, rounds) for d in dims}
+def measure(dims, length, rounds, row_align):
+    return {d: time_ms(d, length, rounds, row_align) for d in dims}
 
 
 def main():
@@ -71,13 +54,11 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global ROW_ALIGN
-    ROW_ALIGN = args.row_align
     dims = [int(x) for x in args.dims.split(",")]
     if args.json_only:  # the sm80 child process
-        print(json.dumps(measure(dims, args.len, args.rounds)))
+        print(json.dumps(measure(dims, args.len, args.rounds, args.row_align)))
         return
-    auto = measure(dims, args.len, args.rounds)
+    auto = measure(dims, args.len, args.rounds, args.row_align)
     child = subprocess.run(
         [sys.executable, __file__, "--dims", args.dims, "--len", str(args.len), "--rounds",
          str(args.rounds), "--row-align", str(args.row_align), "--json-only"],
@@ -88,7 +69,7 @@ def main():
     flops = lambda d, ms: 4 * 16 * args.len * args.len / 2 * d / (ms * 1e-3) / 1e12
     lines = [
         f"# Fused prefill by head dim ({torch.cuda.get_device_name()}, bf16, 16q/8kv heads, "
-        f"{args.len} x {args.len} causal, row strides a multiple of {ROW_ALIGN} elements; median "
+        f"{args.len} x {args.len} causal, row strides a multiple of {args.row_align} elements; median "
         f"of {args.rounds} rounds)",
         "",
         "| head dim | kernel (AUTO) | ms | TFLOPS (real dims) | next compiled dim | its ms | "

@@ -8,11 +8,15 @@ time (1.0: no cost for paging).
 """
 
 import argparse
-import statistics
+import os
+import sys
 
 import torch
 
 import longattn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import time_rounds_ms  # noqa: E402
 
 # (name, batch, q heads, kv heads, q_len, kv_len, head dim)
 SHAPES = [
@@ -41,22 +45,6 @@ def paged_copy(k, v, page, gen):
     return pools[0], pools[1], table
 
 
-def time_ms(fn, rounds, calls):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return statistics.median(times)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", default="1,16,64,256")
@@ -78,7 +66,8 @@ def main():
         v = torch.randn(b, hkv, lk, d, dtype=torch.bfloat16, device="cuda")
         o = torch.empty_like(q)
         calls = 200 if lq == 1 else 10
-        base = time_ms(lambda: longattn.attention(q, k, v, causal=True, out=o), args.rounds, calls)
+        base = time_rounds_ms(lambda: longattn.attention(q, k, v, causal=True, out=o), args.rounds,
+                              calls)
         plan = longattn.plan(q, k, v, causal=True, out=o)
         lines.append(f"| {name} | contiguous | {plan.kernel} ({plan.path}) | {base:.3f} | 1.00 |")
         for page in pages:
@@ -90,7 +79,7 @@ def main():
             if not plan.ok:
                 lines.append(f"| {name} | page {page} | refused: {plan.reason[:80]} | - | - |")
                 continue
-            ms = time_ms(run, args.rounds, calls)
+            ms = time_rounds_ms(run, args.rounds, calls)
             lines.append(f"| {name} | page {page} | {plan.kernel} ({plan.path}) | {ms:.3f} | "
                          f"{base / ms:.2f} |")
             del kp, vp

@@ -272,6 +272,23 @@ def time_ms(fn, budget_ms=400.0, max_reps=50):
     return statistics.median(times)
 
 
+def time_rounds_ms(fn, rounds, calls):
+    """Median over `rounds` of the mean time of `calls` back-to-back calls (launch gaps hidden)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / calls)
+    return statistics.median(times)
+
+
 def time_graph_ms(runners, calls=20, replays=10):
     """Per-call ms of `calls` calls captured in one CUDA graph (call i runs runners[i % n]), and
     the graph's own output of runners[0]'s first call."""
