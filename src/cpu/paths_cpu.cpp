@@ -103,7 +103,8 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   // copy streams better than strided in-place rows (bench/NOTES.md).
   t.k_copy = a.dtype != LONGATTN_FLOAT32 || a.block_table != nullptr;
   detail::WorkspaceLayout w;
-  t.qt = w.add(a.head_dim_qk * t.rows_pad, 4);
+  // Q^T [d][rows_pad], or a decode tile's Q rows [rows][d rounded up to whole vectors].
+  t.qt = w.add(round_up(a.head_dim_qk, isa.width) * t.rows_pad, 4);
   t.kf = t.k_copy ? w.add(p.block_k * a.head_dim_qk, 4) : 0;
   t.vt = w.add(p.block_k * t.dv_pad, 4);
   t.st = w.add(p.block_k * t.rows_pad, 4);
