@@ -13,7 +13,7 @@ import sys
 # the cheapest pair at least as wide (fused_padded_head_dims). 32/32 keeps small heads (1-32) from
 # paying twice their work at 64/64; it compiles in a fraction of a wide pair's time.
 HEAD_DIMS = [(32, 32), (64, 64), (80, 80), (96, 96), (128, 128), (192, 128), (192, 192),
-             (256, 256), (512, 512)]
+             (256, 256), (512, 512), (576, 512)]
 # The 16-bit MMA types; float32 inputs run on the bf16 kernels (rounded per tile).
 TYPES = [("bf16", "kBf16"), ("f16", "kF16")]
 # Tile shapes (fused_traits): prefill, and decode for query rows x group <= kDecodeRows.

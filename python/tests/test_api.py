@@ -194,6 +194,9 @@ def test_mla_576_512(device):
     assert o.shape == (1, 16, 5, 512)
     ref, _ = attention_ref(to_np64(q), to_np64(kv), to_np64(kv[..., :512]), True)
     assert rel_err(to_np64(o), ref) < TOL["float32" if device == "cpu" else "bfloat16"]
+    # Fused on both devices (on CUDA the portable kernel's 576/512 instance).
+    o = longattn.attention(q, kv, kv[..., :512], causal=True, path="fused")
+    assert rel_err(to_np64(o), ref) < TOL["float32" if device == "cpu" else "bfloat16"]
 
 
 def test_dlpack_generic():

@@ -153,10 +153,9 @@ class DeviceProblem {
 
 // The portable fused kernel runs every head dim pair up to 512/512 (padded to a compiled pair)
 // in any layout whose elements are aligned.
-bool fused_head_dims(const Case& c) { return c.dqk <= 512 && c.dv <= 512; }
 bool fused_compiled_dims(const Case& c) {
-  const int64_t dims[][2] = {{32, 32},   {64, 64},   {80, 80},   {96, 96},  {128, 128},
-                             {192, 128}, {192, 192}, {256, 256}, {512, 512}};
+  const int64_t dims[][2] = {{32, 32},   {64, 64},   {80, 80},   {96, 96},   {128, 128},
+                             {192, 128}, {192, 192}, {256, 256}, {512, 512}, {576, 512}};
   for (const auto& d : dims)
     if (c.dqk == d[0] && c.dv == d[1]) return true;
   return false;
@@ -369,8 +368,21 @@ std::vector<Case> grid() {
           .layout(L::kTokensMajor, L::kTokensMajor),
       Case("no_lse_bf16").shape(1, 2, 1, 113, 113).dims(64).type(BF16).no_lse(),
   };
-  // No CUDA fused kernel takes 576/512 yet: fused and split_kv refuse it, AUTO runs it unfused.
+  // MLA (576/512, V = K's first 512 columns) on the portable kernel: prefill and decode.
   for (const Case& c : mla_cases(LONGATTN_BFLOAT16)) cases.push_back(c);
+  cases.push_back(Case("mla_576_512_decode_h128_f16")
+                      .shape(1, 128, 1, 1, 1023)
+                      .dims(576, 512)
+                      .type(F16)
+                      .same_kv());
+  cases.push_back(Case("mla_576_512_chunk_window")
+                      .shape(2, 16, 1, 64, 700)
+                      .dims(576, 512)
+                      .type(BF16)
+                      .same_kv()
+                      .is_causal()
+                      .win(200));
+  cases.push_back(Case("mla_520_500_padded").shape(1, 4, 1, 33, 257).dims(520, 500).type(BF16));
   return cases;
 }
 
@@ -392,18 +404,12 @@ TEST_P(AccuracyCuda, EveryPathMatchesFloat64Reference) {
     for (float& x : *t) x = round_to_dtype(x, rounded.dtype);
   const RefResult lp = reference_attention<float>(rounded, /*low_precision=*/true);
   const Errors lowp = measure(ref, lp.o, &lp.lse);
-  const bool fused_ok = fused_head_dims(c);
 
   for (int32_t path :
        {LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_AUTO}) {
     SCOPED_TRACE(std::string("path ") + path_label(path));
     const bool fused_family = path == LONGATTN_PATH_FUSED || path == LONGATTN_PATH_SPLIT_KV;
     const RunOutput out = dev.run(path, default_options());
-    if (fused_family && !fused_ok) {
-      EXPECT_EQ(out.status, LONGATTN_UNSUPPORTED) << out.message;
-      EXPECT_NE(out.message.find("CUDA fused kernel"), std::string::npos) << out.message;
-      continue;
-    }
     // A head dim without a compiled kernel runs on the next compiled pair, and the plan says so.
     if (fused_family && !fused_compiled_dims(c))
       EXPECT_NE(std::string(out.plan.reason).find("padded to"), std::string::npos)
@@ -616,15 +622,16 @@ longattn_args planning_args(int64_t hq, int64_t hkv, int64_t lq, int64_t lk, int
   return a;
 }
 
-// Every head dim pair up to 512/512 plans fused: on Hopper on the sm90a kernel wherever rows start
-// on 16 bytes (padded to a compiled pair past the real dims), else on the portable kernel.
+// Every head dim pair up to 576/512 plans fused: on Hopper on the sm90a kernel wherever rows start
+// on 16 bytes and Dqk <= 512 (padded to a compiled pair past the real dims), else on the portable
+// kernel (MLA's 576/512 and the pairs it covers).
 TEST(PlanCuda, EveryHeadDimPlansFused) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const bool on_hopper = hopper();
   longattn_options o = default_options();
   o.path = LONGATTN_PATH_FUSED;
-  for (int64_t dqk = 1; dqk <= 512; ++dqk)
-    for (int64_t dv : {dqk, 1 + (dqk * 7) % 512}) {
+  for (int64_t dqk = 1; dqk <= 576; ++dqk)
+    for (int64_t dv : {dqk > 512 ? 512 : dqk, 1 + (dqk * 7) % 512}) {
       longattn_args a = planning_args(16, 8, 512, 4096, dqk);
       a.head_dim_v = dv;
       SCOPED_TRACE(std::to_string(dqk) + "/" + std::to_string(dv));
@@ -638,7 +645,7 @@ TEST(PlanCuda, EveryHeadDimPlansFused) {
         ASSERT_TRUE(plan.ok) << plan.reason;
         const std::string reason = plan.reason;
         const bool rows16 = layout == Layout::kRows16 || (dqk % 8 == 0 && dv % 8 == 0);
-        const char* want = on_hopper && rows16 ? "kernel sm90a" : "kernel sm80";
+        const char* want = on_hopper && rows16 && dqk <= 512 ? "kernel sm90a" : "kernel sm80";
         EXPECT_NE(reason.find(want), std::string::npos) << layout_label(layout) << ": " << reason;
       }
     }

@@ -1,5 +1,5 @@
 // Random valid inputs through the C API on every CUDA path (AUTO, unfused, fused, split_kv):
-// shapes, head dims 1-512, strides with odd pads and broadcast (stride 0) inputs, base pointers one
+// shapes, head dims 1-576, strides with odd pads and broadcast (stride 0) inputs, base pointers one
 // element (2 bytes for 16-bit dtypes) off alignment, k == v (also with Dv < Dqk), boolean and
 // additive masks, sinks, windows, softcap, paged K/V with pages of 1-256 tokens, rows that see no
 // key, Lq > Lk, every dtype. Each run is compared with the float64 reference, the bytes around and
@@ -161,15 +161,16 @@ FuzzCase make_case(uint64_t seed) {
   a.dtype = int32_t(pick(rng, {F32, F16, F16, BF16, BF16}));
   const int64_t es = dtype_size(a.dtype);
 
-  // Head dims: half the cases a fused kernel's, the rest anything in 1..512.
+  // Head dims: half the cases a fused kernel's, the rest anything in 1..576 (Dv at most 512).
   if (rng() % 2) {
-    const int64_t fused[][2] = {{32, 32},   {64, 64},   {80, 80},   {96, 96},  {128, 128},
-                                {192, 128}, {192, 192}, {256, 256}, {512, 512}};
-    const auto& d = fused[rng() % 9];
+    const int64_t fused[][2] = {{32, 32},   {64, 64},   {80, 80},   {96, 96},   {128, 128},
+                                {192, 128}, {192, 192}, {256, 256}, {512, 512}, {576, 512}};
+    const auto& d = fused[rng() % 10];
     a.head_dim_qk = d[0], a.head_dim_v = d[1];
   } else {
-    a.head_dim_qk = int64_t(rng() % 512) + 1;
+    a.head_dim_qk = int64_t(rng() % 576) + 1;
     a.head_dim_v = rng() % 3 ? a.head_dim_qk : int64_t(rng() % 512) + 1;
+    if (a.head_dim_v > 512) a.head_dim_v = 512;
   }
   c.k_eq_v = rng() % 6 == 0;
   if (c.k_eq_v && a.head_dim_v > a.head_dim_qk)

@@ -24,6 +24,10 @@ set(LONGATTN_CUDA_INSTANCES
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d512x512_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d512x512_f16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d512x512_f16_prefill.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_bf16_decode.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_bf16_prefill.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_f16_decode.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_f16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d64x64_bf16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d64x64_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d64x64_f16_decode.cu
