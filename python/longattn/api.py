@@ -5,7 +5,7 @@ import re
 import sys
 from typing import NamedTuple, Optional
 
-from . import _C
+from . import _C, _tensors
 from ._errors import InvalidArgumentError, from_status
 from ._tensors import CPU, CUDA, describe, empty_like_kind, is_torch, _torch
 
@@ -258,50 +258,82 @@ _CALLS = {}
 _MAX_CALLS = 1024
 
 
-def _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout, return_lse, path,
-                      memory_budget, num_threads):
-    """The torch path without sinks, mask, out or paging: a cached _C.Call per signature. Every
-    read here runs per call, so each is the cheapest torch offers (get_device() over .device)."""
-    torch = _torch()
-    if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
-        _check_grad(q, k, v)
+def _run_torch_cached(q, k, v, opts, return_lse):
+    """The torch path without sinks, mask, out or paging: a cached _C.Call per signature. `opts`
+    is (causal, window_left, softcap, scale, layout, path, memory_budget, num_threads). Every read
+    here runs per call, so each is the cheapest torch offers (get_device() and is_cuda over
+    .device, new_empty with the sizes as separate ints, which torch parses without a failed
+    int conversion of a tuple), and the C call returns its status alone."""
+    if q.requires_grad or k.requires_grad or v.requires_grad:
+        _check_grad(q, k, v)  # raises only while grad mode is on
     index = q.get_device()  # -1 on the CPU
-    key = (q.dtype, index, q.shape, q.stride(), k.dtype, k.get_device(), k.shape, k.stride(),
-           v.dtype, v.get_device(), v.shape, v.stride(), causal, window_left, softcap, scale,
-           layout, return_lse, path, memory_budget, num_threads)
+    key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype,
+           v.dtype, index, k.get_device(), v.get_device(), q.is_cuda, k.is_cuda, v.is_cuda, opts,
+           return_lse)
     entry = _CALLS.get(key)
     if entry is None:
-        entry = _new_cached_call(q, k, v, causal, window_left, softcap, scale, layout, return_lse,
-                                 path, memory_budget, num_threads)
+        entry = _new_cached_call(q, k, v, opts, return_lse)
         if len(_CALLS) >= _MAX_CALLS:
             _CALLS.clear()
         _CALLS[key] = entry
-    call, o_shape, lse_shape, alloc = entry
-    o = q.new_empty(o_shape)
-    lse = q.new_empty(lse_shape, dtype=torch.float32) if return_lse else None
+    run, o_shape, lse_shape, alloc = entry
     stream = 0
-    if index >= 0:
+    if alloc is not None:  # CUDA
         if _cuda_get_device() != index:  # the library runs on the current device
-            with torch.cuda.device(index):
-                return _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout,
-                                         return_lse, path, memory_budget, num_threads)
+            with _torch().cuda.device(index):
+                return _run_torch_cached(q, k, v, opts, return_lse)
         stream = _current_stream(index)
-    result = call.run(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
-                      lse.data_ptr() if return_lse else 0, stream, alloc)
-    if result[0] != 0:
-        raise from_status(result[0], result[1])
-    return (o, lse) if return_lse else o
+    o = q.new_empty(*o_shape)
+    if return_lse:
+        lse = q.new_empty(*lse_shape, dtype=_float32)
+        status = run(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), lse.data_ptr(),
+                     stream, alloc)
+        if status:
+            raise from_status(status, _C.last_error())
+        return o, lse
+    status = run(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), 0, stream, alloc)
+    if status:
+        raise from_status(status, _C.last_error())
+    return o
 
 
-def _new_cached_call(q, k, v, causal, window_left, softcap, scale, layout, return_lse, path,
-                     memory_budget, num_threads):
+_float32 = None  # torch.float32, set by _new_cached_call
+
+
+def _new_fast_entry(q, k, v, opts, return_lse):
+    """What _C.TorchCalls keeps for a new signature, checked the full way (_Call): (Call,
+    new_empty arguments of o and of lse, alloc or None, current device, current stream)."""
+    run, o_shape, lse_shape, alloc = _new_cached_call(q, k, v, opts, return_lse)
+    cuda = alloc is not None
+    return (run.__self__, (None, *o_shape), (None, *lse_shape, _float32), alloc,
+            _cuda_get_device if cuda else None, _current_stream if cuda else None)
+
+
+def _raise_status(status, message):
+    raise from_status(status, message)
+
+
+# The per-call torch path in the extension (one call; see TorchCalls in longattn_ext.cpp). Its
+# run() returns None where the Python path above must decide (grad, not 4-d, another device).
+_fast_calls = _C.TorchCalls(_new_fast_entry, _raise_status, _MAX_CALLS)
+_fast_run = _fast_calls.run
+
+
+def _run_torch(q, k, v, opts, return_lse):
+    r = _fast_run(q, k, v, opts, return_lse)
+    return _run_torch_cached(q, k, v, opts, return_lse) if r is None else r
+
+
+def _new_cached_call(q, k, v, opts, return_lse):
     """Checks a new signature the full way (_Call) and keeps what later calls need."""
+    global _float32
+    causal, window_left, softcap, scale, layout, path, memory_budget, num_threads = opts
     full = _Call(q, k, v, causal, window_left, softcap, scale, None, None, layout, None,
                  return_lse, path, memory_budget, None, None, None, num_threads)
+    _float32 = _torch().float32
     cuda = full.device == CUDA  # _Call resolved _cuda_reads() for a CUDA call
-    return (_C.Call(full.fields, cuda), full.o_shape, full.lse_shape,
+    return (_C.Call(full.fields, cuda).run_status, full.o_shape, full.lse_shape,
             _torch_alloc(q.device) if cuda else None)
-
 
 
 def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None, mask=None,
@@ -311,8 +343,8 @@ def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=No
     t = _torch()
     if (t is not None and type(q) is t.Tensor and sinks is None and mask is None and out is None
             and block_table is None and page_size is None and kv_len is None):
-        return _run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout,
-                                 return_lse, path, memory_budget, num_threads)
+        return _run_torch(q, k, v, (causal, window_left, softcap, scale, layout, path,
+                                    memory_budget, num_threads), return_lse)
     call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                  return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
     o, lse = call.views[0].obj, call.views[1]
@@ -366,13 +398,19 @@ def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None,
     take transient memory from torch's allocator. torch tensors that require grad are refused
     (forward only). Raises longattn.Error (InvalidArgumentError, a ValueError, for bad arguments).
     """
-    if is_torch(q):
-        torch = _torch()
-        if torch.compiler.is_compiling() or type(q) is not torch.Tensor or q.device.type == "meta":
+    torch = _tensors._torch_module or _torch()
+    if torch is not None and isinstance(q, torch.Tensor):
+        if torch.compiler.is_compiling() or type(q) is not torch.Tensor or q.is_meta:
             from . import torch_ops  # registers the op on first use
             return torch_ops.call_op(q, k, v, causal, window_left, softcap, scale, sinks, mask,
                                      layout, out, return_lse, path, memory_budget, block_table,
                                      page_size, kv_len, num_threads)
+        if (sinks is None and mask is None and out is None and block_table is None
+                and page_size is None and kv_len is None):
+            r = _fast_run(q, k, v, (causal, window_left, softcap, scale, layout, path,
+                                    memory_budget, num_threads), return_lse)
+            if r is not None:
+                return r
     return run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
 

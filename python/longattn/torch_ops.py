@@ -25,8 +25,9 @@ def _kernel(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, s
             page_size=None, kv_len=None, num_threads=None):
     if sinks is None and mask is None and block_table is None and page_size is None and (
             kv_len is None):
-        return api._run_torch_cached(q, k, v, causal, window_left, softcap, scale, layout, True,
-                                     path, memory_budget, num_threads)
+        opts = (causal, window_left, softcap, scale, layout, path, memory_budget, num_threads)
+        r = api._fast_run(q, k, v, opts, True)  # the extension's per-call path
+        return api._run_torch_cached(q, k, v, opts, True) if r is None else r
     return api.run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, None, True,
                    path, memory_budget, block_table, page_size, kv_len, num_threads)
 

@@ -6,8 +6,11 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 
+#include <array>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 #include "longattn/longattn.h"
 
@@ -116,6 +119,22 @@ class Call {
     return run_with(a, opt, alloc);
   }
 
+  // run() without the plan tuple: the status alone (0 = ok; the message is last_error()). What a
+  // per-call Python path needs, without building an 11-item tuple and a reason string per call.
+  int run_status(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse,
+                 uintptr_t stream, nb::handle alloc) {
+    longattn_args a = args_;
+    longattn_options opt = options_;
+    a.q = as_ptr<const void>(q);
+    a.k = as_ptr<const void>(k);
+    a.v = as_ptr<const void>(v);
+    a.o = as_ptr<void>(o);
+    a.lse = as_ptr<float>(lse);
+    opt.stream = as_ptr<void>(stream);
+    longattn_plan p{};
+    return int(run_plan(a, opt, alloc, &p));
+  }
+
   nb::tuple run_with(nb::handle alloc) {
     longattn_args a = args_;
     longattn_options opt = options_;
@@ -125,32 +144,219 @@ class Call {
  private:
   nb::tuple run_with(longattn_args& a, longattn_options& opt, nb::handle alloc) {
     longattn_plan p{};
+    longattn_status s = run_plan(a, opt, alloc, &p);
+    return plan_tuple(s, p);
+  }
+
+  longattn_status run_plan(longattn_args& a, longattn_options& opt, nb::handle alloc,
+                           longattn_plan* p) {
     nb::object owner;
     if (!alloc.is_none()) {
       // An empty workspace says "the caller allocates": no free-memory query, no budget but
       // options.memory_budget. It is never read (0 bytes); the plan's bytes come from alloc.
       alignas(64) static char empty_workspace[64];
       if (caller_allocates_) opt.workspace = empty_workspace, opt.workspace_bytes = 0;
-      longattn_status s = longattn_plan_attention(&a, &opt, &p);
-      if (s != LONGATTN_OK) return plan_tuple(s, p);
-      if (p.transient_bytes > 0) {
-        nb::tuple got = nb::cast<nb::tuple>(alloc(p.transient_bytes));
+      longattn_status s = longattn_plan_attention(&a, &opt, p);
+      if (s != LONGATTN_OK) return s;
+      if (p->transient_bytes > 0) {
+        nb::tuple got = nb::cast<nb::tuple>(alloc(p->transient_bytes));
         opt.workspace = as_ptr<void>(nb::cast<uintptr_t>(got[0]));
-        opt.workspace_bytes = p.transient_bytes;
+        opt.workspace_bytes = p->transient_bytes;
         owner = got[1];
       }
     }
     longattn_status s;
     {
       nb::gil_scoped_release release;
-      s = longattn_attention(&a, &opt, &p);
+      s = longattn_attention(&a, &opt, p);
     }
-    return plan_tuple(s, p);
+    return s;
   }
 
   longattn_args args_;
   longattn_options options_;
   bool caller_allocates_;
+};
+
+// The per-call path of torch tensors without sinks, mask, out or paging, in one call: reads q, k
+// and v (shape, strides, dtype, device), finds the checked Call of that signature, allocates o
+// (and lse) with torch (new_empty, so torch's allocator and device), runs, and returns o or
+// (o, lse). It only calls what torch's Python API offers, through the C API (no torch headers at
+// build time); what it saves over the same reads in Python is the interpreter's work around them
+// and a key tuple hashed and compared per call. A signature seen for the first time is checked by
+// `make_entry` (python/longattn/api.py); None asks the caller to take its Python path (inputs
+// that require grad, tensors that are not 4-d, a CUDA device other than the current one).
+class TorchCalls {
+ public:
+  TorchCalls(nb::object make_entry, nb::object raise_status, size_t max_entries)
+      : make_entry_(std::move(make_entry)),
+        raise_status_(std::move(raise_status)),
+        max_entries_(max_entries) {}
+
+  nb::object run(nb::handle q, nb::handle k, nb::handle v, nb::handle opts, bool return_lse) {
+    static PyObject* const s_requires_grad = PyUnicode_InternFromString("requires_grad");
+    static PyObject* const s_shape = PyUnicode_InternFromString("shape");
+    static PyObject* const s_stride = PyUnicode_InternFromString("stride");
+    static PyObject* const s_dtype = PyUnicode_InternFromString("dtype");
+    static PyObject* const s_get_device = PyUnicode_InternFromString("get_device");
+    static PyObject* const s_is_cuda = PyUnicode_InternFromString("is_cuda");
+    static PyObject* const s_new_empty = PyUnicode_InternFromString("new_empty");
+    static PyObject* const s_data_ptr = PyUnicode_InternFromString("data_ptr");
+    static PyObject* const s_dtype_kwnames = Py_BuildValue("(s)", "dtype");
+
+    Key key{};
+    size_t n = 0;
+    const nb::handle ts[3] = {q, k, v};
+    for (nb::handle t : ts) {
+      nb::object rg = steal(PyObject_GetAttr(t.ptr(), s_requires_grad));
+      if (rg.ptr() != Py_False) return nb::none();  // the Python path checks grad mode
+      nb::object shape = steal(PyObject_GetAttr(t.ptr(), s_shape));
+      nb::object stride = call_method(t, s_stride);
+      if (!PyTuple_Check(shape.ptr()) || !PyTuple_Check(stride.ptr()) ||
+          PyTuple_Size(shape.ptr()) != 4 || PyTuple_Size(stride.ptr()) != 4)
+        return nb::none();  // the Python path says what is wrong
+      for (Py_ssize_t d = 0; d < 4; ++d) key[n++] = as_i64(PyTuple_GetItem(shape.ptr(), d));
+      for (Py_ssize_t d = 0; d < 4; ++d) key[n++] = as_i64(PyTuple_GetItem(stride.ptr(), d));
+      nb::object dtype = steal(PyObject_GetAttr(t.ptr(), s_dtype));
+      key[n++] = int64_t(reinterpret_cast<uintptr_t>(dtype.ptr()));  // dtypes are singletons
+      key[n++] = as_i64(call_method(t, s_get_device).ptr());
+      key[n++] = steal(PyObject_GetAttr(t.ptr(), s_is_cuda)).ptr() == Py_True;
+    }
+    Py_hash_t opts_hash = PyObject_Hash(opts.ptr());
+    if (opts_hash == -1) throw nb::python_error();
+    key[n++] = int64_t(opts_hash);
+    key[n++] = return_lse;
+
+    auto it = entries_.find(key);
+    if (it == entries_.end() || !equal(it->second.opts, opts)) {
+      Entry e = new_entry(q, k, v, opts, return_lse);
+      if (entries_.size() >= max_entries_) entries_.clear();
+      it = entries_.insert_or_assign(key, std::move(e)).first;
+    }
+    // Copies: any Python call below (torch's, the allocator's) or another thread while the GIL
+    // is released may replace the entry.
+    const Entry e = it->second;
+    const int64_t index = key[9];  // q.get_device()
+    uintptr_t stream = 0;
+    if (!e.alloc.is_none()) {  // CUDA: on the current device, on torch's current stream
+      if (as_i64(e.get_device().ptr()) != index) return nb::none();
+      stream = as_ptr_int(e.current_stream(index).ptr());
+    }
+
+    nb::object o = new_empty(q, e.o_args, nullptr, s_new_empty);
+    nb::object lse;
+    if (return_lse) lse = new_empty(q, e.lse_args, s_dtype_kwnames, s_new_empty);
+    int status = e.c->run_status(
+        as_ptr_int(call_method(q, s_data_ptr).ptr()), as_ptr_int(call_method(k, s_data_ptr).ptr()),
+        as_ptr_int(call_method(v, s_data_ptr).ptr()), as_ptr_int(call_method(o, s_data_ptr).ptr()),
+        return_lse ? as_ptr_int(call_method(lse, s_data_ptr).ptr()) : 0, stream, e.alloc);
+    if (status != LONGATTN_OK) {
+      raise_status_(status, std::string(longattn_last_error()));
+      throw std::runtime_error("internal: raise_status returned");
+    }
+    if (return_lse) return nb::make_tuple(o, lse);
+    return o;
+  }
+
+  size_t size() const { return entries_.size(); }
+  void clear() { entries_.clear(); }
+
+  // Garbage-collector support: make_entry and raise_status are functions of the module that
+  // holds this object, a cycle only the collector can break (else nanobind reports leaks).
+  static int tp_traverse(PyObject* self, visitproc visit, void* arg) {
+    Py_VISIT(Py_TYPE(self));
+    if (!nb::inst_ready(self)) return 0;
+    TorchCalls* c = nb::inst_ptr<TorchCalls>(self);
+    Py_VISIT(c->make_entry_.ptr());
+    Py_VISIT(c->raise_status_.ptr());
+    for (auto& [key, e] : c->entries_) {
+      for (const nb::object* x :
+           {&e.opts, &e.call, &e.alloc, &e.o_args, &e.lse_args, &e.get_device, &e.current_stream})
+        Py_VISIT(x->ptr());
+    }
+    return 0;
+  }
+  static int tp_clear(PyObject* self) {
+    TorchCalls* c = nb::inst_ptr<TorchCalls>(self);
+    std::unordered_map<Key, Entry, KeyHash> entries;
+    entries.swap(c->entries_);
+    nb::object a = std::move(c->make_entry_), b = std::move(c->raise_status_);
+    c->make_entry_ = nb::none();
+    c->raise_status_ = nb::none();
+    return 0;
+  }
+
+ private:
+  // Per tensor: 4 sizes, 4 strides, dtype, device index, is_cuda; then the options' hash and
+  // return_lse.
+  using Key = std::array<int64_t, 3 * 11 + 2>;
+  struct KeyHash {
+    size_t operator()(const Key& key) const {
+      uint64_t h = 1469598103934665603ull;
+      for (int64_t x : key) h = (h ^ uint64_t(x)) * 1099511628211ull;
+      return size_t(h ^ (h >> 32));
+    }
+  };
+  struct Entry {
+    nb::object opts, call, alloc, o_args, lse_args, get_device, current_stream;
+    Call* c = nullptr;
+  };
+
+  static nb::object steal(PyObject* p) {
+    if (!p) throw nb::python_error();
+    return nb::steal(p);
+  }
+  static nb::object call_method(nb::handle self, PyObject* name) {
+    PyObject* args[1] = {self.ptr()};
+    return steal(
+        PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr));
+  }
+  static int64_t as_i64(PyObject* p) {
+    long long x = PyLong_AsLongLong(p);
+    if (x == -1 && PyErr_Occurred()) throw nb::python_error();
+    return int64_t(x);
+  }
+  static uintptr_t as_ptr_int(PyObject* p) {
+    unsigned long long x = PyLong_AsUnsignedLongLong(p);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) throw nb::python_error();
+    return uintptr_t(x);
+  }
+  static bool equal(const nb::object& a, nb::handle b) {
+    int r = PyObject_RichCompareBool(a.ptr(), b.ptr(), Py_EQ);
+    if (r < 0) throw nb::python_error();
+    return r == 1;
+  }
+  // self.new_empty(*sizes[, dtype]): `args` is (None, *sizes[, dtype]); slot 0 takes self.
+  static nb::object new_empty(nb::handle self, const nb::object& args, PyObject* kwnames,
+                              PyObject* name) {
+    Py_ssize_t n = PyTuple_Size(args.ptr());
+    PyObject* argv[8];
+    argv[0] = self.ptr();
+    for (Py_ssize_t i = 1; i < n; ++i) argv[i] = PyTuple_GetItem(args.ptr(), i);
+    Py_ssize_t nargs = n - (kwnames ? PyTuple_Size(kwnames) : 0);
+    return steal(PyObject_VectorcallMethod(name, argv, size_t(nargs), kwnames));
+  }
+
+  Entry new_entry(nb::handle q, nb::handle k, nb::handle v, nb::handle opts, bool return_lse) {
+    // make_entry -> (Call, o_args, lse_args, alloc or None, get_device, current_stream)
+    nb::tuple t = nb::cast<nb::tuple>(make_entry_(q, k, v, opts, return_lse));
+    Entry e;
+    e.opts = nb::borrow(opts);
+    e.call = t[0];
+    e.c = nb::cast<Call*>(e.call);
+    e.o_args = t[1];
+    e.lse_args = t[2];
+    e.alloc = t[3];
+    e.get_device = t[4];
+    e.current_stream = t[5];
+    if (PyTuple_Size(e.o_args.ptr()) > 8 || PyTuple_Size(e.lse_args.ptr()) > 8)
+      throw std::invalid_argument("internal: new_empty arguments");
+    return e;
+  }
+
+  nb::object make_entry_, raise_status_;
+  size_t max_entries_;
+  std::unordered_map<Key, Entry, KeyHash> entries_;
 };
 
 // merge_states over host float32 arrays (pointers), shapes given.
@@ -203,7 +409,20 @@ NB_MODULE(_C, m) {
   nb::class_<Call>(m, "Call")
       .def(nb::init<const nb::tuple&, bool>())
       .def("run", &Call::run, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("o"),
+           nb::arg("lse"), nb::arg("stream"), nb::arg("alloc").none())
+      .def("run_status", &Call::run_status, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("o"),
            nb::arg("lse"), nb::arg("stream"), nb::arg("alloc").none());
+  m.def("last_error", [] { return std::string(longattn_last_error()); });
+  static PyType_Slot torch_calls_slots[] = {
+      {Py_tp_traverse, reinterpret_cast<void*>(&TorchCalls::tp_traverse)},
+      {Py_tp_clear, reinterpret_cast<void*>(&TorchCalls::tp_clear)},
+      {0, nullptr}};
+  nb::class_<TorchCalls>(m, "TorchCalls", nb::type_slots(torch_calls_slots))
+      .def(nb::init<nb::object, nb::object, size_t>())
+      .def("run", &TorchCalls::run, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("opts"),
+           nb::arg("return_lse"))
+      .def("__len__", &TorchCalls::size)
+      .def("clear", &TorchCalls::clear);
   m.def(
       "attention",
       [](const nb::tuple& t, bool caller_allocates, nb::handle alloc) {

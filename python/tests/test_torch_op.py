@@ -73,6 +73,38 @@ def test_op_refuses_grad():
         torch.ops.longattn.attention(q, k, v)
 
 
+def test_per_call_path_matches_full_path():
+    """The cached per-call path (the extension's TorchCalls, then api._run_torch_cached) gives the
+    bits of the checked path (api.run with an `out`, which never takes it), whatever signatures
+    come in between; a new stride pattern, dtype or option is a new signature."""
+    from longattn import api
+    q, k, v = inputs("cpu", Lq=3, Lk=11)
+    ks = torch.randn(2, 11, 2, 64).transpose(1, 2)  # same shape as k, other strides
+    cases = [(q, k, v, dict(causal=True)), (q, ks, v, dict(causal=True)),
+             (q, k, v, dict(window_left=2, softcap=5.0)), (q.half(), k.half(), v.half(), {}),
+             (q, k, v, dict(causal=True, scale=0.3))]
+    for _ in range(2):
+        for q_, k_, v_, kw in cases:
+            out = torch.empty(q_.shape[:3] + (v_.shape[3],), dtype=q_.dtype)
+            ref_o, ref_lse = api.run(q_, k_, v_, out=out, return_lse=True, **kw)
+            o, lse = longattn.attention(q_, k_, v_, return_lse=True, **kw)
+            assert torch.equal(o, ref_o) and torch.equal(lse, ref_lse)
+            o, lse = torch.ops.longattn.attention(q_, k_, v_, **kw)
+            assert torch.equal(o, ref_o) and torch.equal(lse, ref_lse)
+            assert torch.equal(longattn.attention(q_, k_, v_, **kw), ref_o)
+    # Errors keep their kind on the per-call path, and grad is checked there too.
+    for _ in range(2):
+        with pytest.raises(longattn.OverBudgetError):
+            longattn.attention(q, k, v, path="unfused", memory_budget=1)
+    qg = q.clone().requires_grad_()
+    with pytest.raises(longattn.InvalidArgumentError, match="requires grad"):
+        longattn.attention(qg, k, v)
+    with torch.no_grad():
+        assert torch.equal(longattn.attention(qg, k, v), longattn.attention(q, k, v))
+    with pytest.raises(longattn.InvalidArgumentError, match="4-d"):
+        longattn.attention(q[0], k[0], v[0])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_capture():
     """Decode steps captured into a CUDA graph, split-KV workspace from torch's allocator."""
