@@ -16,6 +16,9 @@ struct DeviceContext {
   longattn_device_info info{};
   int max_threads = 1;  // CPU: worker threads allowed by options (or all cores)
   int64_t budget = -1;  // bytes of transient memory allowed; -1 = unlimited
+  // No budget given: the device's free memory is the budget, read when a plan first needs
+  // transient memory (a /proc read or cudaMemGetInfo costs more than the rest of a plan).
+  bool budget_is_free_memory = false;
   const longattn_options* options = nullptr;
 };
 

@@ -9,7 +9,6 @@
 
 #include "core/backend.hpp"
 #include "core/detail.hpp"
-#include "core/validate.hpp"
 
 namespace longattn::detail {
 namespace {
@@ -37,17 +36,28 @@ DeviceContext make_context(const longattn_args& a, const longattn_options& o, bo
       enforce_budget && o.memory_budget < 0 && !o.workspace &&
       !(a.device == LONGATTN_DEVICE_CUDA && cuda_stream_capturing(o.stream));
   if (a.device == LONGATTN_DEVICE_CPU)
-    cpu_device_info(&ctx.info, free_memory_matters);
+    cpu_device_info(&ctx.info, /*free_memory=*/false);
   else
-    cuda_device_info(&ctx.info, free_memory_matters);
+    cuda_device_info(&ctx.info, /*free_memory=*/false);
   int cores = std::max(1, ctx.info.cores);
   ctx.max_threads =
       a.device == LONGATTN_DEVICE_CPU ? (o.num_threads > 0 ? o.num_threads : cores) : 1;
-  ctx.budget = o.memory_budget;
-  if (ctx.budget < 0 && free_memory_matters && ctx.info.memory_free > 0)
-    ctx.budget = ctx.info.memory_free;
-  if (!enforce_budget) ctx.budget = -1;
+  ctx.budget = enforce_budget ? o.memory_budget : -1;
+  ctx.budget_is_free_memory = free_memory_matters;
   return ctx;
+}
+
+// Reads the device's free memory into ctx.budget (see DeviceContext::budget_is_free_memory).
+void read_free_memory(int32_t device, DeviceContext* ctx) {
+  longattn_device_info info;
+  if (device == LONGATTN_DEVICE_CPU)
+    cpu_device_info(&info, /*free_memory=*/true);
+  else
+    cuda_device_info(&info, /*free_memory=*/true);
+  ctx->info.memory_free = info.memory_free;
+  ctx->info.memory_total = info.memory_total;
+  if (info.memory_free > 0) ctx->budget = info.memory_free;
+  ctx->budget_is_free_memory = false;
 }
 
 void set_reason(longattn_plan* p, const std::string& reason) {
@@ -81,11 +91,12 @@ std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx
 
 // Configures `impl` and, if its memory exceeds the budget, lowers the worker count (transient
 // memory of the CPU paths is per worker) until it fits. Returns false if even one worker is over.
-bool configure_within_budget(const PathImpl& impl, const longattn_args& a, const DeviceContext& ctx,
+bool configure_within_budget(const PathImpl& impl, const longattn_args& a, DeviceContext& ctx,
                              longattn_plan* p) {
   p->threads = 0;
   impl.configure(a, ctx, p);
   p->transient_bytes = impl.workspace_bytes(a, *p);
+  if (p->transient_bytes > 0 && ctx.budget_is_free_memory) read_free_memory(a.device, &ctx);
   if (ctx.budget < 0 || p->transient_bytes <= ctx.budget) return true;
   while (p->threads > 1) {
     p->threads -= 1;
@@ -100,8 +111,6 @@ bool configure_within_budget(const PathImpl& impl, const longattn_args& a, const
 
 longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
                              bool enforce_budget) {
-  validate_args(&a);
-  validate_options(&o);
   longattn_plan plan{};
   plan.device = a.device;
   plan.path = o.path;

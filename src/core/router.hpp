@@ -6,8 +6,8 @@
 
 namespace longattn::detail {
 
-// Validates, then decides. Invalid arguments throw Failure; "unsupported" and "over budget" come
-// back as a plan with ok = 0, status and reason set.
+// Decides, for args and options the C API has validated (validate_args, validate_options: once per
+// call, there). "Unsupported" and "over budget" come back as a plan with ok = 0, status and reason.
 // enforce_budget = false answers "what would each path need" (longattn_transient_bytes).
 longattn_plan plan_attention(const longattn_args& args, const longattn_options& options,
                              bool enforce_budget = true);

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -78,12 +80,28 @@ int64_t memory_available() {
   return line ? std::strtoll(line + 13, nullptr, 10) * 1024 : 0;
 }
 
+// MemAvailable, read at most every 50 ms: a runtime plans once per layer per token, and the /proc
+// read costs more than the rest of a plan. Memory that moves within 50 ms moves between a plan and
+// its allocation as well.
+int64_t memory_available_recent() {
+  static std::atomic<int64_t> value{0}, read_at_ns{0};
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  const int64_t at = read_at_ns.load(std::memory_order_acquire);
+  if (at != 0 && now - at < 50'000'000) return value.load(std::memory_order_relaxed);
+  const int64_t v = memory_available();
+  value.store(v, std::memory_order_relaxed);
+  read_at_ns.store(now, std::memory_order_release);
+  return v;
+}
+
 }  // namespace
 
 void cpu_device_info(longattn_device_info* info, bool free_memory) {
   static const longattn_device_info fixed = static_cpu_info();
   *info = fixed;
-  if (free_memory) info->memory_free = memory_available();
+  if (free_memory) info->memory_free = memory_available_recent();
 }
 
 }  // namespace longattn::detail
