@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/numeric.hpp"
 #include "core/thread_pool.hpp"
 #include "core/validate.hpp"
 #include "cpu/convert_cpu.hpp"
@@ -14,9 +15,7 @@ namespace longattn::cpu {
 namespace {
 
 double load(const void* base, int32_t dtype, int64_t idx) {
-  if (dtype == LONGATTN_FLOAT32) return static_cast<const float*>(base)[idx];
-  uint16_t h = static_cast<const uint16_t*>(base)[idx];
-  return dtype == LONGATTN_BFLOAT16 ? bf16_to_float(h) : f16_to_float(h);
+  return numeric::load_element(dtype, base, idx);
 }
 
 void reference_row(const longattn_args& a, int64_t b, int64_t h, int64_t i, double* scores,

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/numeric.hpp"
 #include "engine/common.hpp"
 #include "longattn/engine.hpp"
 
@@ -19,45 +20,14 @@ constexpr int64_t kMaxDim = 512;
 
 enum Tensor { kQ = 1, kK = 2, kV = 3, kSink = 4, kToken = 5 };
 
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 uint64_t hash(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0,
               uint64_t e = 0) {
-  return mix(mix(mix(mix(mix(seed ^ a) ^ b) ^ c) ^ d) ^ e);
+  using numeric::splitmix64;
+  return splitmix64(splitmix64(splitmix64(splitmix64(splitmix64(seed ^ a) ^ b) ^ c) ^ d) ^ e);
 }
 
 float uniform(uint64_t bits) {  // [-1, 1)
   return static_cast<float>(static_cast<double>(bits >> 11) * 0x1.0p-52 - 1.0);
-}
-
-uint16_t to_bf16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);  // round to nearest even
-}
-
-uint16_t to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u, mant = x & 0x7fffffu;
-  int32_t exp = static_cast<int32_t>((x >> 23) & 0xffu) - 127 + 15;
-  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
-  if (exp <= 0) {  // subnormal half
-    if (exp < -10) return static_cast<uint16_t>(sign);
-    mant |= 0x800000u;
-    int shift = 14 - exp;
-    uint32_t half = mant >> shift, rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1u))) ++half;
-    return static_cast<uint16_t>(sign | half);
-  }
-  uint32_t half = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13), rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;  // a carry rounds up the exponent
-  return static_cast<uint16_t>(half);
 }
 
 class Generator {
@@ -66,13 +36,7 @@ class Generator {
     table_.resize(static_cast<size_t>((kTableRows + kMaxDim) * elem_));
     for (int64_t i = 0; i < kTableRows + kMaxDim; ++i) {
       float v = uniform(hash(seed, 0x7ab1e, static_cast<uint64_t>(i)));
-      char* dst = table_.data() + i * elem_;
-      if (dtype == LONGATTN_FLOAT32) {
-        std::memcpy(dst, &v, 4);
-      } else {
-        uint16_t h = dtype == LONGATTN_BFLOAT16 ? to_bf16(v) : to_f16(v);
-        std::memcpy(dst, &h, 2);
-      }
+      numeric::store_element(dtype, table_.data(), i, v);
     }
   }
 
@@ -404,7 +368,7 @@ class PathRun {
         for (int64_t i = 0; i + 8 <= o_bytes; i += 8) {
           uint64_t w;
           std::memcpy(&w, out + i, 8);
-          h = mix(h ^ w);
+          h = numeric::splitmix64(h ^ w);
         }
         report_.output_checksum = h;
       }

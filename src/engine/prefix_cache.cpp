@@ -2,22 +2,11 @@
 // eviction under a byte budget; and its adapter over the paged KV cache.
 #include <algorithm>
 
+#include "core/numeric.hpp"
 #include "engine/common.hpp"
 #include "longattn/engine.hpp"
 
 namespace longattn::engine {
-namespace {
-
-// splitmix64's finalizer: every input bit affects every output bit, so chained keys of
-// different prefixes collide only by chance (and entries are verified anyway).
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 PrefixCache::PrefixCache(int64_t block_size, int64_t byte_budget, EvictFn on_evict)
     : block_size_(block_size), budget_(byte_budget), on_evict_(std::move(on_evict)) {
@@ -28,10 +17,13 @@ PrefixCache::PrefixCache(int64_t block_size, int64_t byte_budget, EvictFn on_evi
             ": must be -1 (unlimited) or >= 0");
 }
 
+// splitmix64: every input bit affects every output bit, so chained keys of different prefixes
+// collide only by chance (and entries are verified anyway).
 uint64_t PrefixCache::chain_key(uint64_t parent, const int32_t* tokens, int64_t n) {
-  uint64_t h = mix(parent);
-  for (int64_t i = 0; i < n; ++i) h = mix(h ^ static_cast<uint32_t>(tokens[i]));
-  return mix(h ^ static_cast<uint64_t>(n));
+  using numeric::splitmix64;
+  uint64_t h = splitmix64(parent);
+  for (int64_t i = 0; i < n; ++i) h = splitmix64(h ^ static_cast<uint32_t>(tokens[i]));
+  return splitmix64(h ^ static_cast<uint64_t>(n));
 }
 
 std::vector<uint64_t> PrefixCache::block_keys(const int32_t* tokens, int64_t n) const {
