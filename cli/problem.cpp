@@ -37,11 +37,6 @@ int64_t product(std::initializer_list<int64_t> factors) {
   return r;
 }
 
-uint64_t hash_bytes(uint64_t h, const uint8_t* p, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;  // FNV-1a
-  return h;
-}
-
 }  // namespace
 
 DeviceBuffer::DeviceBuffer(int32_t device, int64_t bytes) : device_(device), bytes_(bytes) {
@@ -255,7 +250,8 @@ std::vector<float> Problem::output() const {
   std::vector<uint8_t> raw(size_t(o_.bytes() - kGuardBytes));
   o_.download(raw.data(), 0, int64_t(raw.size()));
   std::vector<float> out(static_cast<size_t>(o_count_));
-  for (int64_t i = 0; i < o_count_; ++i) out[size_t(i)] = load_as(opt_.dtype, raw.data(), i);
+  for (int64_t i = 0; i < o_count_; ++i)
+    out[size_t(i)] = numeric::load_element(opt_.dtype, raw.data(), i);
   return out;
 }
 
@@ -274,13 +270,13 @@ std::vector<uint8_t> Problem::output_bytes() const {
 }
 
 uint64_t Problem::input_hash() const {
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = numeric::kFnv1a64Offset;
   std::vector<uint8_t> chunk(size_t(1) << 20);
   for (const DeviceBuffer* b : {&q_, &k_, &v_, &sinks_}) {
     for (int64_t at = 0; at < b->bytes(); at += int64_t(chunk.size())) {
       int64_t n = std::min<int64_t>(int64_t(chunk.size()), b->bytes() - at);
       b->download(chunk.data(), at, n);
-      h = hash_bytes(h, chunk.data(), n);
+      h = numeric::fnv1a64(chunk.data(), size_t(n), h);  // FNV-1a
     }
   }
   return h;
