@@ -288,33 +288,5 @@ TEST(CppApi, RunMatchesCApi) {
   EXPECT_TRUE(lse.bytes() == c_run.lse.bytes());
 }
 
-// The converters the whole suite rests on: known encodings and round-to-nearest-even ties.
-TEST(TestUtil, ConvertersRoundToNearestEven) {
-  EXPECT_EQ(float_to_fp16(1.0f), 0x3c00);
-  EXPECT_EQ(float_to_fp16(-2.0f), 0xc000);
-  EXPECT_EQ(float_to_fp16(65504.0f), 0x7bff);
-  EXPECT_EQ(float_to_fp16(65519.0f), 0x7bff);
-  EXPECT_EQ(float_to_fp16(65520.0f), 0x7c00);             // tie at the top rounds to inf
-  EXPECT_EQ(float_to_fp16(1.0f + 0x1p-11f), 0x3c00);      // tie -> even (down)
-  EXPECT_EQ(float_to_fp16(1.0f + 3 * 0x1p-11f), 0x3c02);  // tie -> even (up)
-  EXPECT_EQ(float_to_fp16(0x1p-24f), 0x0001);             // smallest subnormal
-  EXPECT_EQ(float_to_fp16(0x1p-25f), 0x0000);             // tie -> even (zero)
-  EXPECT_EQ(float_to_fp16(3 * 0x1p-25f), 0x0002);         // tie -> even (up)
-  EXPECT_EQ(float_to_fp16(0x1p-14f - 0x1p-26f), 0x0400);  // rounds up into the normals
-  EXPECT_EQ(fp16_to_float(0x0001), 0x1p-24f);
-  EXPECT_EQ(fp16_to_float(0x7bff), 65504.0f);
-  EXPECT_EQ(fp16_to_float(0xfc00), -std::numeric_limits<float>::infinity());
-  EXPECT_TRUE(std::isnan(fp16_to_float(float_to_fp16(std::nanf("")))));
-  EXPECT_EQ(float_to_bf16(1.0f), 0x3f80);
-  EXPECT_EQ(float_to_bf16(1.0f + 0x1p-8f), 0x3f80);             // tie -> even (down)
-  EXPECT_EQ(float_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);         // tie -> even (up)
-  EXPECT_EQ(float_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);  // above the tie
-  EXPECT_EQ(bf16_to_float(0xc040), -3.0f);
-  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::nanf("")))));
-  for (float x : {0.1f, -3.14159f, 1e-6f, 1234.5f})  // conversions are idempotent
-    for (int32_t dt : {F16, BF16})
-      EXPECT_EQ(round_to_dtype(round_to_dtype(x, dt), dt), round_to_dtype(x, dt));
-}
-
 }  // namespace
 }  // namespace longattn_test

@@ -1,4 +1,5 @@
-// Test utilities shared by the CPU test suite: dtype converters, strided tensors with guard bytes,
+// Test utilities shared by the CPU test suite: the dtype conversions (core/numeric.hpp), strided
+// tensors with guard bytes,
 // a float64 reference written independently of the library (so the tests never trust the library's
 // own reference path blindly), a "low precision" reference for the fp16/bf16 error criterion, and
 // one Case -> longattn_args builder that every test uses.
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/numeric.hpp"
 #include "longattn/longattn.h"
 
 namespace longattn_test {
@@ -31,61 +33,16 @@ inline bool small_scale() {
 }
 inline int64_t scaled_len(int64_t len) { return small_scale() && len > 1100 ? 1100 : len; }
 
-// ---- dtype converters (round to nearest even), written here so the test does not share them with
-// the library.
+// ---- dtype conversions: the library's own (core/numeric.hpp), which numeric_test.cpp checks
+// code by code against a reference written from the format definitions.
 
-inline uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-inline uint16_t float_to_bf16(float f) {
-  uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // keep NaN a NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // ties go to the even upper half
-  return uint16_t(u >> 16);
-}
-inline float bf16_to_float(uint16_t h) { return bits_float(uint32_t(h) << 16); }
-
-inline uint16_t float_to_fp16(float f) {
-  uint32_t u = float_bits(f);
-  uint16_t sign = uint16_t((u >> 16) & 0x8000u);
-  uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7e00u;
-  if (a >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds (to even) past 65504: inf
-  if (a >= 0x38800000u) {                       // normal half: rebias 127 -> 15, round 23 -> 10
-    uint32_t r = a - 0x38000000u;
-    r += 0xfffu + ((r >> 13) & 1u);
-    return uint16_t(sign | (r >> 13));
-  }
-  // Subnormal half: value = m * 2^-24. Scaling by 2^24 is exact; nearbyint rounds to even.
-  float m = std::nearbyint(bits_float(a) * 16777216.0f);
-  return uint16_t(sign | uint16_t(m));
-}
-inline float fp16_to_float(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  if (exp == 0) {
-    float v = std::ldexp(float(man), -24);
-    return sign ? -v : v;
-  }
-  if (exp == 31) return bits_float(sign | 0x7f800000u | (man << 13));
-  return bits_float(sign | ((exp + 112u) << 23) | (man << 13));
-}
+using longattn::numeric::bf16_to_float;
+using longattn::numeric::f16_to_float;
+using longattn::numeric::float_to_bf16;
+using longattn::numeric::float_to_f16;
+using longattn::numeric::round_to_dtype;
 
 inline int64_t dtype_size(int32_t dtype) { return dtype == LONGATTN_FLOAT32 ? 4 : 2; }
-
-inline float round_to_dtype(float x, int32_t dtype) {
-  if (dtype == LONGATTN_FLOAT16) return fp16_to_float(float_to_fp16(x));
-  if (dtype == LONGATTN_BFLOAT16) return bf16_to_float(float_to_bf16(x));
-  return x;
-}
 
 inline const char* dtype_label(int32_t dtype) {
   return dtype == LONGATTN_FLOAT32 ? "f32" : dtype == LONGATTN_FLOAT16 ? "f16" : "bf16";
@@ -178,27 +135,10 @@ class Tensor {
   int64_t offset(int64_t b, int64_t h, int64_t l, int64_t x) const {
     return b * strides_.batch + h * strides_.head + l * strides_.token + x;
   }
-  float get(int64_t off) const {
-    const uint8_t* p = bytes_.data() + kGuardBytes + off * dtype_size(dtype_);
-    if (dtype_ == LONGATTN_FLOAT32) {
-      float f;
-      std::memcpy(&f, p, 4);
-      return f;
-    }
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return dtype_ == LONGATTN_FLOAT16 ? fp16_to_float(h) : bf16_to_float(h);
-  }
+  float get(int64_t off) const { return longattn::numeric::load_element(dtype_, data(), off); }
   // Stores x rounded to the dtype and returns the stored value.
   float set(int64_t off, float x) {
-    uint8_t* p = bytes_.data() + kGuardBytes + off * dtype_size(dtype_);
-    if (dtype_ == LONGATTN_FLOAT32) {
-      std::memcpy(p, &x, 4);
-      return x;
-    }
-    uint16_t h = dtype_ == LONGATTN_FLOAT16 ? float_to_fp16(x) : float_to_bf16(x);
-    std::memcpy(p, &h, 2);
-    return dtype_ == LONGATTN_FLOAT16 ? fp16_to_float(h) : bf16_to_float(h);
+    return longattn::numeric::store_element(dtype_, data(), off, x);
   }
   // The logical values as a dense [B, H, L, D] array.
   std::vector<float> dense() const {
@@ -278,11 +218,7 @@ struct Case {
   Case& no_lse() { return lse = false, *this; }
 
   // Seeds differ per case but never between runs (FNV-1a of the name).
-  uint32_t seed() const {
-    uint32_t h = 2166136261u;
-    for (char ch : name) h = (h ^ uint8_t(ch)) * 16777619u;
-    return h;
-  }
+  uint32_t seed() const { return longattn::numeric::fnv1a32(name.data(), name.size()); }
   std::string describe() const {
     std::ostringstream s;
     s << name << ": B=" << batch << " Hq=" << q_heads << " Hkv=" << kv_heads << " Lq=" << q_len

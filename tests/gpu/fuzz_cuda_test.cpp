@@ -59,22 +59,10 @@ struct HostTensor {
     return kGuard + offset + (b * s.batch + h * s.head + l * s.token + x) * es;
   }
   float get(int64_t i, int32_t dtype) const {
-    if (dtype == F32) {
-      float f;
-      std::memcpy(&f, &bytes[size_t(i)], 4);
-      return f;
-    }
-    uint16_t u;
-    std::memcpy(&u, &bytes[size_t(i)], 2);
-    return dtype == F16 ? fp16_to_float(u) : bf16_to_float(u);
+    return longattn::numeric::load_element(dtype, &bytes[size_t(i)], 0);
   }
   void set(int64_t i, float x, int32_t dtype) {
-    if (dtype == F32) {
-      std::memcpy(&bytes[size_t(i)], &x, 4);
-      return;
-    }
-    const uint16_t u = dtype == F16 ? float_to_fp16(x) : float_to_bf16(x);
-    std::memcpy(&bytes[size_t(i)], &u, 2);
+    longattn::numeric::store_element(dtype, &bytes[size_t(i)], 0, x);
   }
   // "" when every byte outside the elements still holds `fill`.
   std::string untouched_outside(const std::vector<uint8_t>& now, uint8_t fill) const {
