@@ -1,10 +1,13 @@
 """Host cost per call of the Python layers on a tiny decode shape, against the C call beneath them
 and F.scaled_dot_product_attention: what a runtime pays per layer per step before any kernel runs.
 
-    python bench/overhead.py [--device cuda|cpu] [--calls N] [--rounds R] [--out FILE.md]
+    python bench/overhead.py [--device cuda|cpu] [--calls N] [--rounds R] [--clock wall|thread]
+                             [--out FILE.md]
 
 Each variant is timed as the wall time of N back-to-back calls (the kernels are queued, not waited
 for, except once at the end of each round), in rotating rounds; the median round is reported.
+`--clock thread` times the calling thread's CPU time instead (CPU runs on a shared machine: other
+processes' time slices are not counted; meaningless for CUDA, where the host waits for the GPU).
 """
 
 import argparse
@@ -24,6 +27,7 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--clock", choices=("wall", "thread"), default="wall")
     ap.add_argument("--out")
     args = ap.parse_args()
     dev = args.device
@@ -51,6 +55,9 @@ def main():
         "F.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(
             q, k, v, enable_gqa=True),
     }
+    if hasattr(c_call, "run_status"):  # what the per-call paths call: the status, no plan tuple
+        variants["C API, status only"] = lambda: c_call.run_status(*ptrs, alloc)
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     times = {name: [] for name in variants}
     with torch.no_grad():
@@ -62,15 +69,15 @@ def main():
         for r in range(args.rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 fn = variants[name]
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(args.calls):
                     fn()
                 sync()
-                times[name].append((time.perf_counter() - t0) / args.calls * 1e6)
+                times[name].append((clock() - t0) / args.calls * 1e6)
     base = statistics.median(times["C API (extension call, arguments prebuilt)"])
     card = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     lines = [f"# Host cost per call, {card}, decode q 1x8x1x128, k/v 1x2x256x128 bf16",
-             f"plan: {plan.path}, {plan.kernel}", "",
+             f"plan: {plan.path}, {plan.kernel}; clock: {args.clock}", "",
              "| variant | us per call (median of rounds) | above the C call |", "| --- | --- | --- |"]
     for name in names:
         m = statistics.median(times[name])
