@@ -481,7 +481,7 @@ TEST(FuzzCuda, RandomValidInputsRunOrAreRefusedWithADocumentedReason) {
   Tally tally;
   int64_t ran = 0;
   for (int64_t i = only >= 0 ? only : 0; i < (only >= 0 ? only + 1 : cases); ++i) {
-    const FuzzCase c = make_case(seed * 0x9e3779b97f4a7c15ull + uint64_t(i));
+    const FuzzCase c = make_case(seed * longattn::numeric::kGoldenGamma + uint64_t(i));
     ++ran;
     if (!run_case(i, c, &tally)) break;  // the context is gone: later cases would all fail
     if (tally.failures.size() >= 50) break;
