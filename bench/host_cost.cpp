@@ -4,9 +4,10 @@
 //   longattn_host_cost [--device=cpu|cuda] [benchmark flags, e.g. --benchmark_repetitions=3]
 //
 // plan: longattn_plan_attention alone (validation, routing, tiles, the reason string).
-// attention_auto / attention_fused: a whole call. On the CPU it includes the kernel (a decode tile
-// of 256 keys, one thread); on CUDA the launch is asynchronous, so the time per call is host work
-// until the queue fills: the loop synchronizes every 256 calls to keep it short.
+// attention_auto / attention_fused: a whole call (no plan asked for, so no reason is formatted);
+// attention_auto_with_plan: the same with the plan handed back. On the CPU it includes the kernel
+// (a decode tile of 256 keys, one thread); on CUDA the launch is asynchronous, so the time per call
+// is host work until the queue fills: the loop synchronizes every 256 calls to keep it short.
 #include <benchmark/benchmark.h>
 #include <longattn/longattn.h>
 
@@ -93,12 +94,13 @@ void plan(benchmark::State& state) {
   }
 }
 
-void attention(benchmark::State& state, int32_t path) {
+void attention(benchmark::State& state, int32_t path, bool want_plan = false) {
   Problem pr;
   const longattn_options o = options(path);
+  longattn_plan p;
   int64_t n = 0;
   for (auto _ : state) {
-    if (longattn_attention(&pr.args, &o, nullptr) != LONGATTN_OK) {
+    if (longattn_attention(&pr.args, &o, want_plan ? &p : nullptr) != LONGATTN_OK) {
       state.SkipWithError(longattn_last_error());
       break;
     }
@@ -109,6 +111,10 @@ void attention(benchmark::State& state, int32_t path) {
 
 void attention_auto(benchmark::State& state) { attention(state, LONGATTN_PATH_AUTO); }
 void attention_fused(benchmark::State& state) { attention(state, LONGATTN_PATH_FUSED); }
+// The plan (with its reason) handed back too: what a caller that logs every decision pays.
+void attention_auto_with_plan(benchmark::State& state) {
+  attention(state, LONGATTN_PATH_AUTO, true);
+}
 
 }  // namespace
 
@@ -145,6 +151,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("plan", plan);
   benchmark::RegisterBenchmark("attention_auto", attention_auto);
   benchmark::RegisterBenchmark("attention_fused", attention_fused);
+  benchmark::RegisterBenchmark("attention_auto_with_plan", attention_auto_with_plan);
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -195,7 +195,7 @@ longattn_status longattn_attention(const longattn_args* args, const longattn_opt
     if (plan) std::memset(plan, 0, sizeof *plan);
     validate_args(args);
     validate_options(options);
-    longattn_plan p = run_attention(*args, *options);
+    longattn_plan p = run_attention(*args, *options, /*describe=*/plan != nullptr);
     if (plan) *plan = p;
   });
 }

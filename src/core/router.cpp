@@ -77,14 +77,16 @@ std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx
     // change with the thread count (README: the same bits whatever the thread count).
     int64_t workers = std::max(1, ctx.info.cores);
     if (items < workers && a.kv_len >= kMinKeysForSplit) {
-      *why = format(
-          "%lld (batch, kv head, query tile) item%s for %lld workers: splitting %lld "
-          "keys keeps every worker busy",
-          (long long)items, items == 1 ? "" : "s", (long long)workers, (long long)a.kv_len);
+      if (why)
+        *why = format(
+            "%lld (batch, kv head, query tile) item%s for %lld workers: splitting %lld "
+            "keys keeps every worker busy",
+            (long long)items, items == 1 ? "" : "s", (long long)workers, (long long)a.kv_len);
       return {LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
     }
-    *why = format("%lld (batch, kv head, query tile) item%s for %lld worker%s", (long long)items,
-                  items == 1 ? "" : "s", (long long)workers, workers == 1 ? "" : "s");
+    if (why)
+      *why = format("%lld (batch, kv head, query tile) item%s for %lld worker%s", (long long)items,
+                    items == 1 ? "" : "s", (long long)workers, workers == 1 ? "" : "s");
   }
   return {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
 }
@@ -109,8 +111,8 @@ bool configure_within_budget(const PathImpl& impl, const longattn_args& a, Devic
 
 }  // namespace
 
-longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
-                             bool enforce_budget) {
+longattn_plan plan_attention(const longattn_args& a, const longattn_options& o, bool enforce_budget,
+                             bool describe) {
   longattn_plan plan{};
   plan.device = a.device;
   plan.path = o.path;
@@ -126,8 +128,9 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
   }
 
   std::string auto_why;
-  std::vector<int32_t> order =
-      o.path == LONGATTN_PATH_AUTO ? auto_order(a, ctx, paths, &auto_why) : std::vector{o.path};
+  std::vector<int32_t> order = o.path == LONGATTN_PATH_AUTO
+                                   ? auto_order(a, ctx, paths, describe ? &auto_why : nullptr)
+                                   : std::vector{o.path};
   std::string refusals;
   bool over_budget = false;
   for (int32_t path : order) {
@@ -143,6 +146,7 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
         if (configure_within_budget(*impl, a, ctx, &p)) {
           p.ok = 1;
           p.status = LONGATTN_OK;
+          if (!describe) return p;
           std::string reason =
               format("%s on %s (%s): %d thread%s, ", longattn_path_name(path),
                      a.device == LONGATTN_DEVICE_CPU ? "cpu" : "cuda",
@@ -173,8 +177,8 @@ longattn_plan plan_attention(const longattn_args& a, const longattn_options& o,
   return plan;
 }
 
-longattn_plan run_attention(const longattn_args& a, const longattn_options& o) {
-  longattn_plan plan = plan_attention(a, o);
+longattn_plan run_attention(const longattn_args& a, const longattn_options& o, bool describe) {
+  longattn_plan plan = plan_attention(a, o, /*enforce_budget=*/true, describe || o.log);
   if (!plan.ok) fail(static_cast<longattn_status>(plan.status), "%s", plan.reason);
   if (o.log) o.log(o.log_user, plan.reason);
 
