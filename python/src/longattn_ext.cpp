@@ -132,7 +132,7 @@ class Call {
     a.lse = as_ptr<float>(lse);
     opt.stream = as_ptr<void>(stream);
     longattn_plan p{};
-    return int(run_plan(a, opt, alloc, &p));
+    return int(run_plan(a, opt, alloc, &p, /*want_plan=*/false));
   }
 
   nb::tuple run_with(nb::handle alloc) {
@@ -148,8 +148,10 @@ class Call {
     return plan_tuple(s, p);
   }
 
+  // want_plan = false: the run does not hand back its plan, so the library skips formatting the
+  // reason (p then only holds what the allocation step planned).
   longattn_status run_plan(longattn_args& a, longattn_options& opt, nb::handle alloc,
-                           longattn_plan* p) {
+                           longattn_plan* p, bool want_plan = true) {
     nb::object owner;
     if (!alloc.is_none()) {
       // An empty workspace says "the caller allocates": no free-memory query, no budget but
@@ -168,7 +170,7 @@ class Call {
     longattn_status s;
     {
       nb::gil_scoped_release release;
-      s = longattn_attention(&a, &opt, p);
+      s = longattn_attention(&a, &opt, want_plan ? p : nullptr);
     }
     return s;
   }
