@@ -110,12 +110,7 @@ class Call {
                 nb::handle alloc) {
     longattn_args a = args_;
     longattn_options opt = options_;
-    a.q = as_ptr<const void>(q);
-    a.k = as_ptr<const void>(k);
-    a.v = as_ptr<const void>(v);
-    a.o = as_ptr<void>(o);
-    a.lse = as_ptr<float>(lse);
-    opt.stream = as_ptr<void>(stream);
+    bind(q, k, v, o, lse, stream, &a, &opt);
     return run_with(a, opt, alloc);
   }
 
@@ -125,14 +120,20 @@ class Call {
                  uintptr_t stream, nb::handle alloc) {
     longattn_args a = args_;
     longattn_options opt = options_;
-    a.q = as_ptr<const void>(q);
-    a.k = as_ptr<const void>(k);
-    a.v = as_ptr<const void>(v);
-    a.o = as_ptr<void>(o);
-    a.lse = as_ptr<float>(lse);
-    opt.stream = as_ptr<void>(stream);
+    bind(q, k, v, o, lse, stream, &a, &opt);
     longattn_plan p{};
     return int(run_plan(a, opt, alloc, &p, /*want_plan=*/false));
+  }
+
+  // This call's pointers and stream into the checked args and options.
+  static void bind(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse,
+                   uintptr_t stream, longattn_args* a, longattn_options* opt) {
+    a->q = as_ptr<const void>(q);
+    a->k = as_ptr<const void>(k);
+    a->v = as_ptr<const void>(v);
+    a->o = as_ptr<void>(o);
+    a->lse = as_ptr<float>(lse);
+    opt->stream = as_ptr<void>(stream);
   }
 
   nb::tuple run_with(nb::handle alloc) {
