@@ -183,7 +183,7 @@ longattn_status longattn_transient_bytes(const longattn_args* args, int32_t path
     validate_options(&o);
     validate_args(args);
     // The question is what the path needs, not whether it fits a budget.
-    longattn_plan p = plan_attention(*args, o, /*enforce_budget=*/false);
+    longattn_plan p = plan_attention(*args, o, /*enforce_budget=*/false, /*describe=*/false);
     if (!p.ok) fail(static_cast<longattn_status>(p.status), "%s", p.reason);
     *bytes = p.transient_bytes;
   });
