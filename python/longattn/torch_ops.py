@@ -1,14 +1,21 @@
 """torch.ops.longattn.attention: the array API as a PyTorch operator, so that torch.compile
 (fullgraph), CUDA-graph capture and FakeTensor tracing see one opaque, shape-known call.
 
-Registered with torch.library's low-level API (define / impl / register_fake): its dispatch costs
-less per call than a custom_op wrapper. The op always returns (o, lse); lse is float32 [B, Hq, Lq].
-Forward only: the kernel (api.run) refuses inputs that require grad while grad mode is on.
+Defined with torch.library's low-level API (define / register_fake). Its CPU and CUDA kernels are
+C++ (python/src/torch_op.cpp), registered through PyTorch's stable C ABI (torch 2.10 or newer): the
+dispatcher hands them the arguments without making Python objects of them. Where that cannot be
+registered (an older torch, a missing function, LONGATTN_TORCH_OP=python), the Python kernel
+below serves, and one log line says why. The op always returns (o, lse); lse is float32
+[B, Hq, Lq]. Forward only: inputs that require grad while grad mode is on are refused.
 """
+
+import logging
+import os
+import sys
 
 import torch
 
-from . import api
+from . import _C, _errors, api
 
 _SCHEMA = (
     "attention(Tensor q, Tensor k, Tensor v, *, bool causal=False, int window_left=-1, "
@@ -47,8 +54,41 @@ def _fake(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sin
     return q.new_empty(o_shape), q.new_empty((B, Hq, Lq), dtype=torch.float32)
 
 
-_lib.impl("attention", _kernel, "CPU")
-_lib.impl("attention", _kernel, "CUDA")
+# The C++ kernel's read of requires_grad (the stable ABI has none), called only while grad mode is
+# on: 0, or 1 + the index of the first of q, k, v that requires grad.
+_lib.define("_requires_grad(Tensor q, Tensor k, Tensor v) -> int")
+
+
+def _requires_grad(q, k, v):
+    return 1 if q.requires_grad else 2 if k.requires_grad else 3 if v.requires_grad else 0
+
+
+_lib.impl("_requires_grad", _requires_grad, "CompositeExplicitAutograd")
+
+
+def _register_native():
+    """(CPU kernel is C++, CUDA kernel is C++, why not)."""
+    if os.environ.get("LONGATTN_TORCH_OP", "") == "python":
+        return False, False, "LONGATTN_TORCH_OP=python"
+    if not hasattr(_C, "torch_op_register"):
+        return False, False, "this build of longattn._C has no C++ kernel"
+    lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    ext = ".dylib" if sys.platform == "darwin" else ".so"
+    cuda_lib = os.path.join(lib_dir, "libtorch_cuda" + ext)
+    errors = tuple(_errors._BY_STATUS.get(s, _errors.Error) for s in range(8))
+    return _C.torch_op_register(os.path.join(lib_dir, "libtorch_cpu" + ext),
+                                cuda_lib if os.path.exists(cuda_lib) else "", errors)
+
+
+NATIVE_CPU, NATIVE_CUDA, _why = _register_native()
+if not NATIVE_CPU:
+    _lib.impl("attention", _kernel, "CPU")
+if not NATIVE_CUDA:
+    _lib.impl("attention", _kernel, "CUDA")
+if not NATIVE_CPU or (not NATIVE_CUDA and torch.version.cuda):
+    logging.getLogger("longattn").warning(
+        "torch.ops.longattn.attention: the Python kernel serves %s (%s)",
+        "CUDA" if NATIVE_CPU else "CPU and CUDA", _why)
 torch.library.register_fake("longattn::attention", _fake, lib=_lib)
 
 

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "longattn/longattn.h"
+#include "torch_op.hpp"
 
 namespace nb = nanobind;
 
@@ -436,4 +437,5 @@ NB_MODULE(_C, m) {
   m.def("merge_states", &merge_states);
   m.def("device_query", &device_query);
   m.def("dlpack_info", &dlpack_info);
+  bind_torch_op(m);
 }

@@ -1,5 +1,7 @@
 """torch.ops.longattn.attention: opcheck, torch.compile(fullgraph=True), fake tensors, CUDA graphs."""
 
+import sys
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -138,3 +140,203 @@ def test_cuda_current_stream():
         q.float(), k.float().repeat_interleave(2, 1), v.float().repeat_interleave(2, 1),
         attn_mask=torch.ones(64, 4096, dtype=torch.bool, device="cuda").tril(4096 - 64))
     assert (o.float() - ref).abs().max() < 2e-2
+
+
+# --- the C++ kernel (python/src/torch_op.cpp) against the Python kernel (torch_ops._kernel) ---
+
+def _native():
+    from longattn import torch_ops
+    return torch_ops.NATIVE_CUDA if torch.cuda.is_available() else torch_ops.NATIVE_CPU
+
+
+def test_native_kernel_registered():
+    """From torch 2.10 on the op's kernels are the extension's (unless LONGATTN_TORCH_OP=python)."""
+    import os
+    from longattn import torch_ops
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    if (major, minor) < (2, 10) or os.environ.get("LONGATTN_TORCH_OP") == "python":
+        pytest.skip("the Python kernel serves this torch")
+    assert torch_ops.NATIVE_CPU, torch_ops._why
+    if torch.version.cuda:
+        assert torch_ops.NATIVE_CUDA, torch_ops._why
+
+
+def _cases(device):
+    """(q, k, v, kwargs) over layouts, dtypes, GQA, masks, sinks, paging, odd strides and errors."""
+    g = torch.Generator().manual_seed(1)
+
+    def rnd(*shape, dtype=torch.float32):
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    q, k, v = rnd(2, 4, 5, 64), rnd(2, 2, 17, 64), rnd(2, 2, 17, 64)
+    cases = []
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        qd, kd, vd = q.to(dt), k.to(dt), v.to(dt)
+        cases += [(qd, kd, vd, {}), (qd, kd, vd, dict(causal=True)),
+                  (qd, kd, vd, dict(causal=True, window_left=3, softcap=20.0, scale=0.2))]
+        qb, kb, vb = (x.transpose(1, 2) for x in (qd, kd, vd))  # [B, L, H, D] views
+        cases += [(qb, kb, vb, dict(layout="blhd")), (qb, kb, vb, dict(layout="blhd", causal=True))]
+        cases += [(qb.contiguous(), kb.contiguous(), vb.contiguous(), dict(layout="blhd"))]
+    # MQA, Dv != Dqk, odd strides (token-strided slices, a broadcast head), k == v, Lq > Lk.
+    cases += [(q, k[:, :1], v[:, :1], {}), (q, k, rnd(2, 2, 17, 32), dict(causal=True)),
+              (rnd(2, 4, 10, 64)[:, :, ::2], rnd(2, 2, 34, 64)[:, :, ::2], v, {}),
+              (q, k[:, :1].expand(2, 2, 17, 64), v, {}), (q, k, k, dict(causal=True)),
+              (rnd(2, 4, 20, 64), k, v, dict(causal=True)), (q, k, v, dict(scale=0.0)),
+              (rnd(1, 8, 1, 128), rnd(1, 2, 300, 128), rnd(1, 2, 300, 128), dict(num_threads=1))]
+    for path in ("reference", "unfused", "fused", "split_kv"):
+        cases.append((q, k, v, dict(path=path, causal=True)))
+    cases += [(q, k, v, dict(memory_budget=1 << 30)),
+              (q, k, v, dict(path="unfused", memory_budget=1))]
+    sinks = rnd(4)
+    mask = rnd(2, 1, 5, 17) > 0.3
+    cases += [(q, k, v, dict(sinks=sinks)), (q, k, v, dict(sinks=sinks, causal=True, softcap=5.0)),
+              (q, k, v, dict(mask=mask)), (q, k, v, dict(mask=mask.to(torch.uint8))),
+              (q, k, v, dict(mask=rnd(5, 17))), (q, k, v, dict(mask=rnd(2, 4, 5, 17)[..., ::1])),
+              (q, k, v, dict(mask=rnd(17) > 0)), (q, k, v, dict(mask=rnd(4, 1, 17))),
+              (q, k, v, dict(mask=rnd(2, 4, 5, 34)[..., ::2], sinks=sinks, window_left=4))]
+    # Paged K/V: pools of 8 blocks of 4 tokens, per layout.
+    kp, vp = rnd(8, 2, 4, 64), rnd(8, 2, 4, 64)
+    bt = torch.tensor([[3, 1, 7, 0], [2, 5, 6, 4]], dtype=torch.int32, device=device)
+    cases += [(q, kp, vp, dict(block_table=bt)), (q, kp, vp, dict(block_table=bt, kv_len=13)),
+              (q, kp, vp, dict(block_table=bt, page_size=4, kv_len=16, causal=True)),
+              (q.transpose(1, 2), kp.transpose(1, 2), vp.transpose(1, 2),
+               dict(block_table=bt, layout="blhd", kv_len=9)),
+              (q, kp, vp, dict(block_table=bt[:, :3], kv_len=0, mask=rnd(5, 1) > 0))]
+    # Errors: each of _Call's checks, then the library's own.
+    cases += [
+        (q, k, v, dict(layout="bhdl")), (q, k, v, dict(layout="it's")), (q, k, v, dict(path="x")),
+        (q.double(), k.double(), v.double(), {}), (q, k.half(), v, {}), (q, k, v.half(), {}),
+        (q.int(), k, v, {}), (q[0], k, v, {}), (q, k[0], v, {}), (q, k, v[..., None], {}),
+        (q, k, v, dict(layout="blhd")), (q, k[..., ::2], v, {}),
+        (q.transpose(2, 3).contiguous().transpose(2, 3), k, v, {}),
+        (q, k, rnd(2, 2, 16, 64), {}), (q, rnd(1, 2, 17, 64), v, {}), (q, k, rnd(2, 1, 17, 64), {}),
+        (q, rnd(2, 2, 17, 32), v, {}), (q, k, v, dict(kv_len=3)), (q, k, v, dict(kv_len=17)),
+        (q, k, v, dict(page_size=17)),
+        (q, kp, vp, dict(block_table=bt.long())), (q, kp, vp, dict(block_table=bt[0])),
+        (q, kp, vp, dict(block_table=bt[:1])),
+        (q, kp, vp, dict(block_table=bt.t().contiguous().t())),
+        (q, kp, vp, dict(block_table=bt, page_size=8)),
+        (q, kp, vp, dict(block_table=bt, kv_len=17)), (q, kp, vp, dict(block_table=bt, kv_len=-1)),
+        (q, kp, rnd(7, 2, 4, 64), dict(block_table=bt)),
+        (q, k, v, dict(sinks=rnd(3))), (q, k, v, dict(sinks=sinks.double())),
+        (q, k, v, dict(sinks=rnd(4, 2)[:, 0])), (q, k, v, dict(sinks=rnd(4, 1))),
+        (q, k, v, dict(mask=rnd(5, 17).half())), (q, k, v, dict(mask=rnd(1, 2, 1, 5, 17))),
+        (q, k, v, dict(mask=rnd(3, 17))), (q, k, v, dict(mask=rnd(2, 4, 5, 16))),
+        (q, k, v, dict(window_left=-2)), (q, k, v, dict(softcap=-1.0)),
+        (q, k, v, dict(num_threads=-1)), (rnd(2, 3, 5, 64), k, v, {}),
+    ]
+    if device == "cuda":
+        cases += [(q, k.cpu(), v, {}), (q, k, v, dict(sinks=sinks.cpu())),
+                  (q, k, v, dict(mask=mask.cpu())), (q, kp, vp, dict(block_table=bt.cpu()))]
+    return cases
+
+
+def _outcome(fn, q, k, v, kw):
+    try:
+        return fn(q, k, v, **kw)
+    except Exception as e:  # noqa: BLE001 - the comparison is the point
+        return e
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_native_kernel_matches_python_kernel(device):
+    """The C++ kernel reads the arguments as api._Call does: the same bits, strides and dtypes, or
+    the same exception class and message; and it writes nothing but its outputs."""
+    from longattn import torch_ops
+    if not _native():
+        pytest.skip("the Python kernel serves this torch")
+    for i, (q, k, v, kw) in enumerate(_cases(device)):
+        inputs = [x.clone() for x in (q, k, v, *(t for t in kw.values() if torch.is_tensor(t)))]
+        with torch.no_grad():
+            got = _outcome(torch.ops.longattn.attention, q, k, v, kw)
+            want = _outcome(torch_ops._kernel, q, k, v, kw)
+        case = f"case {i}: {tuple(q.shape)} {q.dtype} {kw.keys()}"
+        if isinstance(want, Exception):
+            assert type(got) is type(want), f"{case}: {got!r} != {want!r}"
+            assert str(got) == str(want), case
+            continue
+        assert not isinstance(got, Exception), f"{case}: {got!r}"
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype, case
+            assert a.device == b.device, case
+            assert torch.equal(a, b), case
+        after = [q, k, v, *(t for t in kw.values() if torch.is_tensor(t))]
+        assert all(torch.equal(x, y) for x, y in zip(inputs, after)), case
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_native_kernel_grad(device):
+    """Inputs that require grad are refused while grad mode is on (before or after the argument
+    checks, as in the Python path), accepted under no_grad."""
+    from longattn import torch_ops
+    q, k, v = inputs(device)
+    for name in "qkv":
+        args = dict(q=q, k=k, v=v)
+        args[name] = args[name].clone().requires_grad_()
+        for kw in ({}, dict(causal=True, sinks=torch.zeros(4, device=device))):
+            with pytest.raises(longattn.InvalidArgumentError, match=f"^{name} requires grad"):
+                torch.ops.longattn.attention(*args.values(), **kw)
+            with torch.no_grad():
+                o, lse = torch.ops.longattn.attention(*args.values(), **kw)
+            assert not o.requires_grad
+            assert torch.equal(o, torch_ops._kernel(q, k, v, **kw)[0])
+    # With grad mode on and nothing requiring grad the op runs.
+    assert torch.equal(torch.ops.longattn.attention(q, k, v)[0], longattn.attention(q, k, v))
+    # The argument errors come first where the Python path checks them first (sinks given).
+    qg = q.clone().requires_grad_()
+    for fn in (torch.ops.longattn.attention, torch_ops._kernel):
+        with pytest.raises(longattn.InvalidArgumentError, match="sinks"):
+            fn(qg, k, v, sinks=torch.zeros(3, device=device))
+        with pytest.raises(longattn.InvalidArgumentError, match="requires grad"):
+            fn(qg, k, v, layout="x")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_native_kernel_releases_tensors():
+    """Every tensor the kernel receives or makes is released once: 300 calls on fresh 1 MiB
+    tensors, failing ones included, leave the resident memory where it was."""
+    import gc
+    import os
+    if not _native():
+        pytest.skip("the Python kernel serves this torch")
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss():
+        gc.collect()
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    def step(i):
+        q = torch.randn(1, 4, 64, 64)
+        k, v = torch.randn(1, 2, 2048, 64), torch.randn(1, 2, 2048, 64)
+        kw = dict(sinks=torch.zeros(4), mask=torch.ones(64, 2048, dtype=torch.bool))
+        if i % 3 == 2:
+            kw["sinks"] = torch.zeros(5)  # an argument error after every handle was taken
+        try:
+            with torch.no_grad():
+                torch.ops.longattn.attention(q, k, v, causal=True, **kw)
+        except longattn.InvalidArgumentError:
+            assert i % 3 == 2
+
+    for i in range(30):
+        step(i)
+    before = rss()
+    for i in range(300):
+        step(i)
+    assert rss() - before < 64 << 20  # a leak of q, k, v, mask or o would be ~1 GiB
+
+
+def test_python_kernel_fallback():
+    """LONGATTN_TORCH_OP=python keeps the Python kernel, with one log line saying so."""
+    import os
+    import subprocess
+    code = ("import logging; logging.basicConfig(); import torch, longattn.torch_ops as t; "
+            "q = torch.randn(1, 2, 3, 8); o, lse = torch.ops.longattn.attention(q, q, q); "
+            "print(t.NATIVE_CPU, t.NATIVE_CUDA, o.shape == q.shape)")
+    env = dict(os.environ, LONGATTN_TORCH_OP="python")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False", "True"]
+    lines = [x for x in r.stderr.splitlines() if "longattn" in x]
+    assert len(lines) == 1 and "LONGATTN_TORCH_OP=python" in lines[0], r.stderr
