@@ -8,6 +8,8 @@ Each variant is timed as the wall time of N back-to-back calls (the kernels are 
 for, except once at the end of each round), in rotating rounds; the median round is reported.
 `--clock thread` times the calling thread's CPU time instead (CPU runs on a shared machine: other
 processes' time slices are not counted; meaningless for CUDA, where the host waits for the GPU).
+The op's kernel is C++ where torch_ops could register it; LONGATTN_TORCH_OP=python keeps the Python
+one, for comparison.
 """
 
 import argparse
@@ -18,8 +20,14 @@ import torch
 import torch.nn.functional as F
 
 import longattn
-import longattn.torch_ops  # noqa: F401
+import longattn.torch_ops
 from longattn import _C, api
+
+
+def _op_kernel(dev):
+    ops = longattn.torch_ops
+    native = getattr(ops, "NATIVE_CUDA" if dev == "cuda" else "NATIVE_CPU", False)
+    return "C++ (stable ABI)" if native else "Python (LONGATTN_TORCH_OP=python or older torch)"
 
 
 def main():
@@ -77,7 +85,8 @@ def main():
     base = statistics.median(times["C API (extension call, arguments prebuilt)"])
     card = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     lines = [f"# Host cost per call, {card}, decode q 1x8x1x128, k/v 1x2x256x128 bf16",
-             f"plan: {plan.path}, {plan.kernel}; clock: {args.clock}", "",
+             f"plan: {plan.path}, {plan.kernel}; clock: {args.clock}; torch {torch.__version__}, "
+             f"the op's kernel: {_op_kernel(dev)}", "",
              "| variant | us per call (median of rounds) | above the C call |", "| --- | --- | --- |"]
     for name in names:
         m = statistics.median(times[name])

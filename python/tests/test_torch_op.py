@@ -340,3 +340,41 @@ def test_python_kernel_fallback():
     assert r.stdout.split() == ["False", "False", "True"]
     lines = [x for x in r.stderr.splitlines() if "longattn" in x]
     assert len(lines) == 1 and "LONGATTN_TORCH_OP=python" in lines[0], r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_op_cuda_graph_capture():
+    """The op itself captured into a CUDA graph: outputs and the split-KV workspace from torch's
+    allocator (the graph's pool), the kernels on the capture stream."""
+    q, k, v = inputs("cuda", torch.bfloat16, B=1, Hq=16, Hkv=2, Lq=1, Lk=8192, D=128)
+    op = torch.ops.longattn.attention
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        op(q, k, v)  # warm up on the capture stream
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = op(q, k, v)
+    q.copy_(torch.randn_like(q))
+    graph.replay()
+    torch.cuda.synchronize()
+    o2, lse2 = op(q, k, v)
+    assert torch.allclose(out.float(), o2.float(), atol=1e-2)
+    assert torch.allclose(lse, lse2, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_op_cuda_current_stream_and_device():
+    q, k, v = inputs("cuda", torch.float16, Lq=64, Lk=4096, D=128)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        o, _ = torch.ops.longattn.attention(q, k, v, causal=True)
+        o2 = o * 1  # same stream: ordered after the attention kernel without a sync
+    s.synchronize()
+    assert torch.equal(o, o2)
+    assert torch.equal(o, longattn.attention(q, k, v, causal=True))
+    if torch.cuda.device_count() > 1:  # tensors on a device other than the current one
+        q1, k1, v1 = (x.to("cuda:1") for x in (q, k, v))
+        o1, _ = torch.ops.longattn.attention(q1, k1, v1, causal=True)
+        assert o1.device == q1.device and torch.equal(o1.cpu(), o.cpu())
