@@ -659,13 +659,22 @@ bool find(void* lib, const char* name, F* fn, std::string* missing) {
   return *fn != nullptr;
 }
 
+// The library at `path` if the process loaded it, else one loaded under its file name (a torch
+// whose libraries live outside torch/lib); never loads anything.
+void* loaded(const std::string& path) {
+  if (void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD)) return h;
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return nullptr;
+  return dlopen(path.substr(slash + 1).c_str(), RTLD_NOW | RTLD_NOLOAD);
+}
+
 // Resolves the functions, then registers the kernel for the CPU key and, where libtorch_cuda has
 // its functions, the CUDA key. Returns (cpu registered, cuda registered, why not): what is not
 // registered keeps the Python kernel.
 nb::tuple register_op(const std::string& cpu_lib, const std::string& cuda_lib, nb::tuple errors) {
   static bool done = false;
   if (done) return nb::make_tuple(false, false, "already registered");
-  void* lib = dlopen(cpu_lib.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  void* lib = loaded(cpu_lib);
   if (!lib) return nb::make_tuple(false, false, "libtorch_cpu is not loaded at " + cpu_lib);
   Torch T{};
   std::string missing;
@@ -704,7 +713,7 @@ nb::tuple register_op(const std::string& cpu_lib, const std::string& cuda_lib, n
                           "torch's stable ABI is " + std::to_string(abi >> 56) + "." +
                               std::to_string((abi >> 48) & 0xff) + ", older than 2.10");
   std::string cuda_missing;
-  void* cuda = cuda_lib.empty() ? nullptr : dlopen(cuda_lib.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  void* cuda = cuda_lib.empty() ? nullptr : loaded(cuda_lib);
   if (cuda) {
     find(cuda, "aoti_torch_get_current_cuda_stream", &T.get_current_cuda_stream, &cuda_missing);
     find(cuda, "aoti_torch_create_cuda_guard", &T.create_cuda_guard, &cuda_missing);
@@ -741,8 +750,12 @@ nb::tuple register_op(const std::string& cpu_lib, const std::string& cuda_lib, n
       T.device_names[T.num_device_names++] = {getter(), name};
   }
   for (size_t i = 0; i < 8 && i < errors.size(); ++i) {
-    g_error_types[i] = errors[i].ptr();
-    Py_XINCREF(g_error_types[i]);
+    PyObject* t = errors[i].ptr();  // only exception classes (python_type() must return one)
+    if (!PyType_Check(t) || !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(t),
+                                              reinterpret_cast<PyTypeObject*>(PyExc_Exception)))
+      continue;
+    Py_INCREF(t);
+    g_error_types[i] = t;
   }
   g_torch = T;
 
