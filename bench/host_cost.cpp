@@ -5,9 +5,11 @@
 //
 // plan: longattn_plan_attention alone (validation, routing, tiles, the reason string).
 // attention_auto / attention_fused: a whole call (no plan asked for, so no reason is formatted);
-// attention_auto_with_plan: the same with the plan handed back. On the CPU it includes the kernel
-// (a decode tile of 256 keys, one thread); on CUDA the launch is asynchronous, so the time per call
-// is host work until the queue fills: the loop synchronizes every 256 calls to keep it short.
+// attention_auto_with_plan: the same with the plan handed back. attention_prepared_*: runs of a
+// prepared plan (longattn_run_prepared; see attention_prepared below). On the CPU it includes the
+// kernel (a decode tile of 256 keys, one thread); on CUDA the launch is asynchronous, so the time
+// per call is host work until the queue fills: the loop synchronizes every 256 calls to keep it
+// short.
 #include <benchmark/benchmark.h>
 #include <longattn/longattn.h>
 
@@ -116,6 +118,37 @@ void attention_auto_with_plan(benchmark::State& state) {
   attention(state, LONGATTN_PATH_AUTO, true);
 }
 
+// A prepared plan run on `layers` sets of buffers in turn (one per layer of a model: the decision
+// is reused), and with grow_kv_len, one more key every `layers` calls (a decode step: the first
+// layer of each step plans again, the others reuse it).
+void attention_prepared(benchmark::State& state, int layers, bool grow_kv_len) {
+  std::vector<Problem> problems(static_cast<size_t>(layers));
+  const longattn_options o = options(LONGATTN_PATH_AUTO);
+  longattn_prepared* prepared = nullptr;
+  if (longattn_prepare(&problems[0].args, &o, &prepared, nullptr) != LONGATTN_OK) {
+    state.SkipWithError(longattn_last_error());
+    return;
+  }
+  int64_t n = 0;
+  int64_t kv_len = problems[0].args.kv_len;
+  for (auto _ : state) {
+    longattn_args& a = problems[size_t(n % layers)].args;
+    if (grow_kv_len && n % layers == 0) kv_len = kv_len == 256 ? 128 : kv_len + 1;
+    a.kv_len = kv_len;  // the buffers hold 256 keys: the strides stay those of 256
+    if (longattn_run_prepared(prepared, &a, nullptr, nullptr) != LONGATTN_OK) {
+      state.SkipWithError(longattn_last_error());
+      break;
+    }
+    if (++n % 256 == 0) sync_device();
+  }
+  sync_device();
+  longattn_prepared_free(prepared);
+}
+
+void attention_prepared_same(benchmark::State& state) { attention_prepared(state, 1, false); }
+void attention_prepared_layers(benchmark::State& state) { attention_prepared(state, 32, false); }
+void attention_prepared_decode(benchmark::State& state) { attention_prepared(state, 32, true); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,6 +185,9 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("attention_auto", attention_auto);
   benchmark::RegisterBenchmark("attention_fused", attention_fused);
   benchmark::RegisterBenchmark("attention_auto_with_plan", attention_auto_with_plan);
+  benchmark::RegisterBenchmark("attention_prepared_same", attention_prepared_same);
+  benchmark::RegisterBenchmark("attention_prepared_32_layers", attention_prepared_layers);
+  benchmark::RegisterBenchmark("attention_prepared_32_layers_decode", attention_prepared_decode);
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -107,6 +107,33 @@ inline DeviceInfo device_info(longattn_device device) {
   return info;
 }
 
+// A plan kept for many calls (see longattn_prepare): decided once, run per layer and step.
+class Prepared {
+ public:
+  explicit Prepared(const AttentionArgs& args, const Options& options = default_options()) {
+    longattn_plan p;
+    longattn_status s = longattn_prepare(&args, &options, &handle_, &p);
+    if (s != LONGATTN_OK) throw Error(s, longattn_last_error());
+    plan_ = to_plan(p);
+  }
+  Prepared(const Prepared&) = delete;
+  Prepared& operator=(const Prepared&) = delete;
+  ~Prepared() { longattn_prepared_free(handle_); }
+
+  // The decision made at construction.
+  const Plan& plan() const { return plan_; }
+  // Runs args with the kept decision (planned again where args differ in more than pointers);
+  // options give the stream, workspace and log of this call (NULL: those of construction).
+  void run(const AttentionArgs& args, const Options* options = nullptr) {
+    longattn_status s = longattn_run_prepared(handle_, &args, options, nullptr);
+    if (s != LONGATTN_OK) throw Error(s, longattn_last_error());
+  }
+
+ private:
+  longattn_prepared* handle_ = nullptr;
+  Plan plan_;
+};
+
 // See longattn_merge_states.
 inline void merge_states(int64_t n, int64_t rows, int64_t dv, const float* o_parts,
                          const float* lse_parts, float* o, float* lse) {

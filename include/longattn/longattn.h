@@ -170,6 +170,28 @@ LONGATTN_API longattn_status longattn_attention(const longattn_args* args,
                                                 const longattn_options* options,
                                                 longattn_plan* plan);
 
+/* A plan kept for many calls, for runtimes that call attention once per layer per step: the
+ * router's decision (path, kernel, tiles) is made once and reused, so a call costs its checks and
+ * its launch. Any args may be run with it: a call whose args differ from the decision's only in
+ * their pointers (q, k, v, o, lse, sinks, mask.data, block_table; aligned alike, and NULL where
+ * they were NULL) reuses it; one that differs in anything else (kv_len of the next decode step,
+ * strides, another CUDA device) is planned again, with the prepared options, and that decision is
+ * kept for the next call. options.path, memory_budget and num_threads are the prepared ones;
+ * a run's own options give stream, workspace, workspace_bytes and log (NULL: those of prepare).
+ * A reused decision does not read free memory again: a run that needs transient bytes then
+ * allocates them and fails with LONGATTN_OUT_OF_MEMORY if it cannot. Safe to share between
+ * threads. plan (optional) receives the decision of the call. */
+typedef struct longattn_prepared longattn_prepared;
+
+LONGATTN_API longattn_status longattn_prepare(const longattn_args* args,
+                                              const longattn_options* options,
+                                              longattn_prepared** prepared, longattn_plan* plan);
+LONGATTN_API longattn_status longattn_run_prepared(longattn_prepared* prepared,
+                                                   const longattn_args* args,
+                                                   const longattn_options* options,
+                                                   longattn_plan* plan);
+LONGATTN_API void longattn_prepared_free(longattn_prepared* prepared); /* NULL is a no-op */
+
 /* Combines n partial results over disjoint key sets through their LSEs (host memory, float32):
  *   o_parts [n, rows, dv], lse_parts [n, rows]  ->  o [rows, dv], lse [rows] (lse may be NULL).
  * A part with LSE = -inf contributes nothing; if all are -inf the row is O = 0, LSE = -inf. */

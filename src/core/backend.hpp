@@ -22,25 +22,46 @@ struct DeviceContext {
   const longattn_options* options = nullptr;
 };
 
+// No path's check reads more of a pointer than whether it is NULL and its residue modulo this
+// (16-byte rows for vector loads, TMA and cuBLAS): a decision holds for any pointers alike in both.
+constexpr uintptr_t kDecisionAlignment = 16;
+
+// What a backend decided for one path beyond the public plan: the kernel it runs (the CUDA
+// backend: which compiled kernel, its occupancy, the TMA maps). Written by `check`, read by every
+// later stage, so no stage re-derives it. Plain bytes: core needs no backend header, and each
+// backend static_asserts that its record fits.
+struct BackendChoice {
+  alignas(64) unsigned char bytes[640];
+};
+
+// The router's decision: the public plan and the backend's choice behind it.
+struct Decision {
+  longattn_plan plan;
+  BackendChoice choice;
+};
+
 struct PathImpl {
   longattn_device device;
   longattn_path path;
-  // "" when this path can run args on this device; otherwise why not, naming the argument and the
-  // allowed values (e.g. "head_dim_qk=100: the CUDA fused path needs one of 64, 80, ...").
-  std::string (*unsupported)(const longattn_args& args, const DeviceContext& ctx);
-  // Fills plan->threads, block_q, block_k, splits for this path. `threads` is an upper bound the
-  // router may lower to fit a budget; configure must honour plan->threads if already set (> 0).
-  void (*configure)(const longattn_args& args, const DeviceContext& ctx, longattn_plan* plan);
+  // "" when this path can run args on this device (and then *choice holds what it will run);
+  // otherwise why not, naming the argument and the allowed values (e.g. "head_dim_qk=100: the
+  // CUDA fused path needs one of 64, 80, ...").
+  std::string (*check)(const longattn_args& args, const DeviceContext& ctx, BackendChoice* choice);
+  // Fills plan.threads, block_q, block_k, splits for this path. `threads` is an upper bound the
+  // router may lower to fit a budget; configure must honour plan.threads if already set (> 0).
+  void (*configure)(const longattn_args& args, const DeviceContext& ctx, Decision* d);
   // Independent work items (CPU tasks, GPU thread blocks) of a configured plan; the router
   // compares it with the device's workers to decide whether splitting K/V pays.
-  int64_t (*work_items)(const longattn_args& args, const longattn_plan& plan);
+  int64_t (*work_items)(const longattn_args& args, const Decision& d);
   // Exact transient bytes for a configured plan: what run() takes from its Arena.
-  int64_t (*workspace_bytes)(const longattn_args& args, const longattn_plan& plan);
+  int64_t (*workspace_bytes)(const longattn_args& args, const Decision& d);
   // Runs the plan. Must take exactly workspace_bytes() from the arena. Throws Failure on error.
-  void (*run)(const longattn_args& args, const longattn_plan& plan, Arena& arena,
+  // The decision may come from args that differ in their pointers (a prepared plan, same
+  // alignment): run reads the pointers from args, never from the choice.
+  void (*run)(const longattn_args& args, const Decision& d, Arena& arena,
               const longattn_options& options);
   // Optional: the kernel a configured plan runs, for the plan's reason (e.g. "sm90a wgmma+TMA").
-  std::string (*kernel)(const longattn_args& args, const longattn_plan& plan);
+  std::string (*kernel)(const longattn_args& args, const Decision& d);
 };
 
 // Each backend lists its paths; a backend that is not built returns an empty list.
@@ -66,5 +87,7 @@ void cuda_device_info(longattn_device_info* info, bool free_memory = true);
 // Whether work enqueued on `stream` (a cudaStream_t; NULL = default stream) is being captured into
 // a CUDA graph, where allocation and synchronous copies are not allowed. false without CUDA.
 bool cuda_stream_capturing(void* stream);
+// The current CUDA device of this thread (-1 without CUDA or on error): a decision is made for it.
+int cuda_current_device();
 
 }  // namespace longattn::detail

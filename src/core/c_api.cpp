@@ -2,6 +2,8 @@
 // string and returns a status. Nothing below this file knows about the C error convention.
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 
@@ -14,6 +16,15 @@
 #include "longattn/longattn.h"
 
 using namespace longattn::detail;
+
+// A prepared plan: the decision kept, and the args and CUDA device it was made for.
+struct longattn_prepared {
+  std::mutex mu;
+  longattn_options options;  // path, memory_budget, num_threads (and defaults for the rest)
+  longattn_args args;
+  int cuda_device = -1;
+  Decision decision;
+};
 
 namespace {
 
@@ -168,7 +179,7 @@ longattn_status longattn_plan_attention(const longattn_args* args, const longatt
     plan->status = LONGATTN_INVALID_ARGUMENT;
     validate_args(args);
     validate_options(options);
-    *plan = plan_attention(*args, *options);
+    *plan = plan_attention(*args, *options).plan;
     if (!plan->ok) fail(static_cast<longattn_status>(plan->status), "%s", plan->reason);
   });
 }
@@ -183,7 +194,7 @@ longattn_status longattn_transient_bytes(const longattn_args* args, int32_t path
     validate_options(&o);
     validate_args(args);
     // The question is what the path needs, not whether it fits a budget.
-    longattn_plan p = plan_attention(*args, o, /*enforce_budget=*/false, /*describe=*/false);
+    longattn_plan p = plan_attention(*args, o, /*enforce_budget=*/false, /*describe=*/false).plan;
     if (!p.ok) fail(static_cast<longattn_status>(p.status), "%s", p.reason);
     *bytes = p.transient_bytes;
   });
@@ -199,6 +210,65 @@ longattn_status longattn_attention(const longattn_args* args, const longattn_opt
     if (plan) *plan = p;
   });
 }
+
+longattn_status longattn_prepare(const longattn_args* args, const longattn_options* options,
+                                 longattn_prepared** prepared, longattn_plan* plan) {
+  return guarded([&] {
+    if (plan) std::memset(plan, 0, sizeof *plan);
+    if (!prepared) fail(LONGATTN_INVALID_ARGUMENT, "prepared is NULL");
+    *prepared = nullptr;
+    validate_args(args);
+    validate_options(options);
+    auto p = std::make_unique<longattn_prepared>();
+    p->decision = plan_attention(*args, *options);
+    if (plan) *plan = p->decision.plan;
+    if (!p->decision.plan.ok)
+      fail(static_cast<longattn_status>(p->decision.plan.status), "%s", p->decision.plan.reason);
+    p->options = *options;
+    p->args = *args;
+    p->cuda_device = args->device == LONGATTN_DEVICE_CUDA ? cuda_current_device() : -1;
+    *prepared = p.release();
+  });
+}
+
+longattn_status longattn_run_prepared(longattn_prepared* prepared, const longattn_args* args,
+                                      const longattn_options* options, longattn_plan* plan) {
+  return guarded([&] {
+    if (plan) std::memset(plan, 0, sizeof *plan);
+    if (!prepared) fail(LONGATTN_INVALID_ARGUMENT, "prepared is NULL");
+    validate_args(args);
+    longattn_options o = prepared->options;  // set at prepare, never written after
+    if (options) {
+      validate_options(options);
+      o.stream = options->stream;
+      o.workspace = options->workspace;
+      o.workspace_bytes = options->workspace_bytes;
+      o.log = options->log;
+      o.log_user = options->log_user;
+    }
+    const int device = args->device == LONGATTN_DEVICE_CUDA ? cuda_current_device() : -1;
+    Decision d;
+    bool reuse;
+    {
+      std::lock_guard<std::mutex> lock(prepared->mu);
+      reuse = device == prepared->cuda_device && decides_alike(prepared->args, *args);
+      if (reuse) d = prepared->decision;
+    }
+    if (!reuse) {
+      d = plan_attention(*args, o);
+      if (!d.plan.ok) fail(static_cast<longattn_status>(d.plan.status), "%s", d.plan.reason);
+      std::lock_guard<std::mutex> lock(prepared->mu);
+      prepared->args = *args;
+      prepared->cuda_device = device;
+      prepared->decision = d;
+    }
+    if (o.log) o.log(o.log_user, d.plan.reason);
+    run_decision(*args, o, &d);
+    if (plan) *plan = d.plan;
+  });
+}
+
+void longattn_prepared_free(longattn_prepared* prepared) { delete prepared; }
 
 longattn_status longattn_merge_states(int64_t n, int64_t rows, int64_t dv, const float* o_parts,
                                       const float* lse_parts, float* o, float* lse) {

@@ -20,5 +20,6 @@ void cuda_device_info(longattn_device_info* info, bool) {
 void* cuda_alloc(int64_t) { fail(LONGATTN_UNSUPPORTED, "this build has no CUDA backend"); }
 void cuda_free(void*) {}
 bool cuda_stream_capturing(void*) { return false; }
+int cuda_current_device() { return -1; }
 
 }  // namespace longattn::detail

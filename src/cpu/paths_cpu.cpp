@@ -32,14 +32,24 @@ int64_t tile_items(const longattn_args& a, const longattn_plan& p) {
   return packs_gqa(p.path) ? a.batch * a.kv_heads * qt : a.batch * a.q_heads * qt;
 }
 
-int64_t work_items(const longattn_args& a, const longattn_plan& p) {
+int64_t plan_items(const longattn_args& a, const longattn_plan& p) {
   if (p.path == LONGATTN_PATH_REFERENCE) return a.batch * a.q_heads * a.q_len;
   return tile_items(a, p) * p.splits;
 }
 
-std::string supported_everywhere(const longattn_args&, const detail::DeviceContext&) { return ""; }
+int64_t work_items(const longattn_args& a, const detail::Decision& d) {
+  return plan_items(a, d.plan);
+}
 
-void configure_tiles(const longattn_args& a, const detail::DeviceContext& ctx, longattn_plan* p) {
+// Every CPU path runs every valid input; the kernel (the ISA) is the process's, not the plan's.
+std::string supported_everywhere(const longattn_args&, const detail::DeviceContext&,
+                                 detail::BackendChoice*) {
+  return "";
+}
+
+void configure_tiles(const longattn_args& a, const detail::DeviceContext& ctx,
+                     detail::Decision* d) {
+  longattn_plan* p = &d->plan;
   const int64_t g = a.q_heads / a.kv_heads;
   p->block_k = kKeysPerTile;
   p->block_q = static_cast<int32_t>(std::min(
@@ -53,18 +63,23 @@ void configure_tiles(const longattn_args& a, const detail::DeviceContext& ctx, l
     p->splits = static_cast<int32_t>(
         std::clamp<int64_t>(want, 1, std::max<int64_t>(1, a.kv_len / kMinKeysPerSplit)));
   }
-  int64_t items = work_items(a, *p);
+  int64_t items = plan_items(a, *p);
   int64_t threads = std::min<int64_t>(ctx.max_threads, items);
   if (p->threads > 0) threads = std::min<int64_t>(p->threads, threads);
   p->threads = static_cast<int32_t>(std::max<int64_t>(1, threads));
 }
 
-int64_t tiled_bytes(const longattn_args& a, const longattn_plan& p) {
-  return cpu_layout(a, p).total;
+int64_t tiled_bytes(const longattn_args& a, const detail::Decision& d) {
+  return cpu_layout(a, d.plan).total;
 }
 
-void run_tiled(const longattn_args& a, const longattn_plan& p, detail::Arena& arena,
+int64_t reference_bytes(const longattn_args& a, const detail::Decision& d) {
+  return reference_workspace_bytes(a, d.plan);
+}
+
+void run_tiled(const longattn_args& a, const detail::Decision& d, detail::Arena& arena,
                const longattn_options&) {
+  const longattn_plan& p = d.plan;
   const CpuLayout layout = cpu_layout(a, p);
   const CpuIsa& isa = active_isa();
   if (p.path == LONGATTN_PATH_FUSED) isa.fused(a, p, layout, arena);
@@ -72,14 +87,14 @@ void run_tiled(const longattn_args& a, const longattn_plan& p, detail::Arena& ar
   if (p.path == LONGATTN_PATH_UNFUSED) isa.unfused(a, p, layout, arena);
 }
 
-void run_reference(const longattn_args& a, const longattn_plan& p, detail::Arena& arena,
+void run_reference(const longattn_args& a, const detail::Decision& d, detail::Arena& arena,
                    const longattn_options&) {
-  reference_run(a, p, arena);
+  reference_run(a, d.plan, arena);
 }
 
 const detail::PathImpl kCpuPaths[] = {
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_REFERENCE, supported_everywhere, configure_tiles,
-     work_items, reference_workspace_bytes, run_reference, nullptr},
+     work_items, reference_bytes, run_reference, nullptr},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_tiles, work_items,
      tiled_bytes, run_tiled, nullptr},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_tiles, work_items,

@@ -20,30 +20,42 @@ namespace {
 
 constexpr int kMaxDevices = 64;
 
-// The current device and its properties (cudaGetDeviceProperties is slow: cached per device).
+// The current device's properties and what the router reads of them (cudaGetDeviceProperties and
+// formatting the name cost more than a whole plan): found once per device and kept.
 struct Gpu {
-  int id = -1;
   cudaDeviceProp prop{};
-  std::string error;  // non-empty: no usable device
+  longattn_device_info info{};  // memory_free and memory_total stay 0
 };
 
-Gpu current_gpu() {
+// The current device's facts, or nullptr with *error set when there is no usable device.
+const Gpu* current_gpu(std::string* error) {
   static std::mutex mu;
-  static cudaDeviceProp props[kMaxDevices];
+  static Gpu gpus[kMaxDevices];
   static bool known[kMaxDevices] = {};
-  Gpu g;
-  cudaError_t e = cudaGetDevice(&g.id);
-  if (e == cudaSuccess && (g.id < 0 || g.id >= kMaxDevices)) e = cudaErrorInvalidDevice;
+  int id = -1;
+  cudaError_t e = cudaGetDevice(&id);
+  if (e == cudaSuccess && (id < 0 || id >= kMaxDevices)) e = cudaErrorInvalidDevice;
   if (e == cudaSuccess) {
     std::lock_guard<std::mutex> lock(mu);
-    if (!known[g.id]) e = cudaGetDeviceProperties(&props[g.id], g.id);
-    if (e == cudaSuccess) known[g.id] = true, g.prop = props[g.id];
+    if (known[id]) return &gpus[id];
+    cudaDeviceProp prop;
+    e = cudaGetDeviceProperties(&prop, id);
+    if (e == cudaSuccess) {
+      Gpu& g = gpus[id];
+      g.prop = prop;
+      g.info.device = LONGATTN_DEVICE_CUDA;
+      g.info.available = 1;
+      std::snprintf(g.info.name, sizeof g.info.name, "%.127s", prop.name);
+      std::snprintf(g.info.features, sizeof g.info.features, "sm_%d%d, %d KB shared/block",
+                    prop.major, prop.minor, int(prop.sharedMemPerBlockOptin / 1024));
+      g.info.cores = prop.multiProcessorCount;
+      known[id] = true;
+      return &g;
+    }
   }
-  if (e != cudaSuccess) {
-    g.error = cudaGetErrorString(e);
-    cudaGetLastError();  // a failed query must not surface as a later launch's error
-  }
-  return g;
+  *error = cudaGetErrorString(e);
+  cudaGetLastError();  // a failed query must not surface as a later launch's error
+  return nullptr;
 }
 
 cudaStream_t stream_of(const longattn_options& o) { return static_cast<cudaStream_t>(o.stream); }
@@ -149,15 +161,34 @@ std::string typed_pointers_unsupported(const longattn_args& a) {
 
 // ---- fused and split_kv (one kernel; split_kv adds K/V slices and the merge)
 
-std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
+// This backend's BackendChoice for the fused and split_kv paths: the compiled kernel the check
+// found, and the device's multiprocessors.
+struct FusedChoice {
+  cuda::FusedKernelInfo kernel;
+  int sm_count = 0;
+};
+static_assert(sizeof(FusedChoice) <= sizeof(BackendChoice::bytes), "grow BackendChoice");
+
+void store_choice(const FusedChoice& c, BackendChoice* out) {
+  std::memcpy(out->bytes, &c, sizeof c);
+}
+FusedChoice choice_of(const Decision& d) {
+  FusedChoice c;
+  std::memcpy(&c, d.choice.bytes, sizeof c);
+  return c;
+}
+
+std::string fused_check(const longattn_args& a, const DeviceContext&, BackendChoice* choice) {
   RelaxedCapture relaxed;
-  const Gpu g = current_gpu();
-  if (!g.error.empty()) return "no usable CUDA device: " + g.error;
-  if (g.prop.major < 8)
+  std::string error;
+  const Gpu* gpu = current_gpu(&error);
+  if (!gpu) return "no usable CUDA device: " + error;
+  const cudaDeviceProp& prop = gpu->prop;
+  if (prop.major < 8)
     return format(
         "the CUDA fused kernel needs compute capability 8.0 (sm_80, mma.sync bf16) or "
         "newer; %s is sm_%d%d",
-        g.prop.name, g.prop.major, g.prop.minor);
+        prop.name, prop.major, prop.minor);
   if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
   int pad_qk = 0, pad_v = 0;
   if (!cuda::fused_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v))
@@ -192,42 +223,36 @@ std::string fused_unsupported(const longattn_args& a, const DeviceContext&) {
   if (a.batch > 65535 || a.kv_heads > 65535)
     return format("batch = %lld, kv_heads = %lld: the CUDA fused grid allows at most 65535 each",
                   (long long)a.batch, (long long)a.kv_heads);
-  cuda::FusedKernelInfo ki;
+  FusedChoice chosen;
+  cuda::FusedKernelInfo& ki = chosen.kernel;
   cudaError_t e = cuda::kernel_for(a, &ki);
   if (e != cudaSuccess) {
     cudaGetLastError();
     return format(
         "this build has no CUDA fused kernel for %s (sm_%d%d): %s; rebuild with "
         "CMAKE_CUDA_ARCHITECTURES including %d%d",
-        g.prop.name, g.prop.major, g.prop.minor, cudaGetErrorString(e), g.prop.major, g.prop.minor);
+        prop.name, prop.major, prop.minor, cudaGetErrorString(e), prop.major, prop.minor);
   }
   if (ki.blocks_per_sm == 0)
     return format(
         "head_dim %lld/%lld: the CUDA fused kernel needs %lld bytes of shared memory per "
         "block; %s allows %zu",
-        (long long)a.head_dim_qk, (long long)a.head_dim_v, (long long)ki.smem_bytes, g.prop.name,
-        g.prop.sharedMemPerBlockOptin);
-  if (a.block_table) {
-    cuda::FusedKernelInfo ki;
-    if (cuda::kernel_for(a, &ki) == cudaSuccess && ki.family == 80 && a.page_size % ki.block_k != 0)
-      return format(
-          "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged K/V "
-          "in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
-          "Hopper takes any page size for 16-bit inputs with rows on 16 bytes)",
-          (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
-  }
+        (long long)a.head_dim_qk, (long long)a.head_dim_v, (long long)ki.smem_bytes, prop.name,
+        prop.sharedMemPerBlockOptin);
+  if (a.block_table && ki.family == 80 && a.page_size % ki.block_k != 0)
+    return format(
+        "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged K/V "
+        "in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
+        "Hopper takes any page size for 16-bit inputs with rows on 16 bytes)",
+        (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
+  chosen.sm_count = prop.multiProcessorCount;
+  store_choice(chosen, choice);
   return "";
 }
 
-cuda::FusedKernelInfo kernel_info(const longattn_args& a) {
-  RelaxedCapture relaxed;
-  cuda::FusedKernelInfo ki;
-  check_cuda(cuda::kernel_for(a, &ki), "fused kernel query", a);
-  return ki;
-}
-
-void fused_configure(const longattn_args& a, const DeviceContext&, longattn_plan* p) {
-  const cuda::FusedKernelInfo ki = kernel_info(a);
+void fused_configure(const longattn_args&, const DeviceContext&, Decision* d) {
+  const cuda::FusedKernelInfo ki = choice_of(*d).kernel;
+  longattn_plan* p = &d->plan;
   p->block_q = ki.block_q;  // packed rows: query rows x GQA group
   p->block_k = ki.block_k;
   // plan.threads counts CPU workers; a GPU run has one. (The router lowers threads to fit a
@@ -236,10 +261,10 @@ void fused_configure(const longattn_args& a, const DeviceContext&, longattn_plan
   p->splits = 1;
 }
 
-int64_t fused_workspace(const longattn_args&, const longattn_plan&) { return 0; }
+int64_t fused_workspace(const longattn_args&, const Decision&) { return 0; }
 
-std::string fused_kernel_name(const longattn_args& a, const longattn_plan&) {
-  const cuda::FusedKernelInfo ki = kernel_info(a);
+std::string fused_kernel_name(const longattn_args& a, const Decision& d) {
+  const cuda::FusedKernelInfo ki = choice_of(d).kernel;
   std::string name = ki.family == 90             ? "kernel sm90a wgmma+TMA"
                      : cuda::fused_use_decode(a) ? "kernel sm80 mma.sync (decode tiles)"
                                                  : "kernel sm80 mma.sync";
@@ -250,25 +275,27 @@ std::string fused_kernel_name(const longattn_args& a, const longattn_plan&) {
 }
 
 // Thread blocks: block_q counts packed rows (query positions x the g heads of a KV head).
-int64_t fused_blocks(const longattn_args& a, const longattn_plan& p) {
+int64_t fused_blocks(const longattn_args& a, const Decision& d) {
+  const longattn_plan& p = d.plan;
   const int64_t g = a.q_heads / a.kv_heads;
   return a.batch * a.kv_heads * ceil_div(a.q_len * g, std::max(1, p.block_q)) * p.splits;
 }
 
-int64_t unfused_items(const longattn_args& a, const longattn_plan&) {
+int64_t unfused_items(const longattn_args& a, const Decision&) {
   return a.batch * a.q_heads;  // one GEMM pair per (batch, head)
 }
 
-void fused_run(const longattn_args& a, const longattn_plan&, Arena&, const longattn_options& o) {
+void fused_run(const longattn_args& a, const Decision& d, Arena&, const longattn_options& o) {
   RelaxedCapture relaxed;
   check_device_pointers(a, o);
-  check_cuda(cuda::run_fused(a, 1, nullptr, nullptr, stream_of(o)), "fused kernel launch", a);
+  check_cuda(cuda::launch_fused(a, choice_of(d).kernel, 1, nullptr, nullptr, stream_of(o)),
+             "fused kernel launch", a);
 }
 
-void split_configure(const longattn_args& a, const DeviceContext& ctx, longattn_plan* p) {
-  RelaxedCapture relaxed;
-  fused_configure(a, ctx, p);
-  p->splits = cuda::choose_splits(a, kernel_info(a), current_gpu().prop.multiProcessorCount);
+void split_configure(const longattn_args& a, const DeviceContext& ctx, Decision* d) {
+  fused_configure(a, ctx, d);
+  const FusedChoice c = choice_of(*d);
+  d->plan.splits = cuda::choose_splits(a, c.kernel, c.sm_count);
 }
 
 WorkspaceLayout split_layout(const longattn_args& a, const longattn_plan& p, int64_t* o_off,
@@ -281,13 +308,13 @@ WorkspaceLayout split_layout(const longattn_args& a, const longattn_plan& p, int
   return l;
 }
 
-int64_t split_workspace(const longattn_args& a, const longattn_plan& p) {
+int64_t split_workspace(const longattn_args& a, const Decision& d) {
   int64_t o_off = 0, lse_off = 0;
-  return split_layout(a, p, &o_off, &lse_off).total;
+  return split_layout(a, d.plan, &o_off, &lse_off).total;
 }
 
-void split_run(const longattn_args& a, const longattn_plan& p, Arena& arena,
-               const longattn_options& o) {
+void split_run(const longattn_args& a, const Decision& d, Arena& arena, const longattn_options& o) {
+  const longattn_plan& p = d.plan;
   RelaxedCapture relaxed;
   check_device_pointers(a, o);
   float *o_part = nullptr, *lse_part = nullptr;
@@ -295,27 +322,29 @@ void split_run(const longattn_args& a, const longattn_plan& p, Arena& arena,
     o_part = arena.take<float>(cuda::split_o_floats(a, p.splits));
     lse_part = arena.take<float>(cuda::split_lse_floats(a, p.splits));
   }
-  check_cuda(cuda::run_fused(a, p.splits, o_part, lse_part, stream_of(o)), "split_kv launch", a);
+  check_cuda(cuda::launch_fused(a, choice_of(d).kernel, p.splits, o_part, lse_part, stream_of(o)),
+             "split_kv launch", a);
 }
 
 // ---- unfused (cuBLAS)
 
-std::string unfused_unsupported(const longattn_args& a, const DeviceContext&) {
+std::string unfused_check(const longattn_args& a, const DeviceContext&, BackendChoice*) {
   RelaxedCapture relaxed;
-  const Gpu g = current_gpu();
-  if (!g.error.empty()) return "no usable CUDA device: " + g.error;
+  std::string error;
+  if (!current_gpu(&error)) return "no usable CUDA device: " + error;
   if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
   return cuda::unfused_unsupported(a);
 }
 
-void unfused_configure(const longattn_args& a, const DeviceContext&, longattn_plan* p) {
+void unfused_configure(const longattn_args& a, const DeviceContext&, Decision* d) {
+  longattn_plan* p = &d->plan;
   p->block_q = int32_t(std::min<int64_t>(a.q_len, INT32_MAX));  // one GEMM per (batch, head)
   p->block_k = int32_t(std::min<int64_t>(a.kv_len, INT32_MAX));
   p->threads = 1;
   p->splits = 1;
 }
 
-int64_t unfused_workspace(const longattn_args& a, const longattn_plan&) {
+int64_t unfused_workspace(const longattn_args& a, const Decision&) {
   const cuda::UnfusedLayout u = cuda::unfused_layout(a);
   WorkspaceLayout l;
   l.add(u.scores_bytes, 1);
@@ -326,8 +355,7 @@ int64_t unfused_workspace(const longattn_args& a, const longattn_plan&) {
   return l.total;
 }
 
-void unfused_run(const longattn_args& a, const longattn_plan&, Arena& arena,
-                 const longattn_options& o) {
+void unfused_run(const longattn_args& a, const Decision&, Arena& arena, const longattn_options& o) {
   RelaxedCapture relaxed;
   check_device_pointers(a, o);
   const cuda::UnfusedLayout u = cuda::unfused_layout(a);
@@ -342,12 +370,12 @@ void unfused_run(const longattn_args& a, const longattn_plan&, Arena& arena,
 }
 
 const PathImpl kCudaPaths[] = {
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_unsupported, fused_configure, fused_blocks,
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_check, fused_configure, fused_blocks,
      fused_workspace, fused_run, fused_kernel_name},
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_unsupported, split_configure, fused_blocks,
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_check, split_configure, fused_blocks,
      split_workspace, split_run, fused_kernel_name},
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_unsupported, unfused_configure,
-     unfused_items, unfused_workspace, unfused_run, nullptr},
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_check, unfused_configure, unfused_items,
+     unfused_workspace, unfused_run, nullptr},
 };
 
 }  // namespace
@@ -366,6 +394,15 @@ bool cuda_stream_capturing(void* stream) {
   return status != cudaStreamCaptureStatusNone;
 }
 
+int cuda_current_device() {
+  int device = -1;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return device;
+}
+
 void cuda_device_info(longattn_device_info* info, bool free_memory) {
   RelaxedCapture relaxed;
   std::memset(info, 0, sizeof *info);
@@ -378,16 +415,13 @@ void cuda_device_info(longattn_device_info* info, bool free_memory) {
                   e != cudaSuccess ? cudaGetErrorString(e) : "none found");
     return;
   }
-  const Gpu g = current_gpu();
-  if (!g.error.empty()) {
-    std::snprintf(info->name, sizeof info->name, "no usable CUDA device (%s)", g.error.c_str());
+  std::string error;
+  const Gpu* gpu = current_gpu(&error);
+  if (!gpu) {
+    std::snprintf(info->name, sizeof info->name, "no usable CUDA device (%s)", error.c_str());
     return;
   }
-  info->available = 1;
-  std::snprintf(info->name, sizeof info->name, "%.127s", g.prop.name);
-  std::snprintf(info->features, sizeof info->features, "sm_%d%d, %d KB shared/block", g.prop.major,
-                g.prop.minor, int(g.prop.sharedMemPerBlockOptin / 1024));
-  info->cores = g.prop.multiProcessorCount;
+  *info = gpu->info;
   size_t free_bytes = 0, total_bytes = 0;
   if (!free_memory) return;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {

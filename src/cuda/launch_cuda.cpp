@@ -206,12 +206,19 @@ constexpr bool kDefaultProgrammaticDecode = true;
 
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
                       cudaStream_t stream, MergeLaunch merge, MergeLaunch fused) {
-  FusedParams p = make_fused_params(a);
-  const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
-  const Mma16 type = mma_type_for(a.dtype);
   FusedKernelInfo ki;
   cudaError_t e = kernel_for(a, &ki);
   if (e != cudaSuccess) return e;
+  return launch_fused(a, ki, splits, o_part, lse_part, stream, merge, fused);
+}
+
+cudaError_t launch_fused(const longattn_args& a, const FusedKernelInfo& ki, int splits,
+                         float* o_part, float* lse_part, cudaStream_t stream, MergeLaunch merge,
+                         MergeLaunch fused) {
+  FusedParams p = make_fused_params(a);
+  const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
+  const Mma16 type = mma_type_for(a.dtype);
+  cudaError_t e = cudaSuccess;
   if (splits > 1) p.splits = splits, p.o_part = o_part, p.lse_part = lse_part;
   if (ki.family == 90) {
     CUtensorMap k_map, v_map;

@@ -34,5 +34,10 @@ enum class MergeLaunch { kDefault, kPlain, kProgrammatic };
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
                       cudaStream_t stream, MergeLaunch merge = MergeLaunch::kDefault,
                       MergeLaunch fused = MergeLaunch::kDefault);
+// The same with the kernel already chosen (kernel_for on args of the same shape and alignment).
+cudaError_t launch_fused(const longattn_args& a, const FusedKernelInfo& ki, int splits,
+                         float* o_part, float* lse_part, cudaStream_t stream,
+                         MergeLaunch merge = MergeLaunch::kDefault,
+                         MergeLaunch fused = MergeLaunch::kDefault);
 
 }  // namespace longattn::cuda

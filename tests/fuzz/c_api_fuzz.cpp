@@ -649,6 +649,25 @@ void run_case(FuzzedDataProvider& in, Case& c) {
   if (ran != LONGATTN_OK)  // a refused call writes nothing
     for (size_t i = 0; i < c.o.bytes.size(); ++i)
       if (c.o.bytes[i] != kSentinel) die("longattn_attention", "O written by a refused call");
+  if (ran == LONGATTN_OK && in.ConsumeBool()) {
+    // A prepared plan runs the same decision on the same args: the same bytes, nothing more.
+    const std::vector<uint8_t> o_plain = c.o.bytes, lse_plain = c.lse.bytes;
+    std::fill(c.o.bytes.begin(), c.o.bytes.end(), kSentinel);
+    std::fill(c.lse.bytes.begin(), c.lse.bytes.end(), kSentinel);
+    longattn_prepared* prepared = nullptr;
+    const longattn_status made = longattn_prepare(&c.a, &c.opt, &prepared, nullptr);
+    check_error(made, "longattn_prepare");
+    if (made != LONGATTN_OK || !prepared)
+      die("longattn_prepare",
+          std::string("refused what longattn_attention ran: ") + longattn_last_error());
+    const longattn_status again = longattn_run_prepared(prepared, &c.a, nullptr, nullptr);
+    check_error(again, "longattn_run_prepared");
+    longattn_prepared_free(prepared);
+    if (again != LONGATTN_OK) die("longattn_run_prepared", longattn_last_error());
+    if (c.o.bytes != o_plain || c.lse.bytes != lse_plain)
+      die("longattn_run_prepared", "O or LSE differs from longattn_attention's");
+    c.check_untouched("longattn_run_prepared");
+  }
   if (c.opt.workspace) {  // past workspace_bytes, the caller's buffer is not the library's
     const uint8_t* end = static_cast<const uint8_t*>(c.opt.workspace) + c.opt.workspace_bytes;
     for (const uint8_t* p = end; p < c.ws.bytes.data() + c.ws.bytes.size(); ++p)

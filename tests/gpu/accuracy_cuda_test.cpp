@@ -88,8 +88,9 @@ class DeviceProblem {
   const longattn_args& args() const { return args_; }
 
   // Runs `path` on fresh sentinel-filled device outputs and brings them back.
-  RunOutput run(int32_t path, longattn_options options,
-                const longattn_args* inputs = nullptr) const {
+  // With `prepared`, through longattn_run_prepared (options then give only stream and workspace).
+  RunOutput run(int32_t path, longattn_options options, const longattn_args* inputs = nullptr,
+                longattn_prepared* prepared = nullptr) const {
     const Case& c = fx_.kase();
     RunOutput out;
     out.o = fx_.new_output();
@@ -103,7 +104,8 @@ class DeviceProblem {
     args.o = o.dev;
     args.lse = c.lse ? reinterpret_cast<float*>(lse.dev) : nullptr;
     options.path = path;
-    out.status = longattn_attention(&args, &options, &out.plan);
+    out.status = prepared ? longattn_run_prepared(prepared, &args, &options, &out.plan)
+                          : longattn_attention(&args, &options, &out.plan);
     out.message = longattn_last_error();
     cudaError_t e = cudaDeviceSynchronize();
     if (e != cudaSuccess) {
@@ -751,6 +753,55 @@ TEST(GraphCuda, CapturedDecodeMatchesEagerBitForBit) {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(st);
   cudaFree(o), cudaFree(lse), cudaFree(ws);
+}
+
+// A prepared plan gives longattn_attention's bits on the GPU too: reused for other buffers of the
+// same shape, planned again for another kv_len (and back), on every path and on both kernels; its
+// runs check their pointers like any call (host memory is refused, not read).
+TEST(PreparedCuda, SameBitsAsAttentionReusedOrPlannedAgain) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Case cases[] = {
+      Case("prep_decode").shape(2, 8, 2, 1, 700).dims(128).type(BF16).is_causal(),
+      Case("prep_prefill").shape(1, 4, 2, 200, 900).dims(256).type(F16).is_causal().sinks(1.f),
+      Case("prep_mla").shape(1, 16, 1, 2, 600).dims(576, 512).type(BF16).same_kv(),
+  };
+  for (const Case& base : cases) {
+    Case other = base, longer = base;
+    other.name += "_other";
+    longer.name += "_longer";
+    longer.kv_len += 333;
+    const Fixture fa(base), fb(other), fc(longer);
+    const DeviceProblem a(fa), b(fb), c(fc);
+    for (int32_t path :
+         {LONGATTN_PATH_AUTO, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_UNFUSED}) {
+      SCOPED_TRACE(base.describe() + " " + path_label(path));
+      longattn_options options = default_options();
+      options.path = path;
+      longattn_prepared* prepared = nullptr;
+      ASSERT_EQ(longattn_prepare(&a.args(), &options, &prepared, nullptr), LONGATTN_OK)
+          << longattn_last_error();
+      for (const DeviceProblem* dev : {&a, &b, &c, &a, &c}) {
+        const RunOutput got = dev->run(path, default_options(), nullptr, prepared);
+        const RunOutput want = dev->run(path, options);
+        ASSERT_EQ(got.status, LONGATTN_OK) << got.message;
+        EXPECT_EQ(got.guard_problem, "");
+        EXPECT_EQ(got.plan.path, want.plan.path);
+        EXPECT_EQ(kernel_of(got.plan), kernel_of(want.plan));
+        EXPECT_TRUE(got.o.bytes() == want.o.bytes());
+        EXPECT_TRUE(got.lse.bytes() == want.lse.bytes());
+      }
+      longattn_args host = a.args();
+      std::vector<uint8_t> host_q(size_t(base.q_heads * base.q_len * base.dqk * 2 * 2 + 64));
+      host.q = host_q.data() + (reinterpret_cast<uintptr_t>(a.args().q) % 16 -
+                                reinterpret_cast<uintptr_t>(host_q.data()) % 16 + 16) %
+                                   16;
+      EXPECT_EQ(longattn_run_prepared(prepared, &host, nullptr, nullptr),
+                LONGATTN_INVALID_ARGUMENT);
+      EXPECT_NE(std::string(longattn_last_error()).find("host memory"), std::string::npos)
+          << longattn_last_error();
+      longattn_prepared_free(prepared);
+    }
+  }
 }
 
 // Host memory passed as device memory is an invalid argument with a message that says so.
