@@ -6,7 +6,9 @@ C++ (python/src/torch_op.cpp), registered through PyTorch's stable C ABI (torch 
 dispatcher hands them the arguments without making Python objects of them. Where that cannot be
 registered (an older torch, a missing function, LONGATTN_TORCH_OP=python), the Python kernel
 below serves, and one log line says why. The op always returns (o, lse); lse is float32
-[B, Hq, Lq]. Forward only: inputs that require grad while grad mode is on are refused.
+[B, Hq, Lq]. Forward only: inputs that require grad while grad mode is on are refused. The stable
+ABI cannot read requires_grad, so while grad mode is on the C++ kernel asks longattn::_requires_grad
+(a Python op, about 6 us); under torch.no_grad() or inference_mode it does not.
 """
 
 import logging
