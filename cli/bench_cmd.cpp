@@ -45,18 +45,15 @@ struct Work {
   std::string kernels_isa;  // the library's CPU kernels; "" on CUDA
 };
 
-// Keys that at least one query row sees under the causal and window masks (bottom-right aligned,
-// as visible_pairs counts them). The rows' intervals move by at most one key per row, so their
-// union is one interval.
+// Keys that at least one query row sees (each row's visible_key_range). The rows' intervals move
+// by at most one key per row, so their union is one interval.
 int64_t visible_keys(const ProblemOptions& o) {
-  const int64_t off = o.kv_len - o.q_len;
   int64_t lo_min = o.kv_len, hi_max = -1;
   for (int64_t i = 0; i < o.q_len; ++i) {
-    int64_t hi = o.causal ? std::min(o.kv_len - 1, i + off) : o.kv_len - 1;
-    int64_t lo = o.window_left >= 0 ? std::max<int64_t>(0, i + off - o.window_left) : 0;
-    if (hi < lo) continue;
-    lo_min = std::min(lo_min, lo);
-    hi_max = std::max(hi_max, hi);
+    const KeyRange r = visible_key_range(i, o.q_len, o.kv_len, o.causal, o.window_left);
+    if (r.hi < r.lo) continue;
+    lo_min = std::min(lo_min, r.lo);
+    hi_max = std::max(hi_max, r.hi);
   }
   return hi_max >= lo_min ? hi_max - lo_min + 1 : 0;
 }

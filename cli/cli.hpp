@@ -90,6 +90,13 @@ void add_problem_flags(FlagSet& flags, ProblemOptions& opt);
 void resolve_head_dims(ProblemOptions& opt);
 longattn_options make_options(const ProblemOptions& opt, int32_t path);
 
+// The keys [lo, hi] query row i sees under the causal and window masks, bottom-right aligned
+// (DESIGN.md section 1); empty when hi < lo. What visible_pairs and bench's key count add up.
+struct KeyRange {
+  int64_t lo = 0, hi = -1;
+};
+KeyRange visible_key_range(int64_t i, int64_t q_len, int64_t kv_len, bool causal,
+                           int64_t window_left);
 // Exactly how many (query, key) pairs are visible under causal and window masks, over all rows
 // of one (batch, head); the FLOP count of attention is built on it.
 int64_t visible_pairs(int64_t q_len, int64_t kv_len, bool causal, int64_t window_left);

@@ -256,13 +256,20 @@ longattn_options make_options(const ProblemOptions& opt, int32_t path) {
   return o;
 }
 
-int64_t visible_pairs(int64_t q_len, int64_t kv_len, bool causal, int64_t window_left) {
+KeyRange visible_key_range(int64_t i, int64_t q_len, int64_t kv_len, bool causal,
+                           int64_t window_left) {
   const int64_t off = kv_len - q_len;  // bottom-right alignment
+  KeyRange r;
+  r.hi = causal ? std::min(kv_len - 1, i + off) : kv_len - 1;
+  r.lo = window_left >= 0 ? std::max<int64_t>(0, i + off - window_left) : 0;
+  return r;
+}
+
+int64_t visible_pairs(int64_t q_len, int64_t kv_len, bool causal, int64_t window_left) {
   int64_t pairs = 0;
   for (int64_t i = 0; i < q_len; ++i) {
-    int64_t hi = causal ? std::min(kv_len - 1, i + off) : kv_len - 1;
-    int64_t lo = window_left >= 0 ? std::max<int64_t>(0, i + off - window_left) : 0;
-    pairs += std::max<int64_t>(0, hi - lo + 1);
+    const KeyRange r = visible_key_range(i, q_len, kv_len, causal, window_left);
+    pairs += std::max<int64_t>(0, r.hi - r.lo + 1);
   }
   return pairs;
 }
