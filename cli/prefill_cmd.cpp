@@ -1,7 +1,7 @@
 // `longattn prefill`: prefills a prompt (or a conversation, turn by turn) through a model's layer
-// stack in planned chunks, with the engine of include/longattn/engine.hpp, and reports what every
-// chunk cost: time, kv_len, chunk size, transient memory. Fused and unfused side by side show why
-// the fused path matters: its transient memory stays flat as kv_len grows, unfused's does not.
+// stack in planned chunks, with the engine's prefill driver (longattn/engine/), and reports what
+// every chunk cost: time, kv_len, chunk size, transient memory. Fused and unfused side by side show
+// why the fused path matters: its transient memory stays flat as kv_len grows, unfused's does not.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -20,7 +20,10 @@
 #include <vector>
 
 #include "cli.hpp"
-#include "longattn/engine.hpp"
+#include "longattn/engine/planner.hpp"
+#include "longattn/engine/prefill.hpp"
+#include "longattn/engine/report.hpp"
+#include "longattn/engine/stack.hpp"
 #include "progress.hpp"
 
 extern char** environ;

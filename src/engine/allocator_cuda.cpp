@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "longattn/engine/stack.hpp"
+
 #if defined(LONGATTN_ENGINE_CUDA)
 #include <cuda_runtime_api.h>
 #endif

@@ -4,7 +4,7 @@
 
 #include <memory>
 
-#include "longattn/engine.hpp"
+#include "longattn/engine/allocator.hpp"
 
 namespace longattn::engine {
 

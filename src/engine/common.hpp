@@ -1,4 +1,4 @@
-// What the engine's sources share beyond the public header: the error helper, and the planner's
+// What the engine's sources share beyond the public headers: the error helper, and the planner's
 // rules that the caches and the driver apply too (defined in planner.cpp), so that what the
 // planner predicts is what they do.
 #pragma once
@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "longattn/engine.hpp"
+#include "longattn/engine/stack.hpp"
 
 namespace longattn::engine {
 

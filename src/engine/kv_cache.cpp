@@ -1,44 +1,15 @@
-// KV caches: the CPU allocator, the contiguous per-layer cache and the paged cache (block pools
-// and per-sequence block tables).
-#include <algorithm>
-#include <cstdlib>
-#include <cstring>
-#include <new>
+// KV caches: the contiguous per-layer cache and the paged cache (block pools and per-sequence block
+// tables).
+#include "longattn/engine/kv_cache.hpp"
 
-#include "engine/allocator_cuda.hpp"
+#include <algorithm>
+
 #include "engine/common.hpp"
-#include "longattn/engine.hpp"
 
 namespace longattn::engine {
 namespace {
 
-constexpr int64_t kAlign = 64;             // a cache line and a full AVX-512 vector
 constexpr int64_t kMinGrowCapacity = 256;  // first buffer of a growing contiguous cache
-
-class CpuAllocator final : public Allocator {
- public:
-  longattn_device device() const override { return LONGATTN_DEVICE_CPU; }
-  void* allocate(int64_t bytes) override {
-    if (bytes <= 0) return nullptr;
-    size_t size = static_cast<size_t>((bytes + kAlign - 1) / kAlign * kAlign);
-    void* p = std::aligned_alloc(kAlign, size);
-    if (!p)
-      throw Error(LONGATTN_OUT_OF_MEMORY, "KV cache: could not allocate " + std::to_string(bytes) +
-                                              " bytes of host memory");
-    return p;
-  }
-  void deallocate(void* p, int64_t) noexcept override { std::free(p); }
-  void copy_2d(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width,
-               int64_t rows, CopyKind) override {
-    if (dst_pitch == width && src_pitch == width) {
-      std::memcpy(dst, src, static_cast<size_t>(width * rows));
-      return;
-    }
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(static_cast<char*>(dst) + r * dst_pitch,
-                  static_cast<const char*>(src) + r * src_pitch, static_cast<size_t>(width));
-  }
-};
 
 int64_t next_pow2(int64_t x) {
   int64_t p = 1;
@@ -51,22 +22,6 @@ void check_positive(int64_t n, const char* what) {
 }
 
 }  // namespace
-
-std::shared_ptr<Allocator> cpu_allocator() {
-  static std::shared_ptr<Allocator> a = std::make_shared<CpuAllocator>();
-  return a;
-}
-
-std::shared_ptr<Allocator> make_allocator(longattn_device device) {
-  if (device == LONGATTN_DEVICE_CPU) return cpu_allocator();
-  if (device == LONGATTN_DEVICE_CUDA) {
-    if (auto a = cuda_allocator()) return a;
-    throw Error(
-        LONGATTN_UNSUPPORTED,
-        "device = cuda: this build has no CUDA backend (or the machine no GPU); use device = cpu");
-  }
-  invalid("device = " + std::to_string(device) + ": must be cpu (0) or cuda (1)");
-}
 
 // ---------------------------------------------------------------------------------------------
 // ContiguousKvCache
@@ -212,13 +167,6 @@ const void* ContiguousKvCache::value_row(int64_t position, int64_t head) const {
   if (position < start_ || position >= length_ || head < 0 || head >= layer_.kv_heads)
     invalid("value_row: position or head out of range");
   return v_ + (head * capacity_ + offset_ + position - start_) * layer_.head_dim_v * elem_;
-}
-
-int64_t contiguous_capacity(const LayerSpec& layer, int64_t total_tokens, int64_t max_chunk,
-                            int64_t keep) {
-  if (layer.window_left < 0) return total_tokens;
-  int64_t kept = layer.window_left + keep;
-  return std::min(total_tokens, 2 * kept + max_chunk);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,11 @@
 // The prefill planner: per chunk, the largest chunk size whose KV cache + attention transient +
 // chunk buffers fit the memory budget. The transient bytes come from the library itself
 // (longattn_transient_bytes), so the guard uses the same numbers the router and kernels use.
+#include "longattn/engine/planner.hpp"
+
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 
 #include "engine/common.hpp"
-#include "longattn/engine.hpp"
 
 namespace longattn::engine {
 namespace {
@@ -30,24 +29,11 @@ int64_t first_visible_key(const LayerSpec& layer, int64_t start) {
   return layer.window_left < 0 ? 0 : std::max<int64_t>(0, start - layer.window_left);
 }
 
-std::string format_bytes(int64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while ((v >= 1024 || v <= -1024) && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0)
-    std::snprintf(buf, sizeof buf, "%" PRId64 " B", bytes);
-  else
-    std::snprintf(buf, sizeof buf,
-                  v < 10    ? "%.2f %s"
-                  : v < 100 ? "%.1f %s"
-                            : "%.0f %s",
-                  v, units[u]);
-  return buf;
+int64_t contiguous_capacity(const LayerSpec& layer, int64_t total_tokens, int64_t max_chunk,
+                            int64_t keep) {
+  if (layer.window_left < 0) return total_tokens;
+  int64_t kept = layer.window_left + keep;
+  return std::min(total_tokens, 2 * kept + max_chunk);
 }
 
 ChunkBuffers chunk_buffers(const ModelPreset& stack, int32_t dtype, int64_t chunk) {

@@ -1,12 +1,15 @@
 // The prefill driver: prefills a prompt (and, with turns, a growing conversation) through a layer
 // stack in planned chunks, attention only, and records what every chunk cost.
+#include "longattn/engine/prefill.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 
 #include "core/numeric.hpp"
 #include "engine/common.hpp"
-#include "longattn/engine.hpp"
+#include "longattn/engine/kv_cache.hpp"
+#include "longattn/engine/prefix_cache.hpp"
 
 namespace longattn::engine {
 namespace {

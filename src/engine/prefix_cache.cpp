@@ -1,10 +1,11 @@
 // Prefix cache: an index of full token blocks with chained keys, reference counts and LRU
 // eviction under a byte budget; and its adapter over the paged KV cache.
+#include "longattn/engine/prefix_cache.hpp"
+
 #include <algorithm>
 
 #include "core/numeric.hpp"
 #include "engine/common.hpp"
-#include "longattn/engine.hpp"
 
 namespace longattn::engine {
 

@@ -1,6 +1,7 @@
 // The prefill report as JSON (what `longattn prefill --json` prints and plot_prefill.py reads).
+#include "longattn/engine/report.hpp"
+
 #include "engine/json.hpp"
-#include "longattn/engine.hpp"
 
 namespace longattn::engine {
 

@@ -1,5 +1,10 @@
-// Layer stacks: the built-in model presets, the JSON stack format and its validation.
+// Layer stacks: the built-in model presets, the JSON stack format and its validation; the sizes
+// derived from a layer (elements, KV bytes per token) and their formatting.
+#include "longattn/engine/stack.hpp"
+
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -7,7 +12,6 @@
 
 #include "engine/common.hpp"
 #include "engine/json.hpp"
-#include "longattn/engine.hpp"
 
 namespace longattn::engine {
 namespace {
@@ -204,6 +208,26 @@ int64_t dtype_size(int32_t dtype) {
 int64_t kv_bytes_per_token(const LayerSpec& l, int32_t dtype) {
   int64_t elems = l.kv_heads * (l.k_eq_v ? l.head_dim_qk : l.head_dim_qk + l.head_dim_v);
   return elems * dtype_size(dtype);
+}
+
+std::string format_bytes(int64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while ((v >= 1024 || v <= -1024) && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%" PRId64 " B", bytes);
+  else
+    std::snprintf(buf, sizeof buf,
+                  v < 10    ? "%.2f %s"
+                  : v < 100 ? "%.1f %s"
+                            : "%.0f %s",
+                  v, units[u]);
+  return buf;
 }
 
 std::vector<std::string> preset_names() {
