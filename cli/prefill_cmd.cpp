@@ -56,7 +56,7 @@ struct PrefillOptions {
   int32_t device = kAuto;
   int64_t budget = -1;  // -1: the device's free memory
   engine::CacheKind cache = engine::CacheKind::kContiguous;
-  int64_t block_size = 256;
+  int64_t block_size = engine::PlannerConfig().block_size;
   int turns = 1;
   int64_t turn_tokens = 0;
   int64_t prefix_budget = -1;
@@ -135,8 +135,13 @@ void add_prefill_flags(FlagSet& f, PrefillOptions& o) {
                            {{"contiguous", int32_t(engine::CacheKind::kContiguous)},
                             {"paged", int32_t(engine::CacheKind::kPaged)}}));
         });
-  f.add("--block-size", "N", "paged-cache and prefix-cache block in tokens, 16..256 (default 256)",
-        [&o](const std::string& v) { o.block_size = parse_int("--block-size", v, 16, 256); });
+  f.add("--block-size", "N",
+        "paged-cache and prefix-cache block in tokens, " + std::to_string(engine::kMinBlockSize) +
+            ".." + std::to_string(engine::kMaxBlockSize) + " (default " +
+            std::to_string(o.block_size) + ")",
+        [&o](const std::string& v) {
+          o.block_size = parse_int("--block-size", v, engine::kMinBlockSize, engine::kMaxBlockSize);
+        });
   f.add("--turns", "T",
         "conversation turns; each re-submits the whole conversation and the prefix cache serves "
         "what earlier turns computed (default 1)",
@@ -248,7 +253,7 @@ void print_header(const engine::PrefillConfig& c) {
   std::string turns;
   if (c.turns > 1)
     turns = ", then " + std::to_string(c.turns - 1) + " more turn(s) of " +
-            std::to_string(c.turn_tokens > 0 ? c.turn_tokens : c.tokens) + " tokens";
+            std::to_string(c.later_turn_tokens()) + " tokens";
   std::printf("  prompt  %" PRId64 " tokens%s, chunks of up to %" PRId64 "%s\n", c.tokens,
               turns.c_str(), c.planner.max_chunk, c.planner.exact_search ? " (any size)" : "");
   std::printf("  memory  %s KV cache (block %" PRId64 "), budget %s\n",
@@ -479,9 +484,7 @@ int run_prefill(int argc, char** argv) {
     // Progress: tokens this path has prefilled over what it is expected to prefill (every new
     // token once; the partial blocks a turn recomputes make it slightly more).
     Progress progress(!opt.json);
-    const int64_t expected =
-        config.tokens +
-        int64_t(config.turns - 1) * (config.turn_tokens > 0 ? config.turn_tokens : config.tokens);
+    const int64_t expected = config.conversation_tokens();
     size_t path_index = 0;
     longattn_path current = LONGATTN_PATH_AUTO;
     int64_t path_done = 0, previous_chunk = 0;

@@ -6,6 +6,7 @@
 //   kv_cache.hpp      KV caches: contiguous (one buffer per layer) and paged (block pool + tables);
 //   prefix_cache.hpp  full blocks keyed by a chained hash of their token ids, LRU eviction;
 //   planner.hpp       the prefill planner: the largest chunk whose memory fits a budget, per chunk;
+//                     it owns the block-size, window and kept-key rules the others apply;
 //   prefill.hpp       the prefill driver behind `longattn prefill`;
 //   report.hpp        the driver's report as JSON.
 // Attention only: Q/K/V come from a seeded generator, there are no weights and no model output.

@@ -17,10 +17,6 @@ int64_t next_pow2(int64_t x) {
   return p;
 }
 
-void check_positive(int64_t n, const char* what) {
-  if (n < 0) invalid(std::string(what) + ": must be >= 0");
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -34,7 +30,7 @@ ContiguousKvCache::ContiguousKvCache(const LayerSpec& layer, int32_t dtype,
   validate_stack({"contiguous cache", {layer}, ""});
   elem_ = dtype_size(dtype);
   token_bytes_ = kv_bytes_per_token(layer, dtype);
-  check_positive(capacity, "capacity");
+  check_at_least("capacity", capacity, 0);
   if (fixed_ && capacity == 0) invalid("capacity = 0: a fixed-capacity cache needs capacity >= 1");
   if (capacity > 0) reserve(capacity);
 }
@@ -89,7 +85,7 @@ void ContiguousKvCache::reserve(int64_t tokens) {
 }
 
 void ContiguousKvCache::append(const void* k, const void* v, int64_t n) {
-  check_positive(n, "append: n");
+  check_at_least("append: n", n, 0);
   if (n == 0) return;
   if (!k || (!layer_.k_eq_v && !v)) invalid("append: k and v must not be null");
   int64_t need = stored() + n;
@@ -239,9 +235,8 @@ PagedKvCache::PagedKvCache(const ModelPreset& stack, int32_t dtype, int64_t bloc
   validate_stack(stack);
   elem_ = dtype_size(dtype);
   check_block_size(block_size);
-  if (capacity_tokens < 1)
-    invalid("capacity_tokens = " + std::to_string(capacity_tokens) + ": must be >= 1");
-  int64_t blocks = (capacity_tokens + block_size - 1) / block_size;
+  check_at_least("capacity_tokens", capacity_tokens, 1);
+  const int64_t blocks = blocks_for(capacity_tokens, block_size);
   for (const auto& l : layers_)
     pools_.push_back(
         std::make_unique<BlockPool>(alloc_, kv_bytes_per_token(l, dtype) * block_size, blocks));
@@ -249,8 +244,7 @@ PagedKvCache::PagedKvCache(const ModelPreset& stack, int32_t dtype, int64_t bloc
 
 int64_t PagedKvCache::capacity_for_bytes(const ModelPreset& stack, int32_t dtype,
                                          int64_t block_size, int64_t bytes) {
-  int64_t per_block = 0;
-  for (const auto& l : stack.layers) per_block += kv_bytes_per_token(l, dtype) * block_size;
+  const int64_t per_block = kv_bytes_per_token(stack, dtype) * block_size;
   return per_block > 0 ? bytes / per_block * block_size : 0;
 }
 
@@ -285,7 +279,7 @@ void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* 
   if (layer < 0 || layer >= num_layers())
     invalid("layer = " + std::to_string(layer) + ": must be in [0, " +
             std::to_string(num_layers()) + ")");
-  check_positive(n, "append: n");
+  check_at_least("append: n", n, 0);
   const LayerSpec& l = layers_[layer];
   if (n > 0 && (!k || (!l.k_eq_v && !v))) invalid("append: k and v must not be null");
   Sequence& s = sequence(seq);
@@ -294,7 +288,7 @@ void PagedKvCache::append(SequenceId seq, int layer, const void* k, const void* 
   BlockPool& pool = *pools_[layer];
 
   // Whole blocks before the first key that queries from position len on can see are done with.
-  const int64_t dead = first_visible_key(l, len) / block_size_;
+  const int64_t dead = first_live_block(l, len, block_size_);
   for (int64_t b = 0; b < dead && b < static_cast<int64_t>(table.size()); ++b) {
     if (table[b] >= 0) {
       pool.release(table[b]);
@@ -454,7 +448,7 @@ void PagedKvCache::adopt(SequenceId seq, const std::vector<std::vector<int32_t>>
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& spec = layers_[l];
     // A sliding layer needs only the blocks that queries after the prefix can still see.
-    const int64_t dead = first_visible_key(spec, n * block_size_) / block_size_;
+    const int64_t dead = first_live_block(spec, n * block_size_, block_size_);
     for (int64_t b = 0; b < n; ++b) {
       int32_t id = blocks[b].at(l);
       if (b < dead) {

@@ -10,9 +10,6 @@
 namespace longattn::engine {
 namespace {
 
-constexpr int64_t kMinBlockSize = 16;   // smaller blocks make the table dominate
-constexpr int64_t kMaxBlockSize = 256;  // larger ones waste memory at a sequence's tail
-
 // longattn_transient_bytes only plans, it never dereferences: any distinct, aligned, non-null
 // addresses far apart (so no overlap check can trip) describe the shape.
 void* fake_pointer(int i) { return reinterpret_cast<void*>(static_cast<uintptr_t>(i + 1) << 40); }
@@ -20,13 +17,19 @@ void* fake_pointer(int i) { return reinterpret_cast<void*>(static_cast<uintptr_t
 }  // namespace
 
 void check_block_size(int64_t block_size) {
-  if (block_size < kMinBlockSize || block_size > kMaxBlockSize)
-    invalid("block_size = " + std::to_string(block_size) + ": must be between " +
-            std::to_string(kMinBlockSize) + " and " + std::to_string(kMaxBlockSize));
+  check_between("block_size", block_size, kMinBlockSize, kMaxBlockSize);
+}
+
+int64_t blocks_for(int64_t tokens, int64_t block_size) {
+  return (tokens + block_size - 1) / block_size;
 }
 
 int64_t first_visible_key(const LayerSpec& layer, int64_t start) {
   return layer.window_left < 0 ? 0 : std::max<int64_t>(0, start - layer.window_left);
+}
+
+int64_t first_live_block(const LayerSpec& layer, int64_t start, int64_t block_size) {
+  return first_visible_key(layer, start) / block_size;
 }
 
 int64_t contiguous_capacity(const LayerSpec& layer, int64_t total_tokens, int64_t max_chunk,
@@ -61,13 +64,11 @@ PrefillPlanner::PrefillPlanner(ModelPreset stack, PlannerConfig config)
     invalid(std::string("path = ") + longattn_path_name(config_.path) +
             ": the planner needs a fixed path (fused, unfused or split_kv) so that its memory "
             "is known before it runs");
-  if (config_.max_chunk < 1)
-    invalid("max_chunk = " + std::to_string(config_.max_chunk) + ": must be >= 1");
+  check_at_least("max_chunk", config_.max_chunk, 1);
   for (int64_t c : config_.candidates)
     if (c < 1) invalid("chunk candidate " + std::to_string(c) + ": must be >= 1");
   check_block_size(config_.block_size);
-  if (config_.total_tokens < 0)
-    invalid("total_tokens = " + std::to_string(config_.total_tokens) + ": must be >= 0");
+  check_at_least("total_tokens", config_.total_tokens, 0);
   if (config_.candidates.empty()) {
     config_.candidates.push_back(config_.max_chunk);
     for (int64_t c = int64_t(1) << 62; c >= 1; c /= 2)
@@ -85,17 +86,17 @@ PrefillPlanner::PrefillPlanner(ModelPreset stack, PlannerConfig config)
       invalid(std::string("budget = -1 asks for the free memory of the ") +
               (config_.device == LONGATTN_DEVICE_CUDA ? "GPU" : "CPU") +
               ", which it does not report; give a budget in bytes");
-  } else if (budget_ < 0) {
-    invalid("budget = " + std::to_string(budget_) + ": must be -1 (free memory) or >= 0 bytes");
+  } else {
+    check_limit("budget", budget_, "free memory", "bytes");
   }
   for (const auto& l : stack_.layers)
     if (std::find(shapes_.begin(), shapes_.end(), l) == shapes_.end()) shapes_.push_back(l);
 }
 
 int64_t PrefillPlanner::first_stored_key(const LayerSpec& l, int64_t start) const {
-  const int64_t first = first_visible_key(l, start);
-  if (config_.cache == CacheKind::kPaged) return first / config_.block_size * config_.block_size;
-  return std::max<int64_t>(0, first - keep_tokens());
+  if (config_.cache == CacheKind::kPaged)
+    return first_live_block(l, start, config_.block_size) * config_.block_size;
+  return std::max<int64_t>(0, first_visible_key(l, start) - keep_tokens());
 }
 
 int64_t PrefillPlanner::layer_kv_len(const LayerSpec& l, int64_t start, int64_t chunk) const {
@@ -104,8 +105,15 @@ int64_t PrefillPlanner::layer_kv_len(const LayerSpec& l, int64_t start, int64_t 
 
 int64_t PrefillPlanner::reserved_tokens(const LayerSpec& l, int64_t total) const {
   const int64_t bs = config_.block_size;
-  if (config_.cache == CacheKind::kPaged) return (total + bs - 1) / bs * bs;
+  if (config_.cache == CacheKind::kPaged) return blocks_for(total, bs) * bs;
   return contiguous_capacity(l, total, config_.max_chunk, keep_tokens());
+}
+
+int64_t PrefillPlanner::reserved_bytes(int64_t total) const {
+  int64_t bytes = 0;
+  for (const auto& l : stack_.layers)
+    bytes += reserved_tokens(l, total) * kv_bytes_per_token(l, config_.dtype);
+  return bytes;
 }
 
 int64_t PrefillPlanner::total_tokens(int64_t start, int64_t chunk) const {
@@ -113,15 +121,14 @@ int64_t PrefillPlanner::total_tokens(int64_t start, int64_t chunk) const {
 }
 
 int64_t PrefillPlanner::cache_bytes(int64_t start, int64_t chunk) const {
+  if (config_.cache != CacheKind::kPaged || config_.total_tokens > 0)
+    return reserved_bytes(total_tokens(start, chunk));
+  // A paged cache that grows holds the live blocks once the chunk is appended.
   int64_t bytes = 0;
   const int64_t bs = config_.block_size;
-  for (const auto& l : stack_.layers) {
-    // A paged cache that grows holds the live blocks once the chunk is appended.
-    const int64_t tokens = config_.cache == CacheKind::kPaged && config_.total_tokens == 0
-                               ? (start + chunk + bs - 1) / bs * bs - first_stored_key(l, start)
-                               : reserved_tokens(l, total_tokens(start, chunk));
-    bytes += tokens * kv_bytes_per_token(l, config_.dtype);
-  }
+  for (const auto& l : stack_.layers)
+    bytes += (blocks_for(start + chunk, bs) * bs - first_stored_key(l, start)) *
+             kv_bytes_per_token(l, config_.dtype);
   return bytes;
 }
 
@@ -151,7 +158,7 @@ ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
     std::vector<int32_t> table;
     if (config_.cache == CacheKind::kPaged) {
       const int64_t bs = config_.block_size;
-      table.assign(static_cast<size_t>((a.kv_len + bs - 1) / bs), 0);
+      table.assign(static_cast<size_t>(blocks_for(a.kv_len, bs)), 0);
       a.block_table = table.data();
       a.block_table_stride = static_cast<int64_t>(table.size());
       a.page_size = bs;
@@ -174,8 +181,8 @@ ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
 }
 
 ChunkDecision PrefillPlanner::next(int64_t cached, int64_t remaining, int64_t index) const {
-  if (cached < 0) invalid("cached = " + std::to_string(cached) + ": must be >= 0");
-  if (remaining < 1) invalid("remaining = " + std::to_string(remaining) + ": must be >= 1");
+  check_at_least("cached", cached, 0);
+  check_at_least("remaining", remaining, 1);
   const int64_t limit = std::min(config_.max_chunk, remaining);
   auto fits = [&](const ChunkDecision& d) { return d.total_bytes <= budget_; };
 

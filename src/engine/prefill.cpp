@@ -85,15 +85,12 @@ struct DeviceBuffer {
 void validate_config(const PrefillConfig& c) {
   validate_stack(c.stack);
   dtype_size(c.planner.dtype);
-  if (c.tokens < 1) invalid("tokens = " + std::to_string(c.tokens) + ": must be >= 1");
-  if (c.turns < 1) invalid("turns = " + std::to_string(c.turns) + ": must be >= 1");
-  if (c.turn_tokens < 0)
-    invalid("turn_tokens = " + std::to_string(c.turn_tokens) + ": must be >= 0");
+  check_at_least("tokens", c.tokens, 1);
+  check_at_least("turns", c.turns, 1);
+  check_at_least("turn_tokens", c.turn_tokens, 0);
   if (c.paths.empty()) invalid("paths: give at least one of fused, unfused");
   check_block_size(c.planner.block_size);
-  if (c.prefix_cache_bytes < -1)
-    invalid("prefix_cache_bytes = " + std::to_string(c.prefix_cache_bytes) +
-            ": must be -1 (unlimited) or >= 0");
+  check_limit("prefix_cache_bytes", c.prefix_cache_bytes, "unlimited");
 }
 
 // One path's run. Storage is either one contiguous cache per layer (its prefix index's handles
@@ -106,7 +103,7 @@ class PathRun {
         gen_(gen),
         alloc_(std::move(alloc)),
         progress_(progress),
-        total_(cfg.tokens + int64_t(cfg.turns - 1) * turn_tokens()),
+        total_(cfg.conversation_tokens()),
         planner_(cfg.stack, planner_config(cfg.planner, path, total_)),
         index_(cfg.planner.block_size, cfg.prefix_cache_bytes, nullptr) {
     report_.path = path;
@@ -138,8 +135,6 @@ class PathRun {
   int64_t budget() const { return planner_.budget_bytes(); }
 
  private:
-  int64_t turn_tokens() const { return cfg_.turn_tokens > 0 ? cfg_.turn_tokens : cfg_.tokens; }
-
   static PlannerConfig planner_config(PlannerConfig p, longattn_path path, int64_t total) {
     p.path = path;
     p.total_tokens = total;
@@ -153,9 +148,7 @@ class PathRun {
   void setup() {
     const auto& layers = cfg_.stack.layers;
     // The storage is reserved up front: refuse before allocating, not after running out.
-    int64_t reserve = 0;
-    for (const auto& l : layers)
-      reserve += planner_.reserved_tokens(l, total_) * kv_bytes_per_token(l, cfg_.planner.dtype);
+    const int64_t reserve = planner_.reserved_bytes(total_);
     if (reserve > budget())
       throw Error(LONGATTN_OVER_BUDGET,
                   std::string("prefill over budget: the ") + cache_kind_name(cfg_.planner.cache) +
@@ -215,9 +208,7 @@ class PathRun {
     const int64_t bs = cfg_.planner.block_size;
     for (int64_t b = static_cast<int64_t>(held_.size()); (b + 1) * bs <= length; ++b) {
       uint64_t parent = b == 0 ? PrefixCache::kRootKey : held_.back();
-      int64_t bytes = 0;
-      for (const auto& l : cfg_.stack.layers)
-        bytes += kv_bytes_per_token(l, cfg_.planner.dtype) * bs;
+      const int64_t bytes = kv_bytes_per_token(cfg_.stack, cfg_.planner.dtype) * bs;
       uint64_t key = PrefixCache::chain_key(parent, conversation_.data() + b * bs, bs);
       if (index_.contains(key))  // registered before a rollback: the same tokens, so reuse it
         index_.retain(key);
@@ -228,7 +219,7 @@ class PathRun {
   }
 
   void run_turn(int turn) {
-    const int64_t new_tokens = turn == 1 ? cfg_.tokens : turn_tokens();
+    const int64_t new_tokens = turn == 1 ? cfg_.tokens : cfg_.later_turn_tokens();
     for (int64_t i = 0; i < new_tokens; ++i)
       conversation_.push_back(gen_.token(static_cast<int64_t>(conversation_.size())));
     const int64_t length = static_cast<int64_t>(conversation_.size());

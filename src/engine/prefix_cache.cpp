@@ -11,11 +11,8 @@ namespace longattn::engine {
 
 PrefixCache::PrefixCache(int64_t block_size, int64_t byte_budget, EvictFn on_evict)
     : block_size_(block_size), budget_(byte_budget), on_evict_(std::move(on_evict)) {
-  if (block_size < 1)
-    invalid("prefix cache: block_size = " + std::to_string(block_size) + ": must be >= 1");
-  if (byte_budget < -1)
-    invalid("prefix cache: byte budget = " + std::to_string(byte_budget) +
-            ": must be -1 (unlimited) or >= 0");
+  check_at_least("prefix cache: block_size", block_size, 1);
+  check_limit("prefix cache: byte budget", byte_budget, "unlimited");
 }
 
 // splitmix64: every input bit affects every output bit, so chained keys of different prefixes

@@ -19,7 +19,7 @@ std::string report_to_json(const PrefillReport& r) {
   w.key("config").begin_object();
   w.key("tokens").value(c.tokens);
   w.key("turns").value(c.turns);
-  w.key("turn_tokens").value(c.turn_tokens > 0 ? c.turn_tokens : c.tokens);
+  w.key("turn_tokens").value(c.later_turn_tokens());
   w.key("max_chunk").value(c.planner.max_chunk);
   w.key("exact_chunk_search").value(c.planner.exact_search);
   w.key("dtype").value(longattn_dtype_name(c.planner.dtype));

@@ -210,6 +210,12 @@ int64_t kv_bytes_per_token(const LayerSpec& l, int32_t dtype) {
   return elems * dtype_size(dtype);
 }
 
+int64_t kv_bytes_per_token(const ModelPreset& stack, int32_t dtype) {
+  int64_t bytes = 0;
+  for (const auto& l : stack.layers) bytes += kv_bytes_per_token(l, dtype);
+  return bytes;
+}
+
 std::string format_bytes(int64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(bytes);

@@ -266,6 +266,26 @@ TEST(KvCacheEngine, PagedValidatesItsArguments) {
             5 * 16);
 }
 
+// The caches' argument errors share one form: the argument, its value, what is allowed.
+TEST(KvCacheEngine, BadArgumentsNameTheirValue) {
+  ModelPreset stack{"t", {layer(64, 4, 2)}, ""};
+  auto msg = [](auto make) {
+    try {
+      make();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), LONGATTN_INVALID_ARGUMENT);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(msg([&] { ContiguousKvCache(stack.layers[0], LONGATTN_FLOAT32, cpu_allocator(), -1); }),
+            "capacity = -1: must be >= 0");
+  EXPECT_EQ(msg([&] { PagedKvCache(stack, LONGATTN_FLOAT32, 16, 0, cpu_allocator()); }),
+            "capacity_tokens = 0: must be >= 1");
+  EXPECT_EQ(msg([] { PrefixCache(16, -2, nullptr); }),
+            "prefix cache: byte budget = -2: must be -1 (unlimited) or >= 0");
+}
+
 TEST(KvCacheEngine, SharedBlocksAreAdoptedNotCopied) {
   ModelPreset stack{"t", {layer(32, 2, 2), layer(32, 2, 2, 20)}, ""};
   const int64_t bs = 16;

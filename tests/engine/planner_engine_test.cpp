@@ -38,6 +38,18 @@ TEST(PlannerEngine, CacheBytesAreWhatTheDriverReserves) {
   EXPECT_EQ(gemma4_cache_bytes(), expect);
   // 5 global layers x 131072 tokens x 2 heads x 512 (K == V, one tensor) x 2 bytes.
   EXPECT_GT(expect, 5 * kPrompt * 2 * 512 * 2);
+  // reserved_bytes is the same sum: the driver refuses a run with it before allocating.
+  PrefillPlanner p(g, config(LONGATTN_PATH_FUSED, kGiB * 1024));
+  EXPECT_EQ(p.reserved_bytes(kPrompt), expect);
+}
+
+TEST(PlannerEngine, StackBytesPerTokenSumTheLayers) {
+  ModelPreset g = find_preset("gemma4-26b-a4b");
+  int64_t expect = 0;
+  for (const auto& l : g.layers) expect += kv_bytes_per_token(l, LONGATTN_BFLOAT16);
+  EXPECT_EQ(kv_bytes_per_token(g, LONGATTN_BFLOAT16), expect);
+  // 25 sliding layers with K and V (8 heads x 256 each) and 5 global with K == V (2 x 512).
+  EXPECT_EQ(expect, 25 * 8 * (256 + 256) * 2 + 5 * 2 * 512 * 2);
 }
 
 TEST(PlannerEngine, FusedChunkStaysConstantAndSmall) {

@@ -281,6 +281,17 @@ TEST(PrefillEngine, ACacheLargerThanTheBudgetIsRefusedBeforeAllocating) {
   }
 }
 
+TEST(PrefillEngine, ConfigCountsTheConversation) {
+  PrefillConfig c = small_config();
+  EXPECT_EQ(c.later_turn_tokens(), 600);  // turn_tokens 0: each later turn adds `tokens`
+  EXPECT_EQ(c.conversation_tokens(), 600);
+  c.turns = 3;
+  EXPECT_EQ(c.conversation_tokens(), 1800);
+  c.turn_tokens = 50;
+  EXPECT_EQ(c.later_turn_tokens(), 50);
+  EXPECT_EQ(c.conversation_tokens(), 700);
+}
+
 TEST(PrefillEngine, BadConfigNamesTheSetting) {
   auto msg = [](PrefillConfig c) {
     try {

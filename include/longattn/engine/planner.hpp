@@ -1,5 +1,6 @@
 // The prefill planner with its memory guard: per chunk, the largest chunk whose KV cache +
-// attention transient + chunk buffers fit a budget. Part of the engine (engine.hpp).
+// attention transient + chunk buffers fit a budget. It owns the block-size, window and kept-key
+// rules that the caches and the driver apply through it. Part of the engine (engine.hpp).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,11 @@
 #include "longattn/engine/stack.hpp"
 
 namespace longattn::engine {
+
+// The block of the paged cache and of the prefix cache, in tokens: smaller blocks make the block
+// table dominate, larger ones waste memory at a sequence's tail.
+constexpr int64_t kMinBlockSize = 16;
+constexpr int64_t kMaxBlockSize = 256;
 
 enum class CacheKind { kContiguous, kPaged };
 
@@ -27,7 +33,8 @@ struct PlannerConfig {
   bool exact_search = false;  // binary search over [1, max_chunk] instead of candidates
   int num_threads = 0;        // as in longattn_options (CPU transient depends on it)
   CacheKind cache = CacheKind::kContiguous;
-  int64_t block_size = 256;  // paged block; also the prefix-cache block; 16..256
+  // The paged block, also the prefix-cache block: kMinBlockSize..kMaxBlockSize.
+  int64_t block_size = 256;
   // > 0: storage is reserved up front for this many tokens (contiguous: each global layer's
   // buffer, a window's buffer per contiguous_capacity; paged: every layer's pool), and the
   // guard counts that reservation. 0: storage grows exactly (contiguous: start + chunk tokens per
@@ -74,6 +81,8 @@ class LONGATTN_API PrefillPlanner {
   int64_t first_stored_key(const LayerSpec& layer, int64_t start) const;
   // Tokens of a layer's storage reserved up front for `total` tokens (see total_tokens).
   int64_t reserved_tokens(const LayerSpec& layer, int64_t total) const;
+  // Bytes of the whole stack's storage reserved up front for `total` tokens.
+  int64_t reserved_bytes(int64_t total) const;
   int64_t budget_bytes() const { return budget_; }
   // Keys a contiguous sliding layer keeps beyond its window: one prefix-cache block, so a turn
   // can roll back to the last full block and recompute from there.

@@ -25,6 +25,11 @@ struct PrefillConfig {
   int64_t prefix_cache_bytes = -1;  // prefix index budget; -1 unlimited
   uint64_t seed = 0x10a77e;
   bool checksum_outputs = false;  // hash every O into PathReport::output_checksum
+
+  // New tokens each turn after the first adds (turn_tokens, or `tokens` when it is 0).
+  int64_t later_turn_tokens() const { return turn_tokens > 0 ? turn_tokens : tokens; }
+  // Tokens the last turn submits: the whole conversation, what the caches are sized for.
+  int64_t conversation_tokens() const { return tokens + int64_t(turns - 1) * later_turn_tokens(); }
 };
 
 struct ChunkRecord {

@@ -51,6 +51,8 @@ LONGATTN_API std::string stack_to_json(const ModelPreset& stack);
 LONGATTN_API int64_t dtype_size(int32_t dtype);
 // Bytes one token occupies in a layer's KV cache (K and V, or K alone when k_eq_v).
 LONGATTN_API int64_t kv_bytes_per_token(const LayerSpec& layer, int32_t dtype);
+// The same over every layer of a stack.
+LONGATTN_API int64_t kv_bytes_per_token(const ModelPreset& stack, int32_t dtype);
 // "1.50 GiB", "12.0 MiB", "512 B": for messages and tables.
 LONGATTN_API std::string format_bytes(int64_t bytes);
 
