@@ -77,6 +77,10 @@ class Checks {
         if (done_[i].why.empty()) *choice = done_[i].choice;
         return done_[i].why;
       }
+    if (count_ == kMaxChecks) {  // more distinct checks than paths: ask without keeping
+      extra_ = impl.check(a, ctx, choice);
+      return extra_;
+    }
     Done& d = done_[count_++];
     d.fn = impl.check;
     d.why = impl.check(a, ctx, &d.choice);
@@ -90,8 +94,10 @@ class Checks {
     std::string why;
     BackendChoice choice;
   };
-  Done done_[5];
+  static constexpr int kMaxChecks = 5;  // one per path
+  Done done_[kMaxChecks];
   int count_ = 0;
+  std::string extra_;
 };
 
 // The order in which AUTO tries paths. Reference is for tests and never chosen; unfused is the

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -168,6 +169,7 @@ struct FusedChoice {
   int sm_count = 0;
 };
 static_assert(sizeof(FusedChoice) <= sizeof(BackendChoice::bytes), "grow BackendChoice");
+static_assert(std::is_trivially_copyable_v<FusedChoice>, "a Decision is copied as bytes");
 
 void store_choice(const FusedChoice& c, BackendChoice* out) {
   std::memcpy(out->bytes, &c, sizeof c);
