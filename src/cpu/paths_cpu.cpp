@@ -146,21 +146,21 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
 }
 
 const CpuIsa& active_isa() {
-  static const CpuIsa& isa = [&]() -> const CpuIsa& {
+  static const CpuIsa* const isa = []() -> const CpuIsa* {
     const char* want = std::getenv("LONGATTN_CPU_ISA");
     bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl");
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     bool bf16 = avx512 && cpu_has_avx512bf16();
-    if (want && std::strcmp(want, "generic") == 0) return kIsaGeneric;
+    if (want && std::strcmp(want, "generic") == 0) return &kIsaGeneric;
     if (want && std::strcmp(want, "avx2") == 0) avx512 = bf16 = false;
     if (want && std::strcmp(want, "avx512") == 0) bf16 = false;
-    if (bf16) return kIsaAvx512Bf16;
-    if (avx512) return kIsaAvx512;
-    if (avx2) return kIsaAvx2;
-    return kIsaGeneric;
+    if (bf16) return &kIsaAvx512Bf16;
+    if (avx512) return &kIsaAvx512;
+    if (avx2) return &kIsaAvx2;
+    return &kIsaGeneric;
   }();
-  return isa;
+  return *isa;
 }
 
 }  // namespace longattn::cpu
