@@ -18,19 +18,11 @@ Case decode_case(const char* name, int64_t kv_len, int32_t dtype = LONGATTN_BFLO
   return Case(name).shape(2, 8, 2, 1, kv_len).dims(128).type(dtype).is_causal();
 }
 
+// A run of the prepared plan on fresh sentinel-filled outputs (options: the run's own, or none).
 RunOutput run_prepared(const Fixture& fx, longattn_prepared* prepared,
                        const longattn_options* options = nullptr) {
-  RunOutput out;
-  out.o = fx.new_output();
-  out.lse = fx.new_lse();
-  longattn_args args = fx.args();
-  args.o = out.o.data();
-  args.lse = static_cast<float*>(out.lse.data());
-  out.status = longattn_run_prepared(prepared, &args, options, &out.plan);
-  out.message = longattn_last_error();
-  out.guard_problem = out.o.untouched_outside(kOutputSentinel);
-  if (out.guard_problem.empty()) out.guard_problem = out.lse.untouched_outside(kOutputSentinel);
-  return out;
+  return fx.run_with(LONGATTN_PATH_AUTO, options ? *options : default_options(), fx.args(),
+                     prepared);
 }
 
 void expect_same_bits(const RunOutput& got, const RunOutput& want) {
@@ -151,7 +143,8 @@ TEST(PreparedCpu, ErrorsNameTheArgument) {
   longattn_args args = fx.args();
   args.q = nullptr;
   EXPECT_EQ(longattn_run_prepared(prepared, &args, nullptr, nullptr), LONGATTN_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(longattn_last_error()).find("q"), std::string::npos);
+  EXPECT_NE(std::string(longattn_last_error()).find("q is NULL"), std::string::npos)
+      << longattn_last_error();
   longattn_options bad_options = options;
   bad_options.memory_budget = -7;
   EXPECT_EQ(longattn_run_prepared(prepared, &fx.args(), &bad_options, nullptr),

@@ -441,14 +441,17 @@ class Fixture {
   RunOutput run(int32_t path, longattn_options options) const {
     return run_with(path, options, args_);
   }
-  RunOutput run_with(int32_t path, longattn_options options, longattn_args args) const {
+  // With `prepared`, through longattn_run_prepared (options then give only workspace and log).
+  RunOutput run_with(int32_t path, longattn_options options, longattn_args args,
+                     longattn_prepared* prepared = nullptr) const {
     RunOutput out;
     out.o = new_output();
     out.lse = new_lse();
     args.o = out.o.data();
     args.lse = c_.lse ? static_cast<float*>(out.lse.data()) : nullptr;
     options.path = path;
-    out.status = longattn_attention(&args, &options, &out.plan);
+    out.status = prepared ? longattn_run_prepared(prepared, &args, &options, &out.plan)
+                          : longattn_attention(&args, &options, &out.plan);
     out.message = longattn_last_error();
     out.guard_problem = out.o.untouched_outside(kOutputSentinel);
     if (out.guard_problem.empty()) out.guard_problem = out.lse.untouched_outside(kOutputSentinel);
