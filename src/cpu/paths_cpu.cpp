@@ -20,8 +20,8 @@ namespace {
 
 // A tile holds about this many query rows: enough rows that converting a K/V tile once pays for
 // itself across them (it costs ~1/rows of the tile's arithmetic), few enough that Q, K^T, S and O
-// of a d=256 tile (~400 KiB) stay in one core's L2.
-constexpr int64_t kRowsPerTile = 64;
+// of a d=256 tile (~420 KiB) stay in one core's L2.
+constexpr int64_t kRowsPerTile = 128;
 // split_kv gives each split at least this many keys, so a split's work dwarfs its merge.
 constexpr int64_t kMinKeysPerSplit = 256;
 
