@@ -113,6 +113,44 @@ TEST(PreparedCpu, SharedBetweenThreads) {
   longattn_prepared_free(prepared);
 }
 
+TEST(PreparedCpu, RunsSharingPreparesWorkspaceTakeTurns) {
+  const Fixture a(decode_case("prepared_s1", 3000)), a2(decode_case("prepared_s2", 3000));
+  longattn_options options = default_options();
+  options.path = LONGATTN_PATH_SPLIT_KV;
+  const RunOutput want_a = a.run(LONGATTN_PATH_SPLIT_KV, options);
+  const RunOutput want_a2 = a2.run(LONGATTN_PATH_SPLIT_KV, options);
+  int64_t bytes = 0;
+  ASSERT_EQ(longattn_transient_bytes(&a.args(), LONGATTN_PATH_SPLIT_KV, &options, &bytes),
+            LONGATTN_OK);
+  ASSERT_GT(bytes, 0);
+  std::vector<uint64_t> workspace(size_t(bytes) / 8 + 8);
+  options.workspace = reinterpret_cast<char*>(workspace.data()) +
+                      (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
+  options.workspace_bytes = bytes;
+  longattn_prepared* prepared = nullptr;
+  ASSERT_EQ(longattn_prepare(&a.args(), &options, &prepared, nullptr), LONGATTN_OK)
+      << longattn_last_error();
+  // Both threads run on prepare's workspace (run options NULL): interleaved, they would mix
+  // each other's partial results.
+  int mismatches[2] = {0, 0};
+  auto worker = [&](int t) {
+    for (int i = 0; i < 30; ++i) {
+      const Fixture& fx = t ? a2 : a;
+      const RunOutput got = fx.run_with(LONGATTN_PATH_AUTO, options, fx.args(), prepared, true);
+      const RunOutput& want = t ? want_a2 : want_a;
+      if (got.status != LONGATTN_OK || !got.guard_problem.empty() ||
+          got.o.bytes() != want.o.bytes() || got.lse.bytes() != want.lse.bytes())
+        ++mismatches[t];
+    }
+  };
+  std::thread t0(worker, 0), t1(worker, 1);
+  t0.join();
+  t1.join();
+  EXPECT_EQ(mismatches[0], 0);
+  EXPECT_EQ(mismatches[1], 0);
+  longattn_prepared_free(prepared);
+}
+
 TEST(PreparedCpu, ErrorsNameTheArgument) {
   const Fixture fx(decode_case("prepared_err", 64));
   const longattn_options options = default_options();

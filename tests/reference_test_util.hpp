@@ -441,17 +441,19 @@ class Fixture {
   RunOutput run(int32_t path, longattn_options options) const {
     return run_with(path, options, args_);
   }
-  // With `prepared`, through longattn_run_prepared (options then give only workspace and log).
+  // With `prepared`, through longattn_run_prepared (options then give only workspace and log;
+  // inherit: none, those of prepare).
   RunOutput run_with(int32_t path, longattn_options options, longattn_args args,
-                     longattn_prepared* prepared = nullptr) const {
+                     longattn_prepared* prepared = nullptr, bool inherit = false) const {
     RunOutput out;
     out.o = new_output();
     out.lse = new_lse();
     args.o = out.o.data();
     args.lse = c_.lse ? static_cast<float*>(out.lse.data()) : nullptr;
     options.path = path;
-    out.status = prepared ? longattn_run_prepared(prepared, &args, &options, &out.plan)
-                          : longattn_attention(&args, &options, &out.plan);
+    out.status =
+        prepared ? longattn_run_prepared(prepared, &args, inherit ? nullptr : &options, &out.plan)
+                 : longattn_attention(&args, &options, &out.plan);
     out.message = longattn_last_error();
     out.guard_problem = out.o.untouched_outside(kOutputSentinel);
     if (out.guard_problem.empty()) out.guard_problem = out.lse.untouched_outside(kOutputSentinel);

@@ -20,9 +20,14 @@ using namespace longattn::detail;
 // A prepared plan: the decision kept, and the args and CUDA device it was made for.
 struct longattn_prepared {
   std::mutex mu;
+  // Held through runs that use prepare's workspace: two at once would share its bytes.
+  std::mutex shared_workspace;
   longattn_options options;  // path, memory_budget, num_threads (and defaults for the rest)
   longattn_args args;
   int cuda_device = -1;
+  // Whether the decision was planned with a caller's workspace (no free-memory budget): a run
+  // without one plans again rather than inherit a decision that may not fit free memory.
+  bool planned_with_workspace = false;
   Decision decision;
 };
 
@@ -226,6 +231,7 @@ longattn_status longattn_prepare(const longattn_args* args, const longattn_optio
       fail(static_cast<longattn_status>(p->decision.plan.status), "%s", p->decision.plan.reason);
     p->options = *options;
     p->args = *args;
+    p->planned_with_workspace = options->workspace != nullptr;
     p->cuda_device = args->device == LONGATTN_DEVICE_CUDA ? cuda_current_device() : -1;
     *prepared = p.release();
   });
@@ -247,11 +253,14 @@ longattn_status longattn_run_prepared(longattn_prepared* prepared, const longatt
       o.log_user = options->log_user;
     }
     const int device = args->device == LONGATTN_DEVICE_CUDA ? cuda_current_device() : -1;
+    const bool with_workspace = o.workspace != nullptr;
     Decision d;
     bool reuse;
     {
       std::lock_guard<std::mutex> lock(prepared->mu);
-      reuse = device == prepared->cuda_device && decides_alike(prepared->args, *args);
+      reuse = device == prepared->cuda_device &&
+              with_workspace == prepared->planned_with_workspace &&
+              decides_alike(prepared->args, *args);
       if (reuse) d = prepared->decision;
     }
     if (!reuse) {
@@ -260,9 +269,13 @@ longattn_status longattn_run_prepared(longattn_prepared* prepared, const longatt
       std::lock_guard<std::mutex> lock(prepared->mu);
       prepared->args = *args;
       prepared->cuda_device = device;
+      prepared->planned_with_workspace = with_workspace;
       prepared->decision = d;
     }
     if (o.log) o.log(o.log_user, d.plan.reason);
+    std::unique_lock<std::mutex> shared;
+    if (!options && with_workspace)
+      shared = std::unique_lock<std::mutex>(prepared->shared_workspace);
     run_decision(*args, o, &d);
     if (plan) *plan = d.plan;
   });
