@@ -1,6 +1,7 @@
 // What the CPU is: model name, cores, the SIMD features the kernels use, memory.
 #include <cpuid.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -28,6 +29,23 @@ bool cpu_has_avx512bf16() {
   return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 5 & 1u) != 0;
 }
 
+bool cpu_has_amx() {
+  static const bool ok = [] {
+    unsigned eax, ebx, ecx, edx;
+    // Leaf 7, sub-leaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx >> 22 & 1u) || !(edx >> 24 & 1u))
+      return false;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    // Linux hands out the tile data state (8 KiB per thread) only on request:
+    // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18).
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
+
 }  // namespace longattn::cpu
 
 namespace longattn::detail {
@@ -51,13 +69,14 @@ longattn_device_info static_cpu_info() {
   }
   std::snprintf(info.name, sizeof info.name, "%s", name.c_str());
   std::string features = std::string("kernels=") + cpu::active_isa().name;
-  const char* names[] = {"avx512f", "avx512bf16", "avx2", "fma", "f16c"};
+  const char* names[] = {"amx", "avx512f", "avx512bf16", "avx2", "fma", "f16c"};
   for (const char* f : names) {
-    bool has = std::strcmp(f, "avx512bf16") == 0 ? longattn::cpu::cpu_has_avx512bf16()
-               : std::strcmp(f, "avx512f") == 0  ? __builtin_cpu_supports("avx512f")
-               : std::strcmp(f, "avx2") == 0     ? __builtin_cpu_supports("avx2")
-               : std::strcmp(f, "fma") == 0      ? __builtin_cpu_supports("fma")
-                                                 : longattn::cpu::cpu_has_f16c();
+    bool has = std::strcmp(f, "amx") == 0          ? longattn::cpu::cpu_has_amx()
+               : std::strcmp(f, "avx512bf16") == 0 ? longattn::cpu::cpu_has_avx512bf16()
+               : std::strcmp(f, "avx512f") == 0    ? __builtin_cpu_supports("avx512f")
+               : std::strcmp(f, "avx2") == 0       ? __builtin_cpu_supports("avx2")
+               : std::strcmp(f, "fma") == 0        ? __builtin_cpu_supports("fma")
+                                                   : longattn::cpu::cpu_has_f16c();
     if (has) features += std::string(" ") + f;
   }
   std::snprintf(info.features, sizeof info.features, "%s", features.c_str());

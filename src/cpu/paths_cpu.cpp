@@ -123,11 +123,13 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   t.kf = t.k_copy ? w.add(p.block_k * a.head_dim_qk, 4) : 0;
   t.vt = w.add(p.block_k * t.dv_pad, 4);
   t.st = w.add(p.block_k * t.rows_pad, 4);
-  t.o = w.add(t.rows * t.dv_pad, 4);
+  t.o_rows = isa.amx ? t.rows_pad : t.rows;
+  t.o = w.add(t.o_rows * t.dv_pad, 4);
   t.m = w.add(t.rows_pad, 4);
   t.l = w.add(t.rows_pad, 4);
   t.alpha = w.add(t.rows_pad, 4);
   t.row = w.add(std::max(a.head_dim_qk, t.dv_pad), 4);
+  t.pb = isa.amx ? w.add(t.rows_pad * p.block_k, 2) : 0;
   t.bytes = w.total;
 
   // The order of these terms is the order in which the kernels take them from the arena.
@@ -155,6 +157,8 @@ const CpuIsa& active_isa() {
     if (want && std::strcmp(want, "generic") == 0) return &kIsaGeneric;
     if (want && std::strcmp(want, "avx2") == 0) avx512 = bf16 = false;
     if (want && std::strcmp(want, "avx512") == 0) bf16 = false;
+    const bool lowered = want && std::strcmp(want, "amx") != 0;
+    if (bf16 && !lowered && cpu_has_amx()) return &kIsaAmx;
     if (bf16) return &kIsaAvx512Bf16;
     if (avx512) return &kIsaAvx512;
     if (avx2) return &kIsaAvx2;

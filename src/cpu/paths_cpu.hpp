@@ -19,7 +19,8 @@ struct TileScratch {
   int64_t rows_pad = 0;  // rows rounded up to whole vectors (scores are [keys][rows_pad])
   int64_t dv_pad = 0;    // head_dim_v rounded up to whole vectors
   bool k_copy = false;   // K tiles are converted to float32 (else read in place)
-  int64_t qt = 0, kf = 0, vt = 0, st = 0, o = 0, m = 0, l = 0, alpha = 0, row = 0;
+  int64_t o_rows = 0;    // rows of O: rows, or rows_pad where AMX tiles load and store whole blocks
+  int64_t qt = 0, kf = 0, vt = 0, st = 0, o = 0, m = 0, l = 0, alpha = 0, row = 0, pb = 0;
   int64_t bytes = 0;  // per worker
 };
 
@@ -42,15 +43,18 @@ struct CpuIsa {
   void (*fused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*split_kv)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*unfused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
+  bool amx;  // prefill tiles of bf16 inputs run on AMX tiles (their scratch is laid out for it)
 };
-extern const CpuIsa kIsaAvx512Bf16, kIsaAvx512, kIsaAvx2, kIsaGeneric;
-const CpuIsa&
-active_isa();  // the best one this CPU runs; LONGATTN_CPU_ISA=avx512|avx2|generic lowers it
+extern const CpuIsa kIsaAmx, kIsaAvx512Bf16, kIsaAvx512, kIsaAvx2, kIsaGeneric;
+// The best one this CPU runs; LONGATTN_CPU_ISA=avx512bf16|avx512|avx2|generic lowers it.
+const CpuIsa& active_isa();
 
 // F16C and AVX-512 BF16 through cpuid: clang before 15 does not know them in
 // __builtin_cpu_supports, and the fuzzer (tests/fuzz) builds the library with clang.
 bool cpu_has_f16c();
 bool cpu_has_avx512bf16();
+// AMX-TILE and AMX-BF16, with the kernel's permission for this process to use the tile state.
+bool cpu_has_amx();
 
 int64_t reference_workspace_bytes(const longattn_args& a, const longattn_plan& p);
 void reference_run(const longattn_args& a, const longattn_plan& p, detail::Arena& arena);
