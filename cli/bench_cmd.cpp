@@ -274,12 +274,16 @@ int run_bench(int argc, char** argv) {
   // threads.
   std::map<int, FmaPeak> peaks;
   std::map<int, ReadBandwidth> bandwidths;
+  // bf16 prefill tiles of the AMX kernels run on tiles: their ceiling is the tile loop's.
+  const bool amx_tiles =
+      work.kernels_isa == "amx" && args.dtype == LONGATTN_BFLOAT16 && args.head_dim_qk % 32 == 0;
+  const std::string peak_isa = amx_tiles ? "amx-tiles" : work.kernels_isa;
   if (opt.device == LONGATTN_DEVICE_CPU)
     for (const PathResult& r : results)
       if (r.error.empty() && !peaks.count(r.plan.threads)) {
         const std::string on = " on " + std::to_string(r.plan.threads) + " threads";
-        progress.show(0, "measuring FMA peak" + on);
-        peaks[r.plan.threads] = measure_fma_peak(r.plan.threads, work.kernels_isa);
+        progress.show(0, (amx_tiles ? "measuring AMX peak" : "measuring FMA peak") + on);
+        peaks[r.plan.threads] = measure_fma_peak(r.plan.threads, peak_isa);
         progress.show(0, "measuring read bandwidth" + on);
         bandwidths[r.plan.threads] =
             measure_read_bandwidth(r.plan.threads, bandwidth_buffer_bytes(work.kv_bytes));
@@ -304,9 +308,9 @@ int run_bench(int argc, char** argv) {
     // Measured now, best of the trials; the median's distance from it is the machine's noise.
     for (const auto& [threads, peak] : peaks)
       std::printf(
-          "  %% peak of %.1f GFLOPS: fp32 FMAs (%s), %d threads, best of %d (median %s); "
+          "  %% peak of %.1f GFLOPS: %s (%s), %d threads, best of %d (median %s); "
           "clock not measured\n",
-          peak.gflops, peak.isa, threads, peak.trials,
+          peak.gflops, peak.what, peak.isa, threads, peak.trials,
           spread(peak.gflops, peak.median_gflops).c_str());
     for (const auto& [threads, bw] : bandwidths)
       std::printf(

@@ -15,10 +15,12 @@ struct FmaPeak {
   double gflops = 0;         // best trial, all threads together
   double median_gflops = 0;  // median trial
   int trials = 0;
-  int threads = 0;       // threads asked for
-  int running = 0;       // of those, running at once: at most one per online CPU
-  const char* isa = "";  // the FMA loop's instructions: "avx512f", "avx2+fma" or "sse2" (mul+add)
-  int lanes = 1;         // fp32 lanes per vector
+  int threads = 0;  // threads asked for
+  int running = 0;  // of those, running at once: at most one per online CPU
+  const char* isa =
+      "";  // the loop's instructions: "avx512f", "avx2+fma", "sse2" (mul+add), "amx-bf16"
+  const char* what = "fp32 FMAs";  // or "bf16 tile products" (AMX)
+  int lanes = 1;  // fp32 lanes per vector (AMX: multiply-adds per tile instruction)
   // No clock and no flops per cycle: a dependent add chain (the usual clock probe) is eliminated
   // at rename on some cores (Golden Cove: it read 7.7-17.6 "GHz"), and no other chain has the
   // same latency on every vendor's cores.
@@ -27,6 +29,8 @@ struct FmaPeak {
 // Runs a register-resident FMA loop on `threads` threads at once, ten trials of ~30 ms each, with
 // the vector width of the library's CPU kernels `kernels_isa` ("avx512bf16", "avx512", "avx2",
 // "generic"; "" for the best this CPU has): their ceiling, also when LONGATTN_CPU_ISA lowers them.
+// "amx-tiles": the AMX-BF16 tile loop instead, the ceiling of the "amx" kernels' bf16 prefill
+// tiles (only where the library runs those: the process then holds the tile state).
 FmaPeak measure_fma_peak(int threads, const std::string& kernels_isa = "");
 
 struct ReadBandwidth {
