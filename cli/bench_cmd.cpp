@@ -272,27 +272,39 @@ int run_bench(int argc, char** argv) {
   Progress progress(!opt.json);
   // The ceilings are measured once per distinct thread count, before the paths, with as many
   // threads.
-  std::map<int, FmaPeak> peaks;
+  std::map<std::pair<int, bool>, FmaPeak> peaks;  // by (threads, AMX tiles)
   std::map<int, ReadBandwidth> bandwidths;
-  // bf16 prefill tiles of the AMX kernels run on tiles: their ceiling is the tile loop's.
-  const bool amx_tiles =
-      work.kernels_isa == "amx" && args.dtype == LONGATTN_BFLOAT16 && args.head_dim_qk % 32 == 0;
-  const std::string peak_isa = amx_tiles ? "amx-tiles" : work.kernels_isa;
+  // The AMX kernels run fused and split_kv tiles of more than one vector of bf16 rows (head_dim_qk
+  // a multiple of 32) on tiles: their ceiling is an AMX tile loop's, the others' the FMA loop's.
+  const int64_t group = args.q_heads / args.kv_heads;
+  auto on_amx_tiles = [&](const PathResult& r) {
+    return work.kernels_isa == "amx" && args.dtype == LONGATTN_BFLOAT16 &&
+           args.head_dim_qk % 32 == 0 &&
+           (r.plan.path == LONGATTN_PATH_FUSED || r.plan.path == LONGATTN_PATH_SPLIT_KV) &&
+           group * r.plan.block_q > 16;
+  };
   if (opt.device == LONGATTN_DEVICE_CPU)
-    for (const PathResult& r : results)
-      if (r.error.empty() && !peaks.count(r.plan.threads)) {
-        const std::string on = " on " + std::to_string(r.plan.threads) + " threads";
-        progress.show(0, (amx_tiles ? "measuring AMX peak" : "measuring FMA peak") + on);
-        peaks[r.plan.threads] = measure_fma_peak(r.plan.threads, peak_isa);
+    for (const PathResult& r : results) {
+      if (!r.error.empty()) continue;
+      const bool amx = on_amx_tiles(r);
+      const std::string on = " on " + std::to_string(r.plan.threads) + " threads";
+      if (!peaks.count({r.plan.threads, amx})) {
+        progress.show(0, (amx ? "measuring AMX peak" : "measuring FMA peak") + on);
+        peaks[{r.plan.threads, amx}] =
+            measure_fma_peak(r.plan.threads, amx ? "amx-tiles" : work.kernels_isa);
+      }
+      if (!bandwidths.count(r.plan.threads)) {
         progress.show(0, "measuring read bandwidth" + on);
         bandwidths[r.plan.threads] =
             measure_read_bandwidth(r.plan.threads, bandwidth_buffer_bytes(work.kv_bytes));
       }
+    }
 
   int done = 0;
   for (PathResult& r : results) {
     if (!r.error.empty()) continue;
-    if (peaks.count(r.plan.threads)) r.peak = peaks[r.plan.threads];
+    if (peaks.count({r.plan.threads, on_amx_tiles(r)}))
+      r.peak = peaks[{r.plan.threads, on_amx_tiles(r)}];
     if (bandwidths.count(r.plan.threads)) r.bw = bandwidths[r.plan.threads];
     time_path(args, opt, set, set.seconds / runnable, &r, progress, double(done) / runnable,
               double(done + 1) / runnable);
@@ -306,11 +318,11 @@ int run_bench(int argc, char** argv) {
     print_header(opt, work, auto_line);
     for (const PathResult& r : results) print_row(opt, r, work);
     // Measured now, best of the trials; the median's distance from it is the machine's noise.
-    for (const auto& [threads, peak] : peaks)
+    for (const auto& [key, peak] : peaks)
       std::printf(
           "  %% peak of %.1f GFLOPS: %s (%s), %d threads, best of %d (median %s); "
           "clock not measured\n",
-          peak.gflops, peak.what, peak.isa, threads, peak.trials,
+          peak.gflops, peak.what, peak.isa, key.first, peak.trials,
           spread(peak.gflops, peak.median_gflops).c_str());
     for (const auto& [threads, bw] : bandwidths)
       std::printf(

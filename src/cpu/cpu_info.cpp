@@ -32,13 +32,23 @@ bool cpu_has_avx512bf16() {
 bool cpu_has_amx() {
   static const bool ok = [] {
     unsigned eax, ebx, ecx, edx;
-    // Leaf 7, sub-leaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+    // Leaf 7, sub-leaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE; leaf 1 ECX bit 27: OSXSAVE.
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx >> 22 & 1u) || !(edx >> 24 & 1u))
       return false;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx >> 27 & 1u)) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo >> 17 & 3u) == 3u;  // the OS saves XTILECFG and XTILEDATA
+  }();
+  return ok;
+}
+
+bool cpu_amx_granted() {
+  static const bool ok = [] {
 #if defined(__linux__) && defined(SYS_arch_prctl)
     // Linux hands out the tile data state (8 KiB per thread) only on request:
     // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18).
-    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    return cpu_has_amx() && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
 #else
     return false;
 #endif

@@ -158,7 +158,7 @@ const CpuIsa& active_isa() {
     if (want && std::strcmp(want, "avx2") == 0) avx512 = bf16 = false;
     if (want && std::strcmp(want, "avx512") == 0) bf16 = false;
     const bool lowered = want && std::strcmp(want, "amx") != 0;
-    if (bf16 && !lowered && cpu_has_amx()) return &kIsaAmx;
+    if (bf16 && !lowered && cpu_amx_granted()) return &kIsaAmx;
     if (bf16) return &kIsaAvx512Bf16;
     if (avx512) return &kIsaAvx512;
     if (avx2) return &kIsaAvx2;

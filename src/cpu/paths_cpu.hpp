@@ -53,8 +53,11 @@ const CpuIsa& active_isa();
 // __builtin_cpu_supports, and the fuzzer (tests/fuzz) builds the library with clang.
 bool cpu_has_f16c();
 bool cpu_has_avx512bf16();
-// AMX-TILE and AMX-BF16, with the kernel's permission for this process to use the tile state.
+// AMX-TILE and AMX-BF16, with the OS saving the tile state (cpuid, XCR0); asks nothing.
 bool cpu_has_amx();
+// cpu_has_amx() and Linux's grant of the tile state to this process (asked for on the first call:
+// only when the AMX kernels are chosen, since a grant enlarges every signal frame of the process).
+bool cpu_amx_granted();
 
 int64_t reference_workspace_bytes(const longattn_args& a, const longattn_plan& p);
 void reference_run(const longattn_args& a, const longattn_plan& p, detail::Arena& arena);
