@@ -25,6 +25,32 @@ RunOutput run_prepared(const Fixture& fx, longattn_prepared* prepared,
                      prepared);
 }
 
+// The first 64-byte boundary at or after the start of buf (the caller gives it 64 bytes of slack).
+void* aligned_64(std::vector<uint8_t>& buf) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(buf.data());
+  return buf.data() + (64 - at % 64) % 64;
+}
+
+bool same_bits(const RunOutput& got, const RunOutput& want) {
+  return got.status == LONGATTN_OK && got.guard_problem.empty() &&
+         got.o.bytes() == want.o.bytes() && got.lse.bytes() == want.lse.bytes();
+}
+
+// Two threads at once, each making `runs` calls of run(thread, i), which says whether that
+// call's result had the bits it wanted; expects all did.
+template <class Run>
+void expect_same_bits_from_two_threads(int runs, Run run) {
+  int mismatches[2] = {0, 0};
+  auto worker = [&](int t) {
+    for (int i = 0; i < runs; ++i) mismatches[t] += run(t, i) ? 0 : 1;
+  };
+  std::thread t0(worker, 0), t1(worker, 1);
+  t0.join();
+  t1.join();
+  EXPECT_EQ(mismatches[0], 0);
+  EXPECT_EQ(mismatches[1], 0);
+}
+
 void expect_same_bits(const RunOutput& got, const RunOutput& want) {
   ASSERT_EQ(got.status, LONGATTN_OK) << got.message;
   ASSERT_EQ(want.status, LONGATTN_OK) << want.message;
@@ -70,7 +96,7 @@ TEST(PreparedCpu, RunOptionsGiveStreamWorkspaceAndLog) {
   std::vector<uint8_t> workspace(size_t(plan.transient_bytes) + 128);
   longattn_options run = default_options();
   run.path = LONGATTN_PATH_UNFUSED;  // ignored: the prepared path runs
-  run.workspace = workspace.data() + (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64);
+  run.workspace = aligned_64(workspace);
   run.workspace_bytes = plan.transient_bytes;
   int logged = 0;
   run.log = [](void* user, const char*) { ++*static_cast<int*>(user); };
@@ -94,22 +120,10 @@ TEST(PreparedCpu, SharedBetweenThreads) {
   longattn_prepared* prepared = nullptr;
   ASSERT_EQ(longattn_prepare(&a.args(), &options, &prepared, nullptr), LONGATTN_OK);
   // Each thread alternates kv_len, so the two keep replacing the kept decision under each other.
-  int mismatches[2] = {0, 0};
-  auto worker = [&](int t) {
-    for (int i = 0; i < 40; ++i) {
-      const bool use_a = (i + t) % 2 == 0;
-      const RunOutput got = run_prepared(use_a ? a : b, prepared);
-      const RunOutput& want = use_a ? want_a : want_b;
-      if (got.status != LONGATTN_OK || !got.guard_problem.empty() ||
-          got.o.bytes() != want.o.bytes() || got.lse.bytes() != want.lse.bytes())
-        ++mismatches[t];
-    }
-  };
-  std::thread t0(worker, 0), t1(worker, 1);
-  t0.join();
-  t1.join();
-  EXPECT_EQ(mismatches[0], 0);
-  EXPECT_EQ(mismatches[1], 0);
+  expect_same_bits_from_two_threads(40, [&](int t, int i) {
+    const bool use_a = (i + t) % 2 == 0;
+    return same_bits(run_prepared(use_a ? a : b, prepared), use_a ? want_a : want_b);
+  });
   longattn_prepared_free(prepared);
 }
 
@@ -123,31 +137,19 @@ TEST(PreparedCpu, RunsSharingPreparesWorkspaceTakeTurns) {
   ASSERT_EQ(longattn_transient_bytes(&a.args(), LONGATTN_PATH_SPLIT_KV, &options, &bytes),
             LONGATTN_OK);
   ASSERT_GT(bytes, 0);
-  std::vector<uint64_t> workspace(size_t(bytes) / 8 + 8);
-  options.workspace = reinterpret_cast<char*>(workspace.data()) +
-                      (64 - reinterpret_cast<uintptr_t>(workspace.data()) % 64) % 64;
+  std::vector<uint8_t> workspace(size_t(bytes) + 64);
+  options.workspace = aligned_64(workspace);
   options.workspace_bytes = bytes;
   longattn_prepared* prepared = nullptr;
   ASSERT_EQ(longattn_prepare(&a.args(), &options, &prepared, nullptr), LONGATTN_OK)
       << longattn_last_error();
   // Both threads run on prepare's workspace (run options NULL): interleaved, they would mix
   // each other's partial results.
-  int mismatches[2] = {0, 0};
-  auto worker = [&](int t) {
-    for (int i = 0; i < 30; ++i) {
-      const Fixture& fx = t ? a2 : a;
-      const RunOutput got = fx.run_with(LONGATTN_PATH_AUTO, options, fx.args(), prepared, true);
-      const RunOutput& want = t ? want_a2 : want_a;
-      if (got.status != LONGATTN_OK || !got.guard_problem.empty() ||
-          got.o.bytes() != want.o.bytes() || got.lse.bytes() != want.lse.bytes())
-        ++mismatches[t];
-    }
-  };
-  std::thread t0(worker, 0), t1(worker, 1);
-  t0.join();
-  t1.join();
-  EXPECT_EQ(mismatches[0], 0);
-  EXPECT_EQ(mismatches[1], 0);
+  expect_same_bits_from_two_threads(30, [&](int t, int) {
+    const Fixture& fx = t ? a2 : a;
+    return same_bits(fx.run_with(LONGATTN_PATH_AUTO, options, fx.args(), prepared, true),
+                     t ? want_a2 : want_a);
+  });
   longattn_prepared_free(prepared);
 }
 
