@@ -79,7 +79,8 @@ class Plan(ctypes.Structure):
                 ("device", ctypes.c_int32), ("threads", ctypes.c_int32),
                 ("block_q", ctypes.c_int32), ("block_k", ctypes.c_int32),
                 ("splits", ctypes.c_int32), ("transient_bytes", ctypes.c_int64),
-                ("allocated_bytes", ctypes.c_int64), ("reason", ctypes.c_char * 512)]
+                ("allocated_bytes", ctypes.c_int64), ("reason", ctypes.c_char * 512),
+                ("kernel", ctypes.c_char * 64)]
 
 
 PATHS = {0: "auto", 1: "reference", 2: "unfused", 3: "fused", 4: "split_kv"}

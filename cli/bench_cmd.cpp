@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -274,14 +275,9 @@ int run_bench(int argc, char** argv) {
   // threads.
   std::map<std::pair<int, bool>, FmaPeak> peaks;  // by (threads, AMX tiles)
   std::map<int, ReadBandwidth> bandwidths;
-  // The AMX kernels run fused and split_kv tiles of more than one vector of bf16 rows (head_dim_qk
-  // a multiple of 32) on tiles: their ceiling is an AMX tile loop's, the others' the FMA loop's.
-  const int64_t group = args.q_heads / args.kv_heads;
-  auto on_amx_tiles = [&](const PathResult& r) {
-    return work.kernels_isa == "amx" && args.dtype == LONGATTN_BFLOAT16 &&
-           args.head_dim_qk % 32 == 0 &&
-           (r.plan.path == LONGATTN_PATH_FUSED || r.plan.path == LONGATTN_PATH_SPLIT_KV) &&
-           group * r.plan.block_q > 16;
+  // A path that runs AMX tiles is measured against an AMX tile loop, the others against FMAs.
+  auto on_amx_tiles = [](const PathResult& r) {
+    return std::strcmp(r.plan.kernel, "cpu amx-bf16 tiles") == 0;
   };
   if (opt.device == LONGATTN_DEVICE_CPU)
     for (const PathResult& r : results) {

@@ -159,6 +159,43 @@ TEST(MemoryCpu, FusedIndependentOfKvLenUnfusedQuadratic) {
             bytes_of(short_kv, LONGATTN_PATH_FUSED, one_thread));
 }
 
+// The plan names the kernel that runs it, chosen once from the process's kernels (the ISA in the
+// device's features, "kernels=<isa>") and the plan's shape.
+std::string kernel_of(const longattn_args& a, int32_t path) {
+  longattn_options o = default_options();
+  o.path = path;
+  longattn_plan plan;
+  EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_OK) << longattn_last_error();
+  return plan.kernel;
+}
+
+TEST(PlanCpu, NamesTheKernel) {
+  longattn_device_info info;
+  ASSERT_EQ(longattn_device_query(LONGATTN_DEVICE_CPU, &info), LONGATTN_OK);
+  const std::string features = info.features, key = "kernels=";
+  ASSERT_NE(features.find(key), std::string::npos) << features;
+  const size_t at = features.find(key) + key.size();
+  const std::string isa = features.substr(at, features.find(' ', at) - at);
+  const std::string cpu = "cpu " + isa;
+  const longattn_args bf16 = planning_args(16, 8, 512, 4096, 256, LONGATTN_BFLOAT16);
+  const std::string bf16_tiles = isa == "amx"          ? "cpu amx-bf16 tiles"
+                                 : isa == "avx512bf16" ? cpu + " bf16-pair tiles"
+                                                       : cpu + " fp32 tiles";
+  EXPECT_EQ(kernel_of(bf16, LONGATTN_PATH_FUSED), bf16_tiles);
+  EXPECT_EQ(kernel_of(bf16, LONGATTN_PATH_SPLIT_KV), bf16_tiles);
+  EXPECT_EQ(kernel_of(bf16, LONGATTN_PATH_UNFUSED), cpu + " fp32 GEMMs, scores materialized");
+  EXPECT_EQ(kernel_of(bf16, LONGATTN_PATH_REFERENCE), "cpu float64 reference");
+  // AMX tiles take head dims in whole 32-column steps; others fall to the bf16 pairs.
+  const longattn_args d_80 = planning_args(16, 8, 512, 4096, 80, LONGATTN_BFLOAT16);
+  EXPECT_EQ(kernel_of(d_80, LONGATTN_PATH_FUSED),
+            isa == "amx" || isa == "avx512bf16" ? cpu + " bf16-pair tiles" : cpu + " fp32 tiles");
+  EXPECT_EQ(kernel_of(planning_args(16, 8, 512, 4096, 256, LONGATTN_FLOAT16), LONGATTN_PATH_FUSED),
+            cpu + " fp32 tiles");
+  // A decode step's rows (the two heads of a KV head) fit one vector: rows read key by key.
+  EXPECT_EQ(kernel_of(planning_args(16, 8, 1, 4096, 256, LONGATTN_BFLOAT16), LONGATTN_PATH_AUTO),
+            cpu + " decode rows");
+}
+
 TEST(MemoryCpu, BudgetIsHonoured) {
   const Fixture fx(Case("budget_f32").shape(1, 4, 2, 113, 1023).dims(64).is_causal());
   longattn_options one = default_options();

@@ -131,6 +131,8 @@ typedef struct longattn_plan {
   int64_t transient_bytes; /* exactly what the run allocates (or takes from the workspace) */
   int64_t allocated_bytes; /* after longattn_attention: what the run took (== transient_bytes) */
   char reason[512];
+  char kernel[64]; /* the kernel the path runs, e.g. "sm90a wgmma+TMA", "cpu amx-bf16 tiles";
+                      filled with reason */
 } longattn_plan;
 
 typedef struct longattn_device_info {

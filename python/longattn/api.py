@@ -1,7 +1,6 @@
 """The array API: attention, plan, merge_states, devices over torch, numpy and DLPack tensors."""
 
 import math
-import re
 import sys
 from typing import NamedTuple, Optional
 
@@ -20,7 +19,7 @@ class Plan(NamedTuple):
 
     ok: bool
     path: str  # "fused", "split_kv", "unfused", "reference"
-    kernel: str  # the kernel family the path runs (e.g. "sm90a wgmma+TMA"), or the path's device
+    kernel: str  # the kernel the path runs (e.g. "sm90a wgmma+TMA", "cpu amx-bf16 tiles")
     reason: str  # why, in the library's words
     transient_bytes: int  # exactly what the run takes from the allocator
     threads: int
@@ -219,9 +218,7 @@ def _cuda_reads():
 
 
 def _plan_from(t):
-    status, message, ok, path, threads, bq, bk, splits, transient, _allocated, reason = t
-    m = re.search(r"kernel (sm\w+ [\w.+-]+)", reason)
-    kernel = m.group(1) if m else (f"cpu {_PATH_NAMES.get(path, '?')}" if ok else "")
+    status, message, ok, path, threads, bq, bk, splits, transient, _allocated, reason, kernel = t
     return Plan(bool(ok), _PATH_NAMES.get(path, str(path)), kernel, reason or message,
                 transient, threads, bq, bk, splits, status)
 

@@ -80,11 +80,11 @@ void fill_args(const nb::tuple& t, longattn_args* a, longattn_options* o) {
 nb::tuple plan_tuple(longattn_status status, const longattn_plan& p) {
   return nb::make_tuple(int(status), status == LONGATTN_OK ? "" : longattn_last_error(), p.ok,
                         p.path, p.threads, p.block_q, p.block_k, p.splits, p.transient_bytes,
-                        p.allocated_bytes, std::string(p.reason));
+                        p.allocated_bytes, std::string(p.reason), std::string(p.kernel));
 }
 
 // plan(args) -> (status, message, ok, path, threads, block_q, block_k, splits, transient_bytes,
-//               allocated_bytes, reason)
+//               allocated_bytes, reason, kernel)
 nb::tuple plan(const nb::tuple& t) {
   longattn_args a;
   longattn_options o;
@@ -116,7 +116,7 @@ class Call {
   }
 
   // run() without the plan tuple: the status alone (0 = ok; the message is last_error()). What a
-  // per-call Python path needs, without building an 11-item tuple and a reason string per call.
+  // per-call Python path needs, without building a 12-item tuple and a reason string per call.
   int run_status(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse,
                  uintptr_t stream, nb::handle alloc) {
     longattn_args a = args_;

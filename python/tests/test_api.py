@@ -250,8 +250,10 @@ def test_plan():
     k = torch.randn(1, 8, 4096, 256, dtype=torch.bfloat16)
     p = longattn.plan(q, k, k, causal=True)
     assert p.ok and p.path in ("fused", "split_kv") and p.transient_bytes >= 0 and p.reason
+    assert p.kernel.startswith("cpu ") and p.kernel.endswith(" tiles") and p.kernel in p.reason
     p = longattn.plan(q, k, k, causal=True, path="unfused")
     assert p.ok and p.transient_bytes >= 16 * 2048 * 4096 * 4  # the score matrix
+    assert p.kernel.endswith("scores materialized")
     p = longattn.plan(q, k, k, causal=True, path="unfused", memory_budget=1 << 20)
     assert not p.ok and p.status == 3 and "budget" in p.reason
     with pytest.raises(longattn.OverBudgetError, match="budget"):

@@ -60,7 +60,8 @@ struct PathImpl {
   // alignment): run reads the pointers from args, never from the choice.
   void (*run)(const longattn_args& args, const Decision& d, Arena& arena,
               const longattn_options& options);
-  // Optional: the kernel a configured plan runs, for the plan's reason (e.g. "sm90a wgmma+TMA").
+  // The kernel a configured plan runs (e.g. "sm90a wgmma+TMA"): plan.kernel and the reason. At
+  // most 63 characters.
   std::string (*kernel)(const longattn_args& args, const Decision& d);
 };
 

@@ -201,7 +201,9 @@ Decision plan_attention(const longattn_args& a, const longattn_options& o, bool 
           if (path != LONGATTN_PATH_REFERENCE)
             reason += format("tiles of %d queries x %d keys, %d split%s, ", p.block_q, p.block_k,
                              p.splits, p.splits == 1 ? "" : "s");
-          if (impl->kernel) reason += impl->kernel(a, c) + ", ";
+          const std::string kernel = impl->kernel(a, c);
+          std::snprintf(p.kernel, sizeof p.kernel, "%s", kernel.c_str());
+          reason += "kernel " + kernel + ", ";
           reason += format("%lld transient bytes", (long long)p.transient_bytes);
           if (!refusals.empty()) reason += " (not taken: " + refusals + ")";
           set_reason(&p, reason);

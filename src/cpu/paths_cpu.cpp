@@ -27,6 +27,18 @@ constexpr int64_t kMinKeysPerSplit = 256;
 
 bool packs_gqa(int32_t path) { return path != LONGATTN_PATH_UNFUSED; }
 
+// The first kernel of this list that runs the plan's tiles on this ISA.
+TileKernel tile_kernel(const longattn_args& a, const longattn_plan& p, const CpuIsa& isa,
+                       int64_t rows_pad) {
+  if (p.path == LONGATTN_PATH_UNFUSED) return TileKernel::kFp32;
+  if (rows_pad == isa.width && p.block_k <= kKeysPerTile) return TileKernel::kVectorRows;
+  const bool bf16 = a.dtype == LONGATTN_BFLOAT16;
+  if (isa.amx && bf16 && a.head_dim_qk % 32 == 0 && p.block_k % 32 == 0)
+    return TileKernel::kAmxBf16;
+  if (isa.bf16_dot && bf16 && a.head_dim_qk % 2 == 0) return TileKernel::kBf16Pairs;
+  return TileKernel::kFp32;
+}
+
 int64_t tile_items(const longattn_args& a, const longattn_plan& p) {
   int64_t qt = ceil_div(a.q_len, p.block_q);
   return packs_gqa(p.path) ? a.batch * a.kv_heads * qt : a.batch * a.q_heads * qt;
@@ -87,6 +99,10 @@ void run_tiled(const longattn_args& a, const detail::Decision& d, detail::Arena&
   if (p.path == LONGATTN_PATH_UNFUSED) isa.unfused(a, p, layout, arena);
 }
 
+std::string kernel_name(const longattn_args& a, const detail::Decision& d) {
+  return cpu_kernel_name(a, d.plan);
+}
+
 void run_reference(const longattn_args& a, const detail::Decision& d, detail::Arena& arena,
                    const longattn_options&) {
   reference_run(a, d.plan, arena);
@@ -94,13 +110,13 @@ void run_reference(const longattn_args& a, const detail::Decision& d, detail::Ar
 
 const detail::PathImpl kCpuPaths[] = {
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_REFERENCE, supported_everywhere, configure_tiles,
-     work_items, reference_bytes, run_reference, nullptr},
+     work_items, reference_bytes, run_reference, kernel_name},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled, nullptr},
+     tiled_bytes, run_tiled, kernel_name},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled, nullptr},
+     tiled_bytes, run_tiled, kernel_name},
     {LONGATTN_DEVICE_CPU, LONGATTN_PATH_SPLIT_KV, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled, nullptr},
+     tiled_bytes, run_tiled, kernel_name},
 };
 
 }  // namespace
@@ -117,19 +133,21 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   // tile at a time. V is always copied: its rows must be padded to whole vectors, and a dense
   // copy streams better than strided in-place rows (bench/NOTES.md).
   t.k_copy = a.dtype != LONGATTN_FLOAT32 || a.block_table != nullptr;
+  t.kernel = tile_kernel(a, p, isa, t.rows_pad);
+  const bool amx = t.kernel == TileKernel::kAmxBf16;
   detail::WorkspaceLayout w;
   // Q^T [d][rows_pad], or a decode tile's Q rows [rows][d rounded up to whole vectors].
   t.qt = w.add(round_up(a.head_dim_qk, isa.width) * t.rows_pad, 4);
   t.kf = t.k_copy ? w.add(p.block_k * a.head_dim_qk, 4) : 0;
   t.vt = w.add(p.block_k * t.dv_pad, 4);
   t.st = w.add(p.block_k * t.rows_pad, 4);
-  t.o_rows = isa.amx ? t.rows_pad : t.rows;
+  t.o_rows = amx ? t.rows_pad : t.rows;
   t.o = w.add(t.o_rows * t.dv_pad, 4);
   t.m = w.add(t.rows_pad, 4);
   t.l = w.add(t.rows_pad, 4);
   t.alpha = w.add(t.rows_pad, 4);
   t.row = w.add(std::max(a.head_dim_qk, t.dv_pad), 4);
-  t.pb = isa.amx ? w.add(t.rows_pad * p.block_k, 2) : 0;
+  t.pb = amx ? w.add(t.rows_pad * p.block_k, 2) : 0;
   t.bytes = w.total;
 
   // The order of these terms is the order in which the kernels take them from the arena.
@@ -145,6 +163,23 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   total.total = checked_add(total.total, checked_mul(t.bytes, p.threads, "scratch"), "workspace");
   L.total = total.total;
   return L;
+}
+
+std::string cpu_kernel_name(const longattn_args& a, const longattn_plan& p) {
+  if (p.path == LONGATTN_PATH_REFERENCE) return "cpu float64 reference";
+  const std::string isa = active_isa().name;
+  if (p.path == LONGATTN_PATH_UNFUSED) return "cpu " + isa + " fp32 GEMMs, scores materialized";
+  switch (cpu_layout(a, p).tile.kernel) {
+    case TileKernel::kVectorRows:
+      return "cpu " + isa + " decode rows";
+    case TileKernel::kAmxBf16:
+      return "cpu amx-bf16 tiles";
+    case TileKernel::kBf16Pairs:
+      return "cpu " + isa + " bf16-pair tiles";
+    case TileKernel::kFp32:
+      break;
+  }
+  return "cpu " + isa + " fp32 tiles";
 }
 
 const CpuIsa& active_isa() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/workspace.hpp"
 #include "longattn/longattn.h"
@@ -12,14 +13,24 @@ namespace longattn::cpu {
 // Keys per tile: a multiple of every ISA's NR * W (32 floats on AVX-512), and S rows of 256 bytes.
 constexpr int64_t kKeysPerTile = 64;
 
+// The code that runs a fused or split_kv tile: chosen once per plan (cpu_layout), read by the
+// kernels and named in the plan.
+enum class TileKernel : uint8_t {
+  kVectorRows,  // at most one vector of rows (decode): K and V rows read in place, key by key
+  kAmxBf16,     // bf16 on AMX tiles: head_dim_qk and block_k whole 32-column steps
+  kBf16Pairs,   // bf16 pair dot products (AVX-512 BF16): an even head_dim_qk
+  kFp32,        // float32 GEMMs on converted tiles; also the unfused path's GEMMs
+};
+
 // One worker's scratch for a tile of `rows` query rows (fused, split_kv: the g heads of a KV head
 // times block_q positions; unfused: block_q positions of one head). Offsets in bytes.
 struct TileScratch {
   int64_t rows = 0;      // row capacity
   int64_t rows_pad = 0;  // rows rounded up to whole vectors (scores are [keys][rows_pad])
   int64_t dv_pad = 0;    // head_dim_v rounded up to whole vectors
-  bool k_copy = false;   // K tiles are converted to float32 (else read in place)
-  int64_t o_rows = 0;    // rows of O: rows, or rows_pad where AMX tiles load and store whole blocks
+  TileKernel kernel = TileKernel::kFp32;
+  bool k_copy = false;  // K tiles are converted to float32 (else read in place)
+  int64_t o_rows = 0;   // rows of O: rows, or rows_pad where AMX tiles load and store whole blocks
   int64_t qt = 0, kf = 0, vt = 0, st = 0, o = 0, m = 0, l = 0, alpha = 0, row = 0, pb = 0;
   int64_t bytes = 0;  // per worker
 };
@@ -34,6 +45,8 @@ struct CpuLayout {
 };
 
 CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p);
+// What runs the plan's tiles, e.g. "cpu amx-bf16 tiles" (the plan's kernel).
+std::string cpu_kernel_name(const longattn_args& a, const longattn_plan& p);
 
 // Kernels of one instruction set (kernels_<isa>.cpp, all compiled from kernels_cpu.inc).
 struct CpuIsa {
@@ -43,7 +56,8 @@ struct CpuIsa {
   void (*fused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*split_kv)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*unfused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
-  bool amx;  // prefill tiles of bf16 inputs run on AMX tiles (their scratch is laid out for it)
+  bool amx;       // has the AMX tile kernel (TileKernel::kAmxBf16)
+  bool bf16_dot;  // has the bf16 pair kernel (TileKernel::kBf16Pairs)
 };
 extern const CpuIsa kIsaAmx, kIsaAvx512Bf16, kIsaAvx512, kIsaAvx2, kIsaGeneric;
 // The best one this CPU runs; LONGATTN_CPU_ISA=avx512bf16|avx512|avx2|generic lowers it.

@@ -267,12 +267,11 @@ int64_t fused_workspace(const longattn_args&, const Decision&) { return 0; }
 
 std::string fused_kernel_name(const longattn_args& a, const Decision& d) {
   const cuda::FusedKernelInfo ki = choice_of(d).kernel;
-  std::string name = ki.family == 90             ? "kernel sm90a wgmma+TMA"
-                     : cuda::fused_use_decode(a) ? "kernel sm80 mma.sync (decode tiles)"
-                                                 : "kernel sm80 mma.sync";
+  std::string name = ki.family == 90 ? "sm90a wgmma+TMA"
+                     : ki.decode     ? "sm80 mma.sync (decode tiles)"
+                                     : "sm80 mma.sync";
   if (ki.head_dim_qk != a.head_dim_qk || ki.head_dim_v != a.head_dim_v)
-    name += format(", head dims %lld/%lld padded to %d/%d", (long long)a.head_dim_qk,
-                   (long long)a.head_dim_v, ki.head_dim_qk, ki.head_dim_v);
+    name += format(", head dims padded to %d/%d", ki.head_dim_qk, ki.head_dim_v);
   return name;
 }
 
@@ -357,6 +356,10 @@ int64_t unfused_workspace(const longattn_args& a, const Decision&) {
   return l.total;
 }
 
+std::string unfused_kernel_name(const longattn_args&, const Decision&) {
+  return "cuBLAS GEMMs + softmax";
+}
+
 void unfused_run(const longattn_args& a, const Decision&, Arena& arena, const longattn_options& o) {
   RelaxedCapture relaxed;
   check_device_pointers(a, o);
@@ -377,7 +380,7 @@ const PathImpl kCudaPaths[] = {
     {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_check, split_configure, fused_blocks,
      split_workspace, split_run, fused_kernel_name},
     {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_check, unfused_configure, unfused_items,
-     unfused_workspace, unfused_run, nullptr},
+     unfused_workspace, unfused_run, unfused_kernel_name},
 };
 
 }  // namespace

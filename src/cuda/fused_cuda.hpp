@@ -122,7 +122,8 @@ inline Mma16 mma_type_for(int32_t dtype) {
 // What one compiled kernel is on the current device: the traits of the arch its code was built
 // for (which the launch must use), shared memory, registers and spills, as the driver reports.
 struct FusedKernelInfo {
-  int family = 80;  // 80: the portable kernel (fused_kernel_sm80.cuh); 90: the sm_90a kernel
+  int family = 80;      // 80: the portable kernel (fused_kernel_sm80.cuh); 90: the sm_90a kernel
+  bool decode = false;  // family 80: the decode tile shapes (fused_use_decode)
   int head_dim_qk = 0, head_dim_v = 0;        // the compiled dims: the real ones, padded
   int block_q = 0, block_k = 0, threads = 0;  // packed query rows and keys per tile, per block
   FusedTraits traits;                         // family 80 only

@@ -157,6 +157,7 @@ cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
     cudaGetLastError();  // no sm_90a code in this build: the portable kernel runs
   }
   info->family = 80;
+  info->decode = decode;
   info->head_dim_qk = info->traits.head_dim_qk, info->head_dim_v = info->traits.head_dim_v;
   info->block_q = info->traits.block_q();
   info->block_k = info->traits.block_k;
@@ -171,7 +172,7 @@ int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_co
   const int64_t key_tiles = (a.kv_len + bk - 1) / bk;
   const int64_t most = std::min<int64_t>(kMaxSplits, key_tiles / kMinTilesPerSplit);
   if (most < 2 || items >= slots) return 1;
-  if (fused_use_decode(a)) {
+  if (info.decode) {
     // The decode kernel streams K/V: one block per SM already keeps enough bytes in flight, a
     // second block on some SMs makes those SMs the tail, and every split adds merge work. So as
     // many splits as give each SM one block: more blocks were slower or no faster on every
@@ -229,11 +230,10 @@ cudaError_t launch_fused(const longattn_args& a, const FusedKernelInfo& ki, int 
       return e;
     e = fused_sm90_launch(dqk, dv, type, p, k_map, v_map, stream);
   } else {
-    const bool decode = fused_use_decode(a);
     bool programmatic = fused == MergeLaunch::kProgrammatic;
     if (fused == MergeLaunch::kDefault)
-      programmatic = kDefaultProgrammaticDecode && decode && ki.arch >= 90;
-    e = fused_launch(dqk, dv, type, decode, p, stream, programmatic && ki.arch >= 90);
+      programmatic = kDefaultProgrammaticDecode && ki.decode && ki.arch >= 90;
+    e = fused_launch(dqk, dv, type, ki.decode, p, stream, programmatic && ki.arch >= 90);
   }
   if (e != cudaSuccess || splits <= 1) return e;
   MergeParams m{};
