@@ -25,10 +25,16 @@
 // this one runs (not with split_keys, whose consumers share rows). Tiles past kv_len are
 // zero-filled by TMA and masked.
 //
-// Shared layout (1024-byte aligned, every operand in 64-column panels of 128-byte rows with the
-// 128-byte swizzle that TMA writes and wgmma reads): Q [panels][block_q][64], ring slots of
-// [panels][block_k][64] each holding a K or a V tile (one tile serves both when V is K), P, row
-// max/sum exchange, then the ring's mbarriers and the item queue.
+// Shared layout (Sm90SmemLayout, read through Sm90Smem; 1024-byte aligned, every operand in
+// 64-column panels of 128-byte rows with the 128-byte swizzle that TMA writes and wgmma reads):
+// Q [panels][block_q][64], ring slots of [panels][block_k][64] each holding a K or a V tile (one
+// tile serves both when V is K), P, row max/sum exchange, then the ring's mbarriers and the item
+// queue.
+//
+// The code by role: sm90_produce (the producer and the persistent schedule's taking of items),
+// sm90_take / sm90_issue_q / sm90_finish_q (a consumer's items and Q), the consumers' main loop in
+// the kernel (the order of GEMMs, waits and releases that makes the overlap), sm90_softmax, and
+// sm90_store (the epilogue). All are inlined into the one kernel.
 #pragma once
 
 #include <cuda.h>
@@ -98,6 +104,403 @@ struct Sm90Schedule {
 // one stream never overlap, so a pair is never shared by two running grids.
 static __device__ int g_sched_counters[kSchedCounterSlots][2];
 
+// The block's shared memory at Sm90Traits::smem_layout's offsets: shared-window addresses (what
+// TMA, wgmma descriptors and mbarriers take) and, where threads read or write it, pointers.
+template <int kDqk, int kDv>
+struct Sm90Smem {
+  static constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  static constexpr Sm90SmemLayout kL = kT.smem_layout();
+  static constexpr uint32_t kAtomBytes = 1024;  // 8 swizzled 128-byte rows
+  uint32_t base;          // kL's start: the dynamic shared memory rounded up to a swizzle atom
+  unsigned char* bytes0;  // the same byte, as a pointer
+
+  __device__ __forceinline__ explicit Sm90Smem(unsigned char* raw) {
+    const uint32_t r = ptx::smem_addr(raw);
+    base = (r + kAtomBytes - 1) & ~(kAtomBytes - 1);
+    bytes0 = raw + (base - r);
+  }
+  __device__ __forceinline__ uint32_t q() const { return base + uint32_t(kL.q); }
+  __device__ __forceinline__ uint32_t slot(int s) const {
+    return base + uint32_t(kL.ring) + uint32_t(s) * uint32_t(kT.slot_bytes());
+  }
+  // split_keys: P buffer i of two, swizzled like a K tile.
+  __device__ __forceinline__ uint32_t p(int i) const {
+    return base + uint32_t(kL.p) + uint32_t(i) * uint32_t(kT.p_bytes() / 2);
+  }
+  // split_keys: the consumers' row maxima and sums, [2][block_q][consumers] floats.
+  __device__ __forceinline__ float* reduce() const {
+    return reinterpret_cast<float*>(bytes0 + kL.reduce);
+  }
+  __device__ __forceinline__ uint32_t full_bar(int s) const {
+    return base + uint32_t(kL.full_bars) + 8 * s;
+  }
+  __device__ __forceinline__ uint32_t empty_bar(int s) const {
+    return base + uint32_t(kL.empty_bars) + 8 * s;
+  }
+  __device__ __forceinline__ uint32_t item_full(int i) const {
+    return base + uint32_t(kL.item_full) + 8 * i;
+  }
+  __device__ __forceinline__ uint32_t item_empty(int i) const {
+    return base + uint32_t(kL.item_empty) + 8 * i;
+  }
+  __device__ __forceinline__ volatile int* items() const {
+    return reinterpret_cast<volatile int*>(bytes0 + kL.items);
+  }
+  __device__ __forceinline__ unsigned char* ptr(uint32_t addr) const {
+    return bytes0 + (addr - base);
+  }
+};
+
+// The producer: thread 0 of warpgroup 0 (all of warp 0 for paged K/V in boxes). Ring entry e is
+// K tile e (K and V shared) or K tile e/2 / V tile e/2 of the block's items in order.
+template <int kDqk, int kDv>
+__device__ __forceinline__ void sm90_produce(const FusedParams& p, const CUtensorMap& k_map,
+                                             const CUtensorMap& v_map, const Sm90Schedule& sched,
+                                             const Sm90Smem<kDqk, kDv>& sm) {
+  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  constexpr int kBQ = kT.block_q(), kBK = kT.block_k, kSlots = kT.slots;
+  constexpr int kPanel = Sm90Traits::kPanel;
+  constexpr uint32_t kRowBytes = 2 * kPanel;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const bool kv_shared = p.kv_shared != 0;
+  // Thread 0 produces: it takes work items and loads each K/V tile in one TMA box per panel.
+  // Paged K/V whose pages split a tile comes in boxes of kv_box_rows keys (pieces inside one
+  // page), one lane of warp 0 per box; only then do the other lanes join (idle lanes spinning on
+  // the barriers would take issue slots from the consumers).
+  const bool lanes_share = p.kv_box_rows != kBK;
+  if (threadIdx.x == 0 || (warp == 0 && lanes_share)) {
+    const bool lead = lane == 0;
+    int e = 0;  // ring entries so far, over all of the block's items
+    for (int n = 0;; ++n) {
+      int w = n == 0 ? int(blockIdx.x) : -1;
+      if (sched.counter) {
+        if (n >= 2) ptx::mbar_wait(sm.item_empty(n % 2), uint32_t(n / 2 - 1) & 1);
+        if (lead) {
+          w = atomicAdd(sched.counter, 1);
+          if (w >= sched.items) w = -1;
+          sm.items()[n % 2] = w;
+          ptx::mbar_arrive(sm.item_full(n % 2));  // releases the write to the consumers
+        }
+        if (lanes_share) w = __shfl_sync(0xffffffffu, w, 0);
+      }
+      if (w < 0) break;
+      const WorkTile wt = work_tile(p, w, kBQ, kBK);
+      const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
+      const int rows = p.kv_box_rows, boxes = kBK / rows;
+      for (int x = 0; x < entries; ++x, ++e) {
+        const int slot = e % kSlots, use = e / kSlots;
+        const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? x : x / 2)) * kBK;
+        // Box bx holds keys j0 + bx * rows onwards; a paged one is looked up in the block table.
+        // Boxes past the last page (a tail tile) read the last page again: those keys are masked
+        // and their V rows zeroed (prepare_v), and the block table ends there.
+        auto locate = [&](int bx, int* token, int* outer) {
+          const int64_t j = j0 + int64_t(bx) * rows;
+          *token = int(j), *outer = wt.b;
+          if (p.block_table) {
+            const int64_t page = min(j / p.page_size, (p.kv_len - 1) / p.page_size);
+            *outer = p.block_table[wt.b * p.block_table_stride + page];
+            *token = int(j % p.page_size);
+          }
+        };
+        const bool is_v = !kv_shared && (x & 1);
+        const int panels = (is_v ? kDv : kDqk) / kPanel;
+        const void* map = is_v ? &v_map : &k_map;
+        const uint32_t dst = sm.slot(slot);
+        if (!lanes_share) {  // thread 0 alone
+          if (use > 0) ptx::mbar_wait(sm.empty_bar(slot), uint32_t(use - 1) & 1);
+          int token = 0, outer = 0;
+          locate(0, &token, &outer);
+          ptx::mbar_arrive_expect_tx(sm.full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+          for (int pn = 0; pn < panels; ++pn)
+            ptx::tma_load_4d(dst + pn * kBK * kRowBytes, map, sm.full_bar(slot), pn * kPanel, token,
+                             wt.kv_head, outer);
+          continue;
+        }
+        // One lane per box. Its first box is located before the wait for the slot: the table
+        // read overlaps the wait.
+        int token = 0, outer = 0;
+        if (lane < boxes) locate(lane, &token, &outer);
+        if (use > 0) ptx::mbar_wait(sm.empty_bar(slot), uint32_t(use - 1) & 1);
+        if (lead) ptx::mbar_arrive_expect_tx(sm.full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
+        __syncwarp();  // the expected bytes are set before any box lands
+        for (int bx = lane; bx < boxes; bx += 32) {
+          if (bx != lane) locate(bx, &token, &outer);
+          for (int pn = 0; pn < panels; ++pn)
+            ptx::tma_load_4d(dst + pn * kBK * kRowBytes + bx * rows * kRowBytes, map,
+                             sm.full_bar(slot), pn * kPanel, token, wt.kv_head, outer);
+        }
+      }
+    }
+    // The last block to finish zeroes the counter for the next launch that takes it. (The fence
+    // orders this block's last take before its count; the last count sees every take.)
+    if (lead && sched.counter) {
+      __threadfence();
+      if (atomicAdd(sched.counter + 1, 1) == int(gridDim.x) - 1) {
+        sched.counter[0] = 0;
+        sched.counter[1] = 0;
+      }
+    }
+  }
+}
+
+// A consumer thread's place in a work item: its warpgroup's rows, keys of S and columns of O in
+// the tile (split_keys: the consumers share rows and split keys and columns), its warp's 16 rows.
+// Warp-uniform where the wgmma descriptors read it (see warp_uniform).
+template <int kDqk, int kDv>
+struct Sm90Consumer {
+  static constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  static constexpr bool kSplitKeys = kT.split_keys;
+  static constexpr int kNS = kSplitKeys ? kT.block_k / 2 : kT.block_k;  // keys of S
+  static constexpr int kNO = kSplitKeys ? kDv / 2 : kDv;                // columns of O
+  int consumer, ctid, lane, wq;  // wq: the warp in the warpgroup, rows 16 wq .. 16 wq + 15
+  int q_row0, key0, col0;        // its first row, key and O column in the tile
+  float scale_log2;              // the scale in log2 units
+
+  __device__ __forceinline__ Sm90Consumer(int warpgroup, float scale)
+      : consumer(warpgroup - 1),
+        ctid(int(threadIdx.x) - 128),
+        lane(int(threadIdx.x % 32)),  // unsigned arithmetic: the compiler knows it is >= 0
+        wq(int(threadIdx.x / 32 % 4)),
+        q_row0(kSplitKeys ? 0 : 64 * consumer),
+        key0(kSplitKeys ? consumer * kNS : 0),
+        col0(kSplitKeys ? consumer * kNO : 0),
+        scale_log2(scale * kLog2e) {}
+
+  // split_keys: combines this thread's two row values with the other consumer's (max or sum)
+  // through `buf` [64 rows][2 consumers].
+  __device__ __forceinline__ void exchange(float (&v)[2], float* buf, bool take_max) const {
+    if (lane % 4 == 0)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) buf[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = v[h];
+    ptx::named_barrier(2, 256);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float* r = buf + (16 * wq + 8 * h + lane / 4) * 2;
+      v[h] = take_max ? fmaxf(r[0], r[1]) : r[0] + r[1];
+    }
+  }
+};
+
+// The two query rows a consumer thread holds in an item (wgmma accumulator layout: rows lane / 4
+// and lane / 4 + 8 of its warp's 16): positions (q_len marks a padding row) and heads.
+struct Sm90Rows {
+  int b;
+  int i[2], head[2];
+};
+
+// Item n of the persistent schedule's queue, for a consumer warp: lane 0 reads it and frees its
+// entry.
+template <int kDqk, int kDv>
+__device__ __forceinline__ int sm90_take(const Sm90Smem<kDqk, kDv>& sm, int n, int lane) {
+  int w = 0;
+  ptx::mbar_wait(sm.item_full(n % 2), uint32_t(n / 2) & 1);
+  if (lane == 0) {
+    w = sm.items()[n % 2];
+    ptx::mbar_arrive(sm.item_empty(n % 2));
+  }
+  return __shfl_sync(0xffffffffu, w, 0);
+}
+
+// Q: the consumer's 64 rows of [block_q][Dqk] into the swizzled panels, 16 bytes per thread and
+// step (cp.async: the GQA row packing is a gather TMA boxes cannot express), synchronized within
+// the warpgroup only, so a consumer starts its next item while the others finish theirs.
+// (split_keys: the consumers share their rows and load them together.)
+template <int kDqk, int kDv, bool kPadded>
+__device__ __forceinline__ void sm90_issue_q(const FusedParams& p, const Sm90Consumer<kDqk, kDv>& c,
+                                             uint32_t s_q, const WorkTile& qt) {
+  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  constexpr bool kSplitKeys = kT.split_keys;
+  const char* q_bytes = static_cast<const char*>(p.q);
+  const int g = p.group, rows = p.q_len * g;
+  constexpr int kChunks = kDqk / 8, kLoaders = kSplitKeys ? 128 * kT.consumers : 128;
+  const int tid = kSplitKeys ? c.ctid : c.ctid % 128;
+  for (int idx = tid; idx < 64 * kChunks; idx += kLoaders) {
+    const int r = c.q_row0 + idx / kChunks, ch = idx % kChunks;
+    const int R = int(qt.row0) + r;
+    const char* src = q_bytes;
+    if (R < rows) {
+      const int64_t head = int64_t(qt.kv_head) * g + R % g;
+      src += (qt.b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) * 2;
+    }
+    if constexpr (kPadded) {
+      // Columns past head_dim_qk are zeros (with zero K columns, S is exact).
+      const int bytes = R < rows ? 2 * min(8, max(0, p.head_dim_qk - ch * 8)) : 0;
+      ptx::cp_async(s_q + swizzled_offset(kT.block_q(), r, ch * 8), bytes > 0 ? src : q_bytes,
+                    bytes);
+    } else {
+      ptx::cp_async_16(s_q + swizzled_offset(kT.block_q(), r, ch * 8), src, R < rows);
+    }
+  }
+  ptx::cp_async_commit();
+}
+template <int kDqk, int kDv>
+__device__ __forceinline__ void sm90_finish_q(const Sm90Consumer<kDqk, kDv>& c) {
+  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  ptx::cp_async_wait<0>();
+  ptx::fence_proxy_async();  // wgmma reads Q through the async proxy
+  if constexpr (kT.split_keys)
+    ptx::named_barrier(1, 128 * kT.consumers);
+  else
+    ptx::named_barrier(7 + c.consumer, 128);
+}
+
+// Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
+// both consumers with split_keys), exp2, row sums, and in corr the factor O must be rescaled by.
+// Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
+// the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
+template <int kDqk, int kDv, bool kElementwise, bool kPlain>
+__device__ __forceinline__ void sm90_softmax(const FusedParams& p, const Sm90Consumer<kDqk, kDv>& c,
+                                             const Sm90Rows& rows, int j0, float* s_red,
+                                             float (&s)[Sm90Consumer<kDqk, kDv>::kNS / 2],
+                                             float (&m)[2], float (&l)[2], float (&corr)[2]) {
+  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  constexpr bool kSplitKeys = kT.split_keys;
+  constexpr int kNS = Sm90Consumer<kDqk, kDv>::kNS;
+  const int64_t off = int64_t(p.kv_len) - p.q_len;
+  const float mul = kPlain ? c.scale_log2 : 1.f;  // what turns s into log2 units
+  if constexpr (!kPlain) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
+      // here, not kept per row: registers are the limit at d = 256.)
+      const int64_t i = rows.i[h];
+      int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
+      if (p.causal) hi_j = min(hi_j, i + off + 1);
+      if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
+      const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kT.block_k)));
+      const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kT.block_k)));
+#pragma unroll
+      for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
+          float& x = s[4 * j + 2 * h + e];
+          x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * c.scale_log2;
+        }
+    }
+    // Softcap and the array mask work in natural-log units, per visible element. A pass of its
+    // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
+    if constexpr (kElementwise) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t mask_row = rows.b * p.mask_stride[0] + rows.head[h] * p.mask_stride[1] +
+                                 int64_t(rows.i[h]) * p.mask_stride[2];
+#pragma unroll
+        for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
+            float& x = s[4 * j + 2 * h + e];
+            if (x != -CUDART_INF_F)
+              x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *
+                  kLog2e;
+          }
+      }
+    }
+  }
+  // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
+  // halves their dependent latency; that pays at d = 64, and four chains are no better than
+  // two (bench/NOTES.md).
+  constexpr int kChains = 2;
+  float mx[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float va[kChains];
+#pragma unroll
+    for (int k = 0; k < kChains; ++k) va[k] = -CUDART_INF_F;
+#pragma unroll
+    for (int j = 0; j < kNS / 8; ++j)
+      va[j % kChains] = fmaxf(va[j % kChains], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+    float v = va[0];
+#pragma unroll
+    for (int k = 1; k < kChains; ++k) v = fmaxf(v, va[k]);
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
+  }
+  if constexpr (kSplitKeys) c.exchange(mx, s_red, true);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float m_new = fmaxf(m[h], mx[h]);
+    // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
+    const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
+    corr[h] = ptx::exp2_approx(m[h] - base);
+    m[h] = m_new;
+    float sa[kChains];
+#pragma unroll
+    for (int k = 0; k < kChains; ++k) sa[k] = 0.f;
+#pragma unroll
+    for (int j = 0; j < kNS / 8; ++j) {
+      s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
+      s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
+      sa[j % kChains] += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
+    }
+    float sum = sa[0];
+#pragma unroll
+    for (int k = 1; k < kChains; ++k) sum += sa[k];
+    l[h] = l[h] * corr[h] + sum;
+  }
+}
+
+// The epilogue: full row sums (over both consumers with split_keys), sinks, 1/l, LSE; each thread
+// stores its fragment columns of O (split_kv: float32 partials and their LSE).
+template <int kDqk, int kDv, Mma16 kType, bool kPadded>
+__device__ __forceinline__ void sm90_store(const FusedParams& p, const Sm90Consumer<kDqk, kDv>& c,
+                                           const Sm90Rows& rows, int split, float* s_red,
+                                           const float (&o)[Sm90Consumer<kDqk, kDv>::kNO / 2],
+                                           const float (&m)[2], float (&l)[2]) {
+  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
+  constexpr bool kSplitKeys = kT.split_keys;
+  constexpr int kNO = Sm90Consumer<kDqk, kDv>::kNO;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  if constexpr (kSplitKeys) c.exchange(l, s_red + 2 * kT.block_q(), false);
+  const bool writes_lse = c.lane % 4 == 0 && (!kSplitKeys || c.consumer == 0);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = rows.i[h], head = rows.head[h];
+    if (i >= p.q_len) continue;
+    float inv, lse;
+    finish_row(p, head, m[h], l[h], &inv, &lse);
+    const int64_t row = (int64_t(rows.b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
+    if (p.splits > 1) {
+      // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
+      // Rows of the real head_dim_v (the memory model's size): a padded kernel stores only those
+      // columns, an odd one singly.
+      const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
+      float* o_row = p.o_part + part_row * p.head_dim_v;
+#pragma unroll
+      for (int j = 0; j < kNO / 8; ++j) {
+        const int col = c.col0 + 8 * j + 2 * (c.lane % 4);
+        const float x = o[4 * j + 2 * h] * inv, y = o[4 * j + 2 * h + 1] * inv;
+        if constexpr (kPadded)
+          store_o_pair<kType>(reinterpret_cast<char*>(o_row), col, p.head_dim_v, x, y, true,
+                              p.head_dim_v % 2 == 0);
+        else
+          *reinterpret_cast<float2*>(o_row + col) = make_float2(x, y);
+      }
+      if (writes_lse) p.lse_part[part_row] = lse;
+      continue;
+    }
+    // O's rows start on 16 bytes (sm90_applies); columns past a padded kernel's real head_dim_v
+    // are not stored, the last one singly where head_dim_v is odd.
+    char* o_row = static_cast<char*>(p.o) +
+                  (rows.b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * 2;
+#pragma unroll
+    for (int j = 0; j < kNO / 8; ++j) {
+      const int col = c.col0 + 8 * j + 2 * (c.lane % 4);
+      const float x = o[4 * j + 2 * h] * inv, y = o[4 * j + 2 * h + 1] * inv;
+      if constexpr (kPadded)
+        store_o_pair<kType>(o_row, col, p.head_dim_v, x, y, false, true);
+      else
+        *reinterpret_cast<uint32_t*>(o_row + 2 * col) = ptx::pack2<kType>(x, y);
+    }
+    if (p.lse && writes_lse) p.lse[row] = lse;
+  }
+}
+
 // kElementwise: the kernel applies softcap and array masks. The plain one (neither, the common
 // case) leaves that code out: at d = 256 its registers alone make the compiler spill in the main
 // loop, which is slower (bench/NOTES.md).
@@ -122,34 +525,20 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   constexpr int kPanel = Sm90Traits::kPanel;
   constexpr uint32_t kRowBytes = 2 * kPanel;      // 128: one swizzled row
   constexpr uint32_t kAtomBytes = 8 * kRowBytes;  // 1024: 8 rows, one swizzle atom
-  constexpr uint32_t kSlotBytes = uint32_t(kT.slot_bytes());
   static_assert(kDqk % kPanel == 0 && kDv % kPanel == 0, "head dims come in 64-column panels");
   static_assert(kNS % 16 == 0 && kNO <= 256 && kBK % 8 == 0, "wgmma shapes");
   static_assert(!kSplitKeys || (kBK == kPanel && kNO == 4 * kPanel), "split_keys: P is one panel");
 
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = ptx::smem_addr(smem_raw);
-  const uint32_t s_q = (raw + kAtomBytes - 1) & ~(kAtomBytes - 1);
-  const uint32_t s_ring = s_q + uint32_t(kT.q_bytes());
-  const uint32_t s_p = s_ring + kSlots * kSlotBytes;
-  float* s_red = reinterpret_cast<float*>(smem_raw + (s_p - raw) + kT.p_bytes());  // [2][64][2]
-  const uint32_t s_bars = s_p + uint32_t(kT.p_bytes() + kT.reduce_bytes());
-  auto full_bar = [&](int slot) { return s_bars + 8 * slot; };
-  auto empty_bar = [&](int slot) { return s_bars + 8 * (kSlots + slot); };
-  // The item queue (dynamic schedule): the producer takes items from the counter, the consumers
-  // read them here.
-  const uint32_t s_queue = s_bars + 16 * kSlots;
-  auto item_full = [&](int i) { return s_queue + 8 * i; };
-  auto item_empty = [&](int i) { return s_queue + 16 + 8 * i; };
-  volatile int* queued = reinterpret_cast<volatile int*>(smem_raw + (s_queue - raw) + 32);
+  const Sm90Smem<kDqk, kDv> sm(smem_raw);
+  const uint32_t s_q = sm.q();
 
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   // Warp-uniform (see warp_uniform): the consumer's row and key offsets, and with them the wgmma
   // descriptors, live in uniform registers. Computed per thread, they cost a descriptor rebuild
   // and register moves before every wgmma, which slows d = 256 down (bench/NOTES.md).
   const int warpgroup = warp_uniform(int(threadIdx.x) / 128);
   const int g = p.group;
-  const int rows = p.q_len * g;  // packed rows: under 2^30 (backend_cuda.cpp)
+  const int packed_rows = p.q_len * g;  // under 2^30 (backend_cuda.cpp)
   const int64_t off = int64_t(p.kv_len) - p.q_len;
   const bool kv_shared = p.kv_shared != 0;
   // split_kv: the merge kernel, launched as a programmatic dependent (launch_cuda.cpp), may be
@@ -158,163 +547,36 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kSlots; ++s) {
-      ptx::mbar_init(full_bar(s), 1);                // the producer's expect_tx arrival
-      ptx::mbar_init(empty_bar(s), 4 * kConsumers);  // one arrival per consumer warp
+      ptx::mbar_init(sm.full_bar(s), 1);                // the producer's expect_tx arrival
+      ptx::mbar_init(sm.empty_bar(s), 4 * kConsumers);  // one arrival per consumer warp
     }
     for (int i = 0; i < 2; ++i) {
-      ptx::mbar_init(item_full(i), 1);
-      ptx::mbar_init(item_empty(i), 4 * kConsumers);
+      ptx::mbar_init(sm.item_full(i), 1);
+      ptx::mbar_init(sm.item_empty(i), 4 * kConsumers);
     }
     ptx::mbar_fence_init();
   }
   __syncthreads();  // the last block-wide barrier: the producer leaves early
 
-  // ---- producer: ring entry e is K tile e (K and V shared) or K tile e/2 / V tile e/2.
   if (warpgroup == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
-    // Thread 0 produces: it takes work items and loads each K/V tile in one TMA box per panel.
-    // Paged K/V whose pages split a tile comes in boxes of kv_box_rows keys (pieces inside one
-    // page), one lane of warp 0 per box; only then do the other lanes join (idle lanes spinning on
-    // the barriers would take issue slots from the consumers).
-    const bool lanes_share = p.kv_box_rows != kBK;
-    if (threadIdx.x == 0 || (warp == 0 && lanes_share)) {
-      const bool lead = lane == 0;
-      int e = 0;  // ring entries so far, over all of the block's items
-      for (int n = 0;; ++n) {
-        int w = n == 0 ? int(blockIdx.x) : -1;
-        if (sched.counter) {
-          if (n >= 2) ptx::mbar_wait(item_empty(n % 2), uint32_t(n / 2 - 1) & 1);
-          if (lead) {
-            w = atomicAdd(sched.counter, 1);
-            if (w >= sched.items) w = -1;
-            queued[n % 2] = w;
-            ptx::mbar_arrive(item_full(n % 2));  // releases the write to the consumers
-          }
-          if (lanes_share) w = __shfl_sync(0xffffffffu, w, 0);
-        }
-        if (w < 0) break;
-        const WorkTile wt = work_tile(p, w, kBQ, kBK);
-        const int entries = kv_shared ? wt.n_tiles : 2 * wt.n_tiles;
-        const int rows = p.kv_box_rows, boxes = kBK / rows;
-        for (int x = 0; x < entries; ++x, ++e) {
-          const int slot = e % kSlots, use = e / kSlots;
-          const int64_t j0 = int64_t(wt.t_begin + (kv_shared ? x : x / 2)) * kBK;
-          // Box bx holds keys j0 + bx * rows onwards; a paged one is looked up in the block table.
-          // Boxes past the last page (a tail tile) read the last page again: those keys are masked
-          // and their V rows zeroed (prepare_v), and the block table ends there.
-          auto locate = [&](int bx, int* token, int* outer) {
-            const int64_t j = j0 + int64_t(bx) * rows;
-            *token = int(j), *outer = wt.b;
-            if (p.block_table) {
-              const int64_t page = min(j / p.page_size, (p.kv_len - 1) / p.page_size);
-              *outer = p.block_table[wt.b * p.block_table_stride + page];
-              *token = int(j % p.page_size);
-            }
-          };
-          const bool is_v = !kv_shared && (x & 1);
-          const int panels = (is_v ? kDv : kDqk) / kPanel;
-          const void* map = is_v ? &v_map : &k_map;
-          const uint32_t dst = s_ring + slot * kSlotBytes;
-          if (!lanes_share) {  // thread 0 alone
-            if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
-            int token = 0, outer = 0;
-            locate(0, &token, &outer);
-            ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
-            for (int pn = 0; pn < panels; ++pn)
-              ptx::tma_load_4d(dst + pn * kBK * kRowBytes, map, full_bar(slot), pn * kPanel, token,
-                               wt.kv_head, outer);
-            continue;
-          }
-          // One lane per box. Its first box is located before the wait for the slot: the table
-          // read overlaps the wait.
-          int token = 0, outer = 0;
-          if (lane < boxes) locate(lane, &token, &outer);
-          if (use > 0) ptx::mbar_wait(empty_bar(slot), uint32_t(use - 1) & 1);
-          if (lead) ptx::mbar_arrive_expect_tx(full_bar(slot), uint32_t(panels) * kBK * kRowBytes);
-          __syncwarp();  // the expected bytes are set before any box lands
-          for (int bx = lane; bx < boxes; bx += 32) {
-            if (bx != lane) locate(bx, &token, &outer);
-            for (int pn = 0; pn < panels; ++pn)
-              ptx::tma_load_4d(dst + pn * kBK * kRowBytes + bx * rows * kRowBytes, map,
-                               full_bar(slot), pn * kPanel, token, wt.kv_head, outer);
-          }
-        }
-      }
-      // The last block to finish zeroes the counter for the next launch that takes it. (The fence
-      // orders this block's last take before its count; the last count sees every take.)
-      if (lead && sched.counter) {
-        __threadfence();
-        if (atomicAdd(sched.counter + 1, 1) == int(gridDim.x) - 1) {
-          sched.counter[0] = 0;
-          sched.counter[1] = 0;
-        }
-      }
-    }
+    sm90_produce(p, k_map, v_map, sched, sm);
     return;
   }
 
   // ---- consumers
   ptx::setmaxnreg_inc<consumer_regs(kConsumers)>();
-  const int consumer = warpgroup - 1, ctid = int(threadIdx.x) - 128;
-  const int wq = warp % 4;  // warp in the warpgroup: its 16 rows of the 64
-  const int esize = 2;
-
-  const float scale_log2 = p.scale * kLog2e;
-  const int q_row0 = kSplitKeys ? 0 : 64 * consumer;  // first row of this consumer in the tile
-  const int key0 = kSplitKeys ? consumer * kNS : 0;   // first key of this consumer in a tile
-  const int col0 = kSplitKeys ? consumer * kNO : 0;   // first column of O
+  const Sm90Consumer<kDqk, kDv> c(warpgroup, p.scale);
+  const int consumer = c.consumer, lane = c.lane, wq = c.wq;
+  const int q_row0 = c.q_row0, key0 = c.key0, col0 = c.col0;
   const bool last_consumer = consumer == kConsumers - 1;
-
-  // Item n of the queue (dynamic schedule): lane 0 reads it and frees its entry for the warp.
-  auto take = [&](int n) {
-    int w = 0;
-    ptx::mbar_wait(item_full(n % 2), uint32_t(n / 2) & 1);
-    if (lane == 0) {
-      w = queued[n % 2];
-      ptx::mbar_arrive(item_empty(n % 2));
-    }
-    return __shfl_sync(0xffffffffu, w, 0);
-  };
-  // Q: this consumer's 64 rows of [block_q][Dqk] into the swizzled panels, 16 bytes per thread and
-  // step, synchronized within the warpgroup only, so a consumer starts its next item while the
-  // others finish theirs. (split_keys: the consumers share their rows and load them together.)
-  auto issue_q = [&](const WorkTile& qt) {
-    const char* q_bytes = static_cast<const char*>(p.q);
-    constexpr int kChunks = kDqk / 8, kLoaders = kSplitKeys ? 128 * kConsumers : 128;
-    const int tid = kSplitKeys ? ctid : ctid % 128;
-    for (int idx = tid; idx < 64 * kChunks; idx += kLoaders) {
-      const int r = q_row0 + idx / kChunks, ch = idx % kChunks;
-      const int R = int(qt.row0) + r;
-      const char* src = q_bytes;
-      if (R < rows) {
-        const int64_t head = int64_t(qt.kv_head) * g + R % g;
-        src += (qt.b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) *
-               esize;
-      }
-      if constexpr (kPadded) {
-        // Columns past head_dim_qk are zeros (with zero K columns, S is exact).
-        const int bytes = R < rows ? 2 * min(8, max(0, p.head_dim_qk - ch * 8)) : 0;
-        ptx::cp_async(s_q + swizzled_offset(kBQ, r, ch * 8), bytes > 0 ? src : q_bytes, bytes);
-      } else {
-        ptx::cp_async_16(s_q + swizzled_offset(kBQ, r, ch * 8), src, R < rows);
-      }
-    }
-    ptx::cp_async_commit();
-  };
-  auto finish_q = [&] {
-    ptx::cp_async_wait<0>();
-    ptx::fence_proxy_async();  // wgmma reads Q through the async proxy
-    if constexpr (kSplitKeys)
-      ptx::named_barrier(1, 128 * kConsumers);
-    else
-      ptx::named_barrier(7 + consumer, 128);
-  };
+  float* s_red = sm.reduce();
 
   int e_base = 0;  // ring entries of the block's earlier items
   int ahead = -2;  // the next item when already taken (with its Q in flight), else -2
   for (int item = 0;; ++item) {
     int w = item == 0 ? int(blockIdx.x) : -1;
-    if (sched.counter) w = ahead != -2 ? ahead : take(item);
+    if (sched.counter) w = ahead != -2 ? ahead : sm90_take(sm, item, lane);
     const bool q_in_flight = ahead >= 0;
     ahead = -2;
     if (w < 0) break;
@@ -327,21 +589,19 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     // would otherwise reach its exchange before the other consumer has read the last one.
     if constexpr (kSplitKeys) ptx::named_barrier(2, 256);
     if (q_in_flight) {
-      finish_q();
+      sm90_finish_q(c);
     } else if (n_tiles > 0) {
-      issue_q(wt);
-      finish_q();
+      sm90_issue_q<kDqk, kDv, kPadded>(p, c, s_q, wt);
+      sm90_finish_q(c);
     }
 
-    // This thread's rows (wgmma accumulator layout: warp wq has rows 16 wq .. 16 wq + 15; a lane
-    // has rows lane / 4 and lane / 4 + 8, columns 8 j + 2 (lane % 4) + {0, 1} of each 8-column
-    // block j).
-    int row_i[2], row_head[2];
+    Sm90Rows rows;
+    rows.b = b;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int R = int(row0) + q_row0 + 16 * wq + 8 * h + lane / 4;
-      row_i[h] = R < rows ? R / g : p.q_len;  // q_len marks a padding row
-      row_head[h] = kv_head * g + R % g;
+      rows.i[h] = R < packed_rows ? R / g : p.q_len;
+      rows.head[h] = kv_head * g + R % g;
     }
     // Tiles [plain_first, plain_last] lie inside every row's band: with no softcap or mask they
     // need only the scale (the others get per-element bounds). (A negative scale reverses the order
@@ -365,20 +625,6 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     for (int n = 0; n < kNO / 2; ++n) o[n] = 0.f;
     float m[2] = {-CUDART_INF_F, -CUDART_INF_F}, l[2] = {0.f, 0.f};
 
-    // split_keys: combines this thread's two row values with the other consumer's (max or sum)
-    // through `buf` [64 rows][2 consumers].
-    auto exchange = [&](float(&v)[2], float* buf, bool take_max) {
-      if (lane % 4 == 0)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) buf[(16 * wq + 8 * h + lane / 4) * 2 + consumer] = v[h];
-      ptx::named_barrier(2, 256);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float* r = buf + (16 * wq + 8 * h + lane / 4) * 2;
-        v[h] = take_max ? fmaxf(r[0], r[1]) : r[0] + r[1];
-      }
-    };
-
     // With kOverlap the loop overlaps the softmax of tile t with the P V product of tile t - 1:
     // S_t = Q K_t and O += P_{t-1} V_{t-1} are issued together, the softmax waits for S_t only, and
     // O is rescaled once the P V product has landed. P_t is kept in registers (fragments `pa`) or,
@@ -388,12 +634,12 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     auto tile_j0 = [&](int t) { return int64_t(t_begin + t) * kBK; };
     auto k_entry = [&](int t) { return e_base + (kv_shared ? t : 2 * t); };
     auto v_entry = [&](int t) { return e_base + (kv_shared ? t : 2 * t + 1); };
-    auto slot_addr = [&](int entry) { return s_ring + (entry % kSlots) * kSlotBytes; };
+    auto slot_addr = [&](int entry) { return sm.slot(entry % kSlots); };
 
     // S = Q K^T: kDqk / 16 wgmma steps of K = 16, 32 bytes apart in a swizzled row.
     auto issue_s = [&](int t) {
       const int e = k_entry(t);
-      ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
+      ptx::mbar_wait(sm.full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
       const uint32_t k_tile = warp_uniform(slot_addr(e));
       ptx::wgmma_fence();
       // A descriptor's low bits are the address / 16: an operand's steps add constants to a base.
@@ -410,13 +656,13 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     };
     auto release = [&](int entry) {
       __syncwarp();
-      if (lane == 0) ptx::mbar_arrive(empty_bar(entry % kSlots));
+      if (lane == 0) ptx::mbar_arrive(sm.empty_bar(entry % kSlots));
     };
     // K_t's slot, unless V shares it (then V's release frees it). The arrival is predicated, not
     // branched around: with a branch here ptxas keeps the softmax after the wait for P V.
     auto release_k = [&](int t) {
       __syncwarp();
-      if (lane == 0 && !kv_shared) ptx::mbar_arrive(empty_bar(k_entry(t) % kSlots));
+      if (lane == 0 && !kv_shared) ptx::mbar_arrive(sm.empty_bar(k_entry(t) % kSlots));
     };
 
     // O += P V, V read N-major: 16 keys per step are two 8-row groups (1024 bytes apart) of every
@@ -424,7 +670,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     // Waits for V_t; on a paged tail tile, zeroes its rows past kv_len.
     auto prepare_v = [&](int t) {
       const int e = v_entry(t);
-      ptx::mbar_wait(full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
+      ptx::mbar_wait(sm.full_bar(e % kSlots), uint32_t(e / kSlots) & 1);
       const int64_t j0 = tile_j0(t);
       if (p.block_table && j0 + kBK > p.kv_len) {
         // The last page's slots past kv_len hold stale data (NaN, say) that P = 0 would not cancel:
@@ -432,8 +678,8 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         // the other consumer's reads of this slot as K.
         ptx::named_barrier(3, 128 * kConsumers);
         const int valid = int(p.kv_len - j0), chunks = (kDv / kPanel) * 8;
-        unsigned char* v_bytes = smem_raw + (slot_addr(e) - raw);
-        for (int idx = ctid; idx < (kBK - valid) * chunks; idx += 128 * kConsumers) {
+        unsigned char* v_bytes = sm.ptr(slot_addr(e));
+        for (int idx = c.ctid; idx < (kBK - valid) * chunks; idx += 128 * kConsumers) {
           const int row = valid + idx / chunks, pn = (idx % chunks) / 8, ch = idx % 8;
           *reinterpret_cast<uint4*>(v_bytes + pn * kBK * kRowBytes + row * kRowBytes + ch * 16) =
               make_uint4(0, 0, 0, 0);
@@ -452,8 +698,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         for (int kk = 0; kk < kNS / 16; ++kk)
           ptx::Wgmma<kType, kNO>::template rs<1>(o, pa[kk], v0 + ((kk * 2 * kAtomBytes) >> 4), 1);
       } else {
-        const uint64_t p0 =
-            ptx::sw128_desc(s_p + (t % 2) * uint32_t(kT.p_bytes() / 2), 16, kAtomBytes);
+        const uint64_t p0 = ptx::sw128_desc(sm.p(t % 2), 16, kAtomBytes);
 #pragma unroll
         for (int kk = 0; kk < kBK / 16; ++kk)
           ptx::Wgmma<kType, kNO>::template ss<1>(o, p0 + ((kk * 32) >> 4),
@@ -471,95 +716,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         f(t, std::false_type{});
     };
 
-    // Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
-    // both consumers with split_keys), exp2, row sums. Returns the factor O must be rescaled by.
-    // Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
-    // the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
     auto softmax = [&](int t, float(&corr)[2], auto plain_tag) {
-      constexpr bool kPlain = decltype(plain_tag)::value;
-      const int j0 = int(tile_j0(t));
-      const float mul = kPlain ? scale_log2 : 1.f;  // what turns s into log2 units
-      if constexpr (!kPlain) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
-          // here, not kept per row: registers are the limit at d = 256.)
-          const int64_t i = row_i[h];
-          int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
-          if (p.causal) hi_j = min(hi_j, i + off + 1);
-          if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
-          const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kBK)));
-          const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kBK)));
-#pragma unroll
-          for (int j = 0; j < kNS / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int col = key0 + 8 * j + 2 * (lane % 4) + e;
-              float& x = s[4 * j + 2 * h + e];
-              x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * scale_log2;
-            }
-        }
-        // Softcap and the array mask work in natural-log units, per visible element. A pass of its
-        // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
-        if constexpr (kElementwise) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int64_t mask_row = b * p.mask_stride[0] + row_head[h] * p.mask_stride[1] +
-                                     int64_t(row_i[h]) * p.mask_stride[2];
-#pragma unroll
-            for (int j = 0; j < kNS / 8; ++j)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int col = key0 + 8 * j + 2 * (lane % 4) + e;
-                float& x = s[4 * j + 2 * h + e];
-                if (x != -CUDART_INF_F)
-                  x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *
-                      kLog2e;
-              }
-          }
-        }
-      }
-      // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
-      // halves their dependent latency; that pays at d = 64, and four chains are no better than
-      // two (bench/NOTES.md).
-      constexpr int kChains = 2;
-      float mx[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float va[kChains];
-#pragma unroll
-        for (int c = 0; c < kChains; ++c) va[c] = -CUDART_INF_F;
-#pragma unroll
-        for (int j = 0; j < kNS / 8; ++j)
-          va[j % kChains] = fmaxf(va[j % kChains], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-        float v = va[0];
-#pragma unroll
-        for (int c = 1; c < kChains; ++c) v = fmaxf(v, va[c]);
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-        mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
-      }
-      if constexpr (kSplitKeys) exchange(mx, s_red, true);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float m_new = fmaxf(m[h], mx[h]);
-        // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
-        const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
-        corr[h] = ptx::exp2_approx(m[h] - base);
-        m[h] = m_new;
-        float sa[kChains];
-#pragma unroll
-        for (int c = 0; c < kChains; ++c) sa[c] = 0.f;
-#pragma unroll
-        for (int j = 0; j < kNS / 8; ++j) {
-          s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
-          s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
-          sa[j % kChains] += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
-        }
-        float sum = sa[0];
-#pragma unroll
-        for (int c = 1; c < kChains; ++c) sum += sa[c];
-        l[h] = l[h] * corr[h] + sum;
-      }
+      sm90_softmax<kDqk, kDv, kElementwise, decltype(plain_tag)::value>(p, c, rows, int(tile_j0(t)),
+                                                                        s_red, s, m, l, corr);
     };
 
     // P_t: A fragments in registers (the S accumulator layout is the A-fragment layout), or with
@@ -574,7 +733,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
           pa[kk][3] = ptx::pack2<kType>(s[8 * kk + 6], s[8 * kk + 7]);
         }
       } else {
-        unsigned char* p_tile = smem_raw + (s_p - raw) + (t % 2) * (kT.p_bytes() / 2);
+        unsigned char* p_tile = sm.ptr(sm.p(t % 2));
 #pragma unroll
         for (int j = 0; j < kNS / 8; ++j)
 #pragma unroll
@@ -673,8 +832,9 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         // item's while the P V product and the epilogue run. Short items gain most (the 1K grid
         // waits on Q once per 8-16 key tiles).
         if (sched.counter) {
-          ahead = take(item + 1);
-          if (ahead >= 0) issue_q(work_tile(p, ahead, kBQ, kBK));
+          ahead = sm90_take(sm, item + 1, lane);
+          if (ahead >= 0)
+            sm90_issue_q<kDqk, kDv, kPadded>(p, c, s_q, work_tile(p, ahead, kBQ, kBK));
         }
         ptx::wgmma_wait<0>();
         ptx::pin(o);
@@ -706,56 +866,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
       for (int t = 0; t < n_tiles; ++t) with_plain(t, step);
     }
 
-    // Epilogue: full row sums (over both consumers with split_keys), sinks, 1/l, LSE; each thread
-    // stores its fragment columns.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-    }
-    if constexpr (kSplitKeys) exchange(l, s_red + 2 * kBQ, false);
-    const bool writes_lse = lane % 4 == 0 && (!kSplitKeys || consumer == 0);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int i = row_i[h], head = row_head[h];
-      if (i >= p.q_len) continue;
-      float inv, lse;
-      finish_row(p, head, m[h], l[h], &inv, &lse);
-      const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
-      if (p.splits > 1) {
-        // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
-        // Rows of the real head_dim_v (the memory model's size): a padded kernel stores only those
-        // columns, an odd one singly.
-        const int64_t part_row = int64_t(split) * p.batch * p.q_heads * p.q_len + row;
-        float* o_row = p.o_part + part_row * p.head_dim_v;
-#pragma unroll
-        for (int j = 0; j < kNO / 8; ++j) {
-          const int col = col0 + 8 * j + 2 * (lane % 4);
-          const float x = o[4 * j + 2 * h] * inv, y = o[4 * j + 2 * h + 1] * inv;
-          if constexpr (kPadded)
-            store_o_pair<kType>(reinterpret_cast<char*>(o_row), col, p.head_dim_v, x, y, true,
-                                p.head_dim_v % 2 == 0);
-          else
-            *reinterpret_cast<float2*>(o_row + col) = make_float2(x, y);
-        }
-        if (writes_lse) p.lse_part[part_row] = lse;
-        continue;
-      }
-      // O's rows start on 16 bytes (sm90_applies); columns past a padded kernel's real head_dim_v
-      // are not stored, the last one singly where head_dim_v is odd.
-      char* o_row = static_cast<char*>(p.o) +
-                    (b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * esize;
-#pragma unroll
-      for (int j = 0; j < kNO / 8; ++j) {
-        const int col = col0 + 8 * j + 2 * (lane % 4);
-        const float x = o[4 * j + 2 * h] * inv, y = o[4 * j + 2 * h + 1] * inv;
-        if constexpr (kPadded)
-          store_o_pair<kType>(o_row, col, p.head_dim_v, x, y, false, true);
-        else
-          *reinterpret_cast<uint32_t*>(o_row + 2 * col) = ptx::pack2<kType>(x, y);
-      }
-      if (p.lse && writes_lse) p.lse[row] = lse;
-    }
+    sm90_store<kDqk, kDv, kType, kPadded>(p, c, rows, split, s_red, o, m, l);
     e_base += kv_shared ? n_tiles : 2 * n_tiles;
   }     // the block's work items
 #endif  // LONGATTN_SM90A_CODE

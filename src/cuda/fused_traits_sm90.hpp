@@ -8,6 +8,14 @@
 
 namespace longattn::cuda {
 
+// Byte offsets in the sm_90a kernel's shared memory (from its 1024-byte aligned start): Q, the ring
+// of K/V slots, P and the row exchange (split_keys), one full and one empty mbarrier per slot, and
+// the persistent schedule's item queue (two items, their full and empty mbarriers).
+struct Sm90SmemLayout {
+  int64_t q = 0, ring = 0, p = 0, reduce = 0;
+  int64_t full_bars = 0, empty_bars = 0, item_full = 0, item_empty = 0, items = 0, end = 0;
+};
+
 // ---- The sm_90a kernel (fused_kernel_sm90.cuh): one producer warpgroup streams K and V tiles by
 // TMA into a ring of shared-memory slots; `consumers` warpgroups of 64 query rows each run wgmma.
 struct Sm90Traits {
@@ -37,14 +45,22 @@ struct Sm90Traits {
   LONGATTN_HOST_DEVICE constexpr int64_t reduce_bytes() const {
     return split_keys ? int64_t(2) * block_q() * consumers * 4 : 0;
   }
-  // The persistent schedule's queue of work items: two items and their full and empty mbarriers.
-  static constexpr int kItemQueueBytes = 48;
-  // Q, the ring, P and the reductions, then one full and one empty mbarrier per slot and the item
-  // queue; 1024 bytes of slack align the start to a swizzle atom.
-  LONGATTN_HOST_DEVICE constexpr int64_t smem_bytes() const {
-    return 1024 + q_bytes() + slots * slot_bytes() + p_bytes() + reduce_bytes() + 16 * slots +
-           kItemQueueBytes;
+  LONGATTN_HOST_DEVICE constexpr Sm90SmemLayout smem_layout() const {
+    Sm90SmemLayout l;
+    l.q = 0;  // swizzled operands start on 1024 bytes: Q, slots and P are multiples of it
+    l.ring = l.q + q_bytes();
+    l.p = l.ring + slots * slot_bytes();
+    l.reduce = l.p + p_bytes();
+    l.full_bars = l.reduce + reduce_bytes();
+    l.empty_bars = l.full_bars + 8 * slots;
+    l.item_full = l.empty_bars + 8 * slots;
+    l.item_empty = l.item_full + 16;
+    l.items = l.item_empty + 16;
+    l.end = l.items + 16;
+    return l;
   }
+  // The layout plus 1024 bytes of slack to align its start to a swizzle atom.
+  LONGATTN_HOST_DEVICE constexpr int64_t smem_bytes() const { return 1024 + smem_layout().end; }
 };
 
 // Why these shapes. O lives in registers: 64 rows x head_dim_v floats per warpgroup is
