@@ -160,6 +160,47 @@ std::vector<Case> grid() {
           .same_kv()
           .layout(L::kTokensMajor, L::kContiguous),
       Case("k_eq_v_f32_causal").shape(1, 2, 1, 113, 113).dims(512).same_kv().is_causal(),
+      // FP8 KV caches (kv_dtype): every scale kind, both formats, every Q dtype, outlier channels.
+      Case("fp8_e4m3_decode_gqa4_head_scales")
+          .shape(2, 8, 2, 1, 1023)
+          .dims(128)
+          .fp8(LONGATTN_FLOAT8_E4M3, 2),
+      Case("fp8_e5m2_bf16_causal_tensor_scale")
+          .shape(1, 4, 2, 113, 1023)
+          .dims(256)
+          .type(BF16)
+          .is_causal()
+          .fp8(LONGATTN_FLOAT8_E5M2, 1),
+      Case("fp8_e4m3_f16_d512_window_sinks")
+          .shape(1, 4, 1, 113, 1023)
+          .dims(512)
+          .type(F16)
+          .is_causal()
+          .win(200)
+          .sinks(1.0f)
+          .fp8(LONGATTN_FLOAT8_E4M3, 2),
+      Case("fp8_e4m3_bf16_mla_decode_k_eq_v")
+          .shape(1, 8, 1, 1, 777)
+          .dims(576, 512)
+          .type(BF16)
+          .same_kv()
+          .fp8(LONGATTN_FLOAT8_E4M3, 1),
+      Case("fp8_e5m2_f32_mask_padded_layouts")
+          .shape(2, 4, 2, 113, 113)
+          .dims(72)
+          .mask(kAdd, 1, 0, 1, 1, true)
+          .layout(L::kTokensMajorPadded, L::kPadded)
+          .fp8(LONGATTN_FLOAT8_E5M2, 2),
+      Case("fp8_e5m2_f16_decode_tensor_scale")
+          .shape(3, 4, 1, 1, 517)
+          .dims(80)
+          .type(F16)
+          .fp8(LONGATTN_FLOAT8_E5M2, 1),
+      Case("fp8_e4m3_decode_d33_softcap_no_scales")
+          .shape(2, 4, 4, 1, 300)
+          .dims(33)
+          .cap(5.0f, 3.0f)
+          .fp8(LONGATTN_FLOAT8_E4M3, 0),
       // Without LSE output.
       Case("no_lse_f16").shape(1, 2, 1, 113, 113).dims(64).type(F16).no_lse(),
       Case("no_lse_decode_f32").shape(2, 8, 2, 1, 1023).dims(128).no_lse(),
@@ -263,6 +304,38 @@ INSTANTIATE_TEST_SUITE_P(Grid, AccuracyCpu, ::testing::ValuesIn(grid()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.name;
                          });
+
+// Every FP8 code decodes exactly, NaN and infinities included, on every path: one key (its
+// probability is exactly 1), V's row holding all 256 codes, O in float32 = code's value * v_scale.
+TEST(Fp8Cpu, EveryCodeDecodes) {
+  for (int32_t kv : {LONGATTN_FLOAT8_E4M3, LONGATTN_FLOAT8_E5M2}) {
+    std::vector<uint8_t> k(16, 0), v(256);
+    for (int c = 0; c < 256; ++c) v[size_t(c)] = uint8_t(c);
+    std::vector<float> q(16, 0.5f), o(256), lse(1);
+    const float v_scale = 1.5f;
+    longattn_args a;
+    longattn_args_init(&a);
+    a.head_dim_qk = 16, a.head_dim_v = 256;
+    longattn_set_contiguous_strides(&a);
+    a.q = q.data(), a.k = k.data(), a.v = v.data(), a.o = o.data(), a.lse = lse.data();
+    a.kv_dtype = kv, a.v_scale = &v_scale;
+    for (int32_t path : {LONGATTN_PATH_REFERENCE, LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED,
+                         LONGATTN_PATH_SPLIT_KV}) {
+      SCOPED_TRACE(std::string(dtype_label(kv)) + " " + path_label(path));
+      longattn_options opt = default_options();
+      opt.path = path;
+      std::fill(o.begin(), o.end(), -7.f);
+      ASSERT_EQ(longattn_attention(&a, &opt, nullptr), LONGATTN_OK) << longattn_last_error();
+      for (int c = 0; c < 256; ++c) {
+        const float want = longattn::numeric::load_element(kv, v.data(), c) * v_scale;
+        if (std::isnan(want))
+          EXPECT_TRUE(std::isnan(o[size_t(c)])) << "code 0x" << std::hex << c;
+        else
+          EXPECT_EQ(o[size_t(c)], want) << "code 0x" << std::hex << c;
+      }
+    }
+  }
+}
 
 // The C++ layer is the C API: same plan, same bits, and make_args gives contiguous strides.
 TEST(CppApi, RunMatchesCApi) {

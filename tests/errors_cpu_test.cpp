@@ -41,6 +41,9 @@ bool all_bytes_are(const std::vector<uint8_t>& bytes, uint8_t value) {
   return std::all_of(bytes.begin(), bytes.end(), [&](uint8_t b) { return b == value; });
 }
 
+// Valid FP8 scales for the cases that set them (two KV heads).
+alignas(16) const float kScale[4] = {0.5f, 2.0f, 1.0f, 1.0f};
+
 // A small valid problem (GQA, causal off, f32); each error case breaks one thing of it.
 Case base_case() { return Case("errors_base").shape(2, 4, 2, 7, 9).dims(64); }
 
@@ -85,6 +88,35 @@ std::vector<ErrorCase> error_cases() {
       {"kv_heads_above_q_heads", [](A a, O) { a.kv_heads = 8; }, kInvalid, {"kv_heads"}},
       {"dtype_code", [](A a, O) { a.dtype = 3; }, kInvalid, {"dtype"}},
       {"dtype_negative", [](A a, O) { a.dtype = -1; }, kInvalid, {"dtype"}},
+      {"dtype_fp8",
+       [](A a, O) { a.dtype = LONGATTN_FLOAT8_E4M3; },
+       kInvalid,
+       {"dtype", "kv_dtype"}},
+      {"kv_dtype_code", [](A a, O) { a.kv_dtype = 2; }, kInvalid, {"kv_dtype"}},
+      {"kv_dtype_negative", [](A a, O) { a.kv_dtype = -1; }, kInvalid, {"kv_dtype"}},
+      {"k_scale_without_fp8",
+       [](A a, O) { a.k_scale = &kScale[0]; },
+       kInvalid,
+       {"k_scale", "kv_dtype"}},
+      {"v_scale_without_fp8",
+       [](A a, O) { a.v_scale = &kScale[0]; },
+       kInvalid,
+       {"v_scale", "kv_dtype"}},
+      {"scale_per_head_without_fp8",
+       [](A a, O) { a.kv_scale_per_head = 1; },
+       kInvalid,
+       {"kv_scale_per_head"}},
+      {"kv_scale_per_head_2",
+       [](A a, O) { a.kv_dtype = LONGATTN_FLOAT8_E4M3, a.kv_scale_per_head = 2; },
+       kInvalid,
+       {"kv_scale_per_head"}},
+      {"k_scale_misaligned",
+       [](A a, O) {
+         a.kv_dtype = LONGATTN_FLOAT8_E5M2;
+         a.k_scale = reinterpret_cast<const float*>(reinterpret_cast<const char*>(kScale) + 2);
+       },
+       kInvalid,
+       {"k_scale"}},
       {"device_code", [](A a, O) { a.device = 7; }, kInvalid, {"device"}},
       {"path_code", [](A, O o) { o.path = 5; }, kInvalid, {"path"}},
       {"path_negative", [](A, O o) { o.path = -1; }, kInvalid, {"path"}},

@@ -47,7 +47,13 @@ INSTANTIATE_TEST_SUITE_P(
             .dims(80)
             .type(LONGATTN_FLOAT16)
             .mask(LONGATTN_MASK_ADDITIVE, false, false, true, true),
-        Case("paged_decode_kv").shape(1, 8, 1, 1, 1023).dims(64).type(LONGATTN_BFLOAT16).same_kv()),
+        Case("paged_decode_kv").shape(1, 8, 1, 1, 1023).dims(64).type(LONGATTN_BFLOAT16).same_kv(),
+        Case("paged_fp8_e4m3")
+            .shape(2, 4, 2, 37, 517)
+            .dims(128)
+            .type(LONGATTN_BFLOAT16)
+            .is_causal()
+            .fp8(LONGATTN_FLOAT8_E4M3, 2)),
     [](const auto& info) { return info.param.name; });
 
 TEST(PagedCpu, BadTablesAreRefused) {

@@ -42,10 +42,24 @@ using longattn::numeric::float_to_bf16;
 using longattn::numeric::float_to_f16;
 using longattn::numeric::round_to_dtype;
 
-inline int64_t dtype_size(int32_t dtype) { return dtype == LONGATTN_FLOAT32 ? 4 : 2; }
+inline int64_t dtype_size(int32_t dtype) {
+  return dtype == LONGATTN_FLOAT32 ? 4 : dtype >= LONGATTN_FLOAT8_E4M3 ? 1 : 2;
+}
 
 inline const char* dtype_label(int32_t dtype) {
-  return dtype == LONGATTN_FLOAT32 ? "f32" : dtype == LONGATTN_FLOAT16 ? "f16" : "bf16";
+  switch (dtype) {
+    case LONGATTN_FLOAT32:
+      return "f32";
+    case LONGATTN_FLOAT16:
+      return "f16";
+    case LONGATTN_BFLOAT16:
+      return "bf16";
+    case LONGATTN_FLOAT8_E4M3:
+      return "e4m3";
+    case LONGATTN_FLOAT8_E5M2:
+      return "e5m2";
+  }
+  return "?";
 }
 
 inline const char* path_label(int32_t path) {
@@ -195,6 +209,8 @@ struct Case {
   bool mask_full[4] = {true, true, true, true};  // false: that mask dim is 1 (broadcast)
   bool mask_padded = false;                      // mask strides with gaps
   Layout in_layout = Layout::kContiguous, out_layout = Layout::kContiguous;
+  int32_t kv_dtype = 0;  // an FP8 cache: LONGATTN_FLOAT8_E4M3 / _E5M2
+  int kv_scales = 0;     // its scales: 0 none, 1 one per tensor, 2 one per KV head
 
   explicit Case(std::string n) : name(std::move(n)) {}
   Case& shape(int64_t b, int64_t hq, int64_t hkv, int64_t lq, int64_t lk) {
@@ -216,6 +232,7 @@ struct Case {
   Case& layout(Layout in, Layout out) { return in_layout = in, out_layout = out, *this; }
   Case& same_kv() { return k_eq_v = true, *this; }
   Case& no_lse() { return lse = false, *this; }
+  Case& fp8(int32_t kv, int scales) { return kv_dtype = kv, kv_scales = scales, *this; }
 
   // Seeds differ per case but never between runs (FNV-1a of the name).
   uint32_t seed() const { return longattn::numeric::fnv1a32(name.data(), name.size()); }
@@ -237,6 +254,11 @@ struct Case {
     s << " in=" << layout_label(in_layout) << " out=" << layout_label(out_layout);
     if (k_eq_v) s << " k==v";
     if (!lse) s << " no_lse";
+    if (kv_dtype)
+      s << " kv=" << dtype_label(kv_dtype)
+        << (kv_scales == 0   ? ""
+            : kv_scales == 1 ? " scale/tensor"
+                             : " scale/head");
     return s.str();
   }
 };
@@ -372,14 +394,24 @@ class Fixture {
   explicit Fixture(const Case& c) : c_(c) {
     std::mt19937 rng(c.seed());
     std::normal_distribution<float> normal(0.0f, 1.0f);
+    if (c.kv_scales) {
+      // Few significant bits, so an FP8 value times its scale is exact in float32 (the reference
+      // and the library then see the same dequantized inputs).
+      const float choices[] = {0.75f, 0.021484375f, 3.125f, 0.3046875f, 1.5f};
+      for (int64_t h = 0; h < (c.kv_scales == 2 ? c.kv_heads : 1); ++h) {
+        k_scale_.push_back(choices[h % 5]);
+        v_scale_.push_back(choices[(h + 2) % 5]);
+      }
+      if (c.k_eq_v) v_scale_ = k_scale_;  // one buffer: one scale
+    }
     q_ = fill(c.q_heads, c.q_len, c.dqk, c.q_amp, rng, &p_.q);
-    k_ = fill(c.kv_heads, c.kv_len, c.dqk, 1.0f, rng, &p_.k);
+    k_ = fill(c.kv_heads, c.kv_len, c.dqk, 1.0f, rng, &p_.k, &k_scale_);
     if (c.k_eq_v) {
       // One buffer: V is the first dv columns of each K row (MLA when dv < dqk).
       for (size_t row = 0; row < p_.k.size() / size_t(c.dqk); ++row)
         p_.v.insert(p_.v.end(), p_.k.begin() + row * c.dqk, p_.k.begin() + row * c.dqk + c.dv);
     } else {
-      v_ = fill(c.kv_heads, c.kv_len, c.dv, 1.0f, rng, &p_.v);
+      v_ = fill(c.kv_heads, c.kv_len, c.dv, 1.0f, rng, &p_.v, &v_scale_);
     }
     p_.B = c.batch, p_.Hq = c.q_heads, p_.Hkv = c.kv_heads, p_.Lq = c.q_len, p_.Lk = c.kv_len;
     p_.Dqk = c.dqk, p_.Dv = c.dv, p_.dtype = c.dtype;
@@ -413,6 +445,10 @@ class Fixture {
     args_.window_left = c.window;
     args_.softcap = c.softcap;
     args_.sinks = p_.sinks.empty() ? nullptr : p_.sinks.data();
+    args_.kv_dtype = c.kv_dtype;
+    args_.kv_scale_per_head = c.kv_scales == 2 ? 1 : 0;
+    args_.k_scale = k_scale_.empty() ? nullptr : k_scale_.data();
+    args_.v_scale = v_scale_.empty() ? nullptr : v_scale_.data();
     if (c.mask_kind != LONGATTN_MASK_NONE) {
       args_.mask.kind = c.mask_kind;
       args_.mask.data = mask_bytes_.data();
@@ -480,17 +516,26 @@ class Fixture {
   }
 
  private:
+  // Q in the case's dtype; with `scales`, K or V in its FP8 kv_dtype: each value x stored as x /
+  // scale, read back as the stored code times scale, and a few outlier channels (x 12) per head as
+  // FP8 caches hold them.
   Tensor fill(int64_t heads, int64_t len, int64_t d, float amp, std::mt19937& rng,
-              std::vector<float>* dense) {
+              std::vector<float>* dense, const std::vector<float>* scales = nullptr) {
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    Tensor t(c_.batch, heads, len, d, c_.dtype, c_.in_layout, kInputGap);
+    const bool fp8 = scales && c_.kv_dtype;
+    Tensor t(c_.batch, heads, len, d, fp8 ? c_.kv_dtype : c_.dtype, c_.in_layout, kInputGap);
     dense->resize(size_t(c_.batch * heads * len * d));
     size_t n = 0;
     for (int64_t b = 0; b < c_.batch; ++b)
-      for (int64_t h = 0; h < heads; ++h)
+      for (int64_t h = 0; h < heads; ++h) {
+        const float scale = fp8 && !scales->empty() ? (*scales)[size_t(h) % scales->size()] : 1.f;
         for (int64_t l = 0; l < len; ++l)
-          for (int64_t x = 0; x < d; ++x)
-            (*dense)[n++] = t.set(t.offset(b, h, l, x), amp * normal(rng));
+          for (int64_t x = 0; x < d; ++x) {
+            const float v = amp * normal(rng) * (fp8 && x % 37 == 5 ? 12.f : 1.f);
+            (*dense)[n++] = fp8 ? t.set(t.offset(b, h, l, x), v / scale) * scale
+                                : t.set(t.offset(b, h, l, x), v);
+          }
+      }
     return t;
   }
 
@@ -539,6 +584,7 @@ class Fixture {
   Case c_;
   Problem p_;
   Tensor q_, k_, v_, o_, lse_;
+  std::vector<float> k_scale_, v_scale_;
   std::vector<uint8_t> mask_bytes_;
   longattn_args args_{};
   std::vector<std::vector<uint8_t>> snapshot_;
@@ -625,7 +671,7 @@ struct PagedCopy {
 
 inline PagedCopy make_paged(const longattn_args& a, int64_t page, bool k_eq_v, uint32_t seed) {
   PagedCopy p;
-  const int64_t es = a.dtype == LONGATTN_FLOAT32 ? 4 : 2;
+  const int64_t es = dtype_size(a.kv_dtype ? a.kv_dtype : a.dtype);
   const int64_t pages = (a.kv_len + page - 1) / page, blocks = a.batch * pages + 3;
   std::vector<int32_t> ids(static_cast<size_t>(blocks));
   std::iota(ids.begin(), ids.end(), 0);

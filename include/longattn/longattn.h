@@ -38,7 +38,9 @@ typedef enum longattn_status {
 typedef enum longattn_dtype {
   LONGATTN_FLOAT32 = 0,
   LONGATTN_FLOAT16 = 1,
-  LONGATTN_BFLOAT16 = 2
+  LONGATTN_BFLOAT16 = 2,
+  LONGATTN_FLOAT8_E4M3 = 3, /* OCP FP8 e4m3 ("fn": no infinities, 0x7f/0xff are NaN); kv_dtype */
+  LONGATTN_FLOAT8_E5M2 = 4  /* OCP FP8 e5m2 (IEEE-like); kv_dtype */
 } longattn_dtype;
 
 typedef enum longattn_device {
@@ -100,6 +102,15 @@ typedef struct longattn_args {
   int64_t block_table_stride;
   int64_t page_size;
   int64_t num_blocks;
+  /* An FP8 KV cache. kv_dtype 0 (the default): K and V are `dtype`, and the scales below must be
+   * NULL. LONGATTN_FLOAT8_E4M3 / _E5M2: K and V hold FP8 elements (strides still in elements) whose
+   * values are k * k_scale and v * v_scale; q, o stay `dtype`. A scale is NULL (1.0), one float32
+   * (kv_scale_per_head = 0) or kv_heads of them, one per KV head (kv_scale_per_head = 1), in the
+   * memory of `device`. */
+  int32_t kv_dtype;
+  int32_t kv_scale_per_head;
+  const float* k_scale;
+  const float* v_scale;
 } longattn_args;
 
 typedef void (*longattn_log_fn)(void* user, const char* message);

@@ -124,6 +124,10 @@ const char* longattn_dtype_name(int32_t dtype) {
       return "float16";
     case LONGATTN_BFLOAT16:
       return "bfloat16";
+    case LONGATTN_FLOAT8_E4M3:
+      return "float8_e4m3";
+    case LONGATTN_FLOAT8_E5M2:
+      return "float8_e5m2";
   }
   return "unknown";
 }

@@ -178,10 +178,13 @@ LONGATTN_NUMERIC_CONSTEXPR float round_to_e5m2(float x, bool saturate = false) {
   return e5m2_to_float(float_to_e5m2(x, saturate));
 }
 
-// x as stored in a tensor of `dtype` (a longattn_dtype), read back; float32 keeps x.
+// x as stored in a tensor of `dtype` (a longattn_dtype), read back; float32 keeps x, FP8
+// saturates.
 LONGATTN_NUMERIC_CONSTEXPR float round_to_dtype(float x, int32_t dtype) {
   if (dtype == LONGATTN_FLOAT16) return round_to_f16(x);
   if (dtype == LONGATTN_BFLOAT16) return round_to_bf16(x);
+  if (dtype == LONGATTN_FLOAT8_E4M3) return round_to_e4m3(x, /*saturate=*/true);
+  if (dtype == LONGATTN_FLOAT8_E5M2) return round_to_e5m2(x, /*saturate=*/true);
   return x;
 }
 
@@ -193,6 +196,8 @@ inline float load_element(int32_t dtype, const void* data, int64_t i) {
     std::memcpy(&f, p + 4 * i, 4);
     return f;
   }
+  if (dtype == LONGATTN_FLOAT8_E4M3) return e4m3_to_float(p[i]);
+  if (dtype == LONGATTN_FLOAT8_E5M2) return e5m2_to_float(p[i]);
   uint16_t h;
   std::memcpy(&h, p + 2 * i, 2);
   return dtype == LONGATTN_BFLOAT16 ? bf16_to_float(h) : f16_to_float(h);
@@ -204,6 +209,11 @@ inline float store_element(int32_t dtype, void* data, int64_t i, float x) {
   if (dtype == LONGATTN_FLOAT32) {
     std::memcpy(p + 4 * i, &x, 4);
     return x;
+  }
+  if (dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2) {
+    // Saturating, as FP8 caches are written (an out-of-range value keeps its sign, not NaN).
+    p[i] = dtype == LONGATTN_FLOAT8_E4M3 ? float_to_e4m3(x, true) : float_to_e5m2(x, true);
+    return load_element(dtype, data, i);
   }
   const uint16_t h = dtype == LONGATTN_BFLOAT16 ? float_to_bf16(x) : float_to_f16(x);
   std::memcpy(p + 2 * i, &h, 2);

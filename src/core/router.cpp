@@ -275,7 +275,9 @@ bool decides_alike(const longattn_args& x, const longattn_args& y) {
          x.softcap == y.softcap && same_ptr(x.sinks, y.sinks) && m.kind == n.kind &&
          same_ptr(m.data, n.data) && same_ptr(x.block_table, y.block_table) &&
          x.block_table_stride == y.block_table_stride && x.page_size == y.page_size &&
-         x.num_blocks == y.num_blocks;
+         x.num_blocks == y.num_blocks && x.kv_dtype == y.kv_dtype &&
+         x.kv_scale_per_head == y.kv_scale_per_head && same_ptr(x.k_scale, y.k_scale) &&
+         same_ptr(x.v_scale, y.v_scale);
 }
 
 longattn_plan run_attention(const longattn_args& a, const longattn_options& o, bool describe) {

@@ -65,8 +65,32 @@ void validate_args(const longattn_args* args) {
   const longattn_args& a = *args;
   LONGATTN_REQUIRE(a.dtype >= LONGATTN_FLOAT32 && a.dtype <= LONGATTN_BFLOAT16,
                    "dtype = %d: allowed values are LONGATTN_FLOAT32 (0), LONGATTN_FLOAT16 (1), "
-                   "LONGATTN_BFLOAT16 (2)",
-                   a.dtype);
+                   "LONGATTN_BFLOAT16 (2)%s",
+                   a.dtype,
+                   is_fp8(a.dtype) ? " (Q and O in FP8 are not supported; an FP8 KV cache is "
+                                     "kv_dtype = LONGATTN_FLOAT8_E4M3 or _E5M2)"
+                                   : "");
+  LONGATTN_REQUIRE(a.kv_dtype == 0 || is_fp8(a.kv_dtype),
+                   "kv_dtype = %d: allowed values are 0 (K and V in dtype), "
+                   "LONGATTN_FLOAT8_E4M3 (3), LONGATTN_FLOAT8_E5M2 (4)",
+                   a.kv_dtype);
+  if (a.kv_dtype == 0) {
+    LONGATTN_REQUIRE(!a.k_scale && !a.v_scale && a.kv_scale_per_head == 0,
+                     "%s is set but kv_dtype = 0: the K/V scales belong to an FP8 cache "
+                     "(kv_dtype = LONGATTN_FLOAT8_E4M3 or _E5M2)",
+                     a.k_scale   ? "k_scale"
+                     : a.v_scale ? "v_scale"
+                                 : "kv_scale_per_head");
+  } else {
+    LONGATTN_REQUIRE(a.kv_scale_per_head == 0 || a.kv_scale_per_head == 1,
+                     "kv_scale_per_head = %d: must be 0 (one scale for all KV heads) or 1 (one "
+                     "per KV head)",
+                     a.kv_scale_per_head);
+    for (const float* scale : {a.k_scale, a.v_scale})
+      LONGATTN_REQUIRE(reinterpret_cast<uintptr_t>(scale) % 4 == 0,
+                       "%s = %p is not 4-byte aligned: scales are float32",
+                       scale == a.k_scale ? "k_scale" : "v_scale", (const void*)scale);
+  }
   LONGATTN_REQUIRE(
       a.device == LONGATTN_DEVICE_CPU || a.device == LONGATTN_DEVICE_CUDA,
       "device = %d: allowed values are LONGATTN_DEVICE_CPU (0), LONGATTN_DEVICE_CUDA (1)",
@@ -129,17 +153,17 @@ void validate_args(const longattn_args* args) {
   // A paged K/V spans [num_blocks, kv_heads, page_size] (its batch stride steps between blocks).
   const int64_t kv_outer = paged ? a.num_blocks : a.batch,
                 kv_tokens = paged ? a.page_size : a.kv_len;
-  int64_t elem = dtype_bytes(a.dtype);
+  const int64_t elem = dtype_bytes(a.dtype), kv_elem = dtype_bytes(kv_dtype_of(a));
   check_strides("q_strides", a.q_strides, a.batch, a.q_heads, a.q_len, a.head_dim_qk, elem);
-  check_strides("k_strides", a.k_strides, kv_outer, a.kv_heads, kv_tokens, a.head_dim_qk, elem);
-  check_strides("v_strides", a.v_strides, kv_outer, a.kv_heads, kv_tokens, a.head_dim_v, elem);
+  check_strides("k_strides", a.k_strides, kv_outer, a.kv_heads, kv_tokens, a.head_dim_qk, kv_elem);
+  check_strides("v_strides", a.v_strides, kv_outer, a.kv_heads, kv_tokens, a.head_dim_v, kv_elem);
   check_strides("o_strides", a.o_strides, a.batch, a.q_heads, a.q_len, a.head_dim_v, elem);
   check_no_self_overlap("o_strides", a.o_strides, a.batch, a.q_heads, a.q_len, a.head_dim_v);
   // Byte counts of whole tensors must fit int64 too (they size allocations and copies).
   checked_mul(checked_mul(checked_mul(a.batch, a.q_heads, "q"), a.q_len, "q"),
               checked_mul(a.head_dim_qk + a.head_dim_v, elem, "q"), "q");
   checked_mul(checked_mul(checked_mul(a.batch, a.kv_heads, "k"), a.kv_len, "k"),
-              checked_mul(a.head_dim_qk + a.head_dim_v, elem, "k"), "k");
+              checked_mul(a.head_dim_qk + a.head_dim_v, kv_elem, "k"), "k");
 
   const longattn_mask& m = a.mask;
   int64_t mask_bytes = 0;
@@ -173,17 +197,22 @@ void validate_args(const longattn_args* args) {
     int64_t bytes;
   };
   auto tensor_bytes = [&](int64_t outer, const longattn_strides& s, int64_t h, int64_t l, int64_t d,
-                          const char* name) {
+                          int64_t bytes, const char* name) {
     Dim dims[3] = {{outer, s.batch}, {h, s.head}, {l, s.token}};
-    return extent_bytes(dims, 3, d, elem, name);
+    return extent_bytes(dims, 3, d, bytes, name);
   };
-  Region inputs[6] = {
-      {"q", a.q, tensor_bytes(a.batch, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk, "q")},
-      {"k", a.k, tensor_bytes(kv_outer, a.k_strides, a.kv_heads, kv_tokens, a.head_dim_qk, "k")},
-      {"v", a.v, tensor_bytes(kv_outer, a.v_strides, a.kv_heads, kv_tokens, a.head_dim_v, "v")},
+  const int64_t scales = a.kv_scale_per_head ? checked_mul(a.kv_heads, 4, "scales") : 4;
+  Region inputs[8] = {
+      {"q", a.q, tensor_bytes(a.batch, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk, elem, "q")},
+      {"k", a.k,
+       tensor_bytes(kv_outer, a.k_strides, a.kv_heads, kv_tokens, a.head_dim_qk, kv_elem, "k")},
+      {"v", a.v,
+       tensor_bytes(kv_outer, a.v_strides, a.kv_heads, kv_tokens, a.head_dim_v, kv_elem, "v")},
       {"sinks", a.sinks, a.sinks ? checked_mul(a.q_heads, 4, "sinks") : 0},
       {"mask.data", m.kind != LONGATTN_MASK_NONE ? m.data : nullptr, mask_bytes},
-      {"block_table", a.block_table, 0}};
+      {"block_table", a.block_table, 0},
+      {"k_scale", a.k_scale, a.k_scale ? scales : 0},
+      {"v_scale", a.v_scale, a.v_scale ? scales : 0}};
   if (paged) {
     const int64_t rows_before_last =
         a.batch == 1 ? 0 : checked_mul(a.block_table_stride, a.batch - 1, "block_table");
@@ -191,8 +220,8 @@ void validate_args(const longattn_args* args) {
         checked_mul(checked_add(rows_before_last, ceil_div(a.kv_len, a.page_size), "block_table"),
                     4, "block_table");
   }
-  const Region o = {"o", a.o,
-                    tensor_bytes(a.batch, a.o_strides, a.q_heads, a.q_len, a.head_dim_v, "o")};
+  const Region o = {
+      "o", a.o, tensor_bytes(a.batch, a.o_strides, a.q_heads, a.q_len, a.head_dim_v, elem, "o")};
   const Region lse = {"lse", a.lse,
                       a.lse ? checked_mul(checked_mul(a.batch, a.q_heads, "lse"),
                                           checked_mul(a.q_len, 4, "lse"), "lse")

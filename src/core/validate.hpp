@@ -17,4 +17,10 @@ void validate_options(const longattn_options* options);
 // 1/sqrt(Dqk) when args.scale == 0.
 float effective_scale(const longattn_args& args);
 
+// An FP8 cache's scale (args.k_scale or args.v_scale) for KV head kvh: 1 when NULL. Reads host
+// memory: the CPU backend's.
+inline float kv_scale(const longattn_args& a, const float* scale, int64_t kvh) {
+  return scale ? scale[a.kv_scale_per_head ? kvh : 0] : 1.f;
+}
+
 }  // namespace longattn::detail

@@ -1,5 +1,6 @@
 // Row converters float16/bfloat16 <-> float32 (bit exact, round-to-nearest-even) that use F16C
-// where the translation unit is compiled for it; the scalar conversions come from core/numeric.hpp.
+// where the translation unit is compiled for it, and FP8 -> float32 (exact, by table); the scalar
+// conversions come from core/numeric.hpp.
 #pragma once
 
 #include <cstdint>
@@ -20,9 +21,22 @@ using numeric::f16_to_float;
 using numeric::float_to_bf16;
 using numeric::float_to_f16;
 
+// The 256 values of an FP8 format (numeric::e4m3_to_float / e5m2_to_float), for row conversion.
+// Built once, in a translation unit of the baseline ISA (paths_cpu.cpp): this header is compiled
+// for every ISA, and an inline builder could be taken from an AVX-512 one.
+struct Fp8Table {
+  float e4m3[256], e5m2[256];
+};
+const Fp8Table& fp8_table();
+
 // dst[0..n) = float(src[0..n)) * mul
 inline void load_row(const void* src, int32_t dtype, int64_t n, float mul, float* dst) {
-  if (dtype == LONGATTN_FLOAT32) {
+  if (dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2) {
+    const Fp8Table& t = fp8_table();
+    const float* value = dtype == LONGATTN_FLOAT8_E4M3 ? t.e4m3 : t.e5m2;
+    const uint8_t* s = static_cast<const uint8_t*>(src);
+    for (int64_t i = 0; i < n; ++i) dst[i] = value[s[i]] * mul;
+  } else if (dtype == LONGATTN_FLOAT32) {
     const float* s = static_cast<const float*>(src);
     for (int64_t i = 0; i < n; ++i) dst[i] = s[i] * mul;
   } else if (dtype == LONGATTN_BFLOAT16) {

@@ -8,6 +8,7 @@
 
 #include "core/backend.hpp"
 #include "core/detail.hpp"
+#include "cpu/convert_cpu.hpp"
 
 namespace longattn::cpu {
 
@@ -32,7 +33,7 @@ TileKernel tile_kernel(const longattn_args& a, const longattn_plan& p, const Cpu
                        int64_t rows_pad) {
   if (p.path == LONGATTN_PATH_UNFUSED) return TileKernel::kFp32;
   if (rows_pad == isa.width && p.block_k <= kKeysPerTile) return TileKernel::kVectorRows;
-  const bool bf16 = a.dtype == LONGATTN_BFLOAT16;
+  const bool bf16 = a.dtype == LONGATTN_BFLOAT16 && detail::kv_dtype_of(a) == LONGATTN_BFLOAT16;
   if (isa.amx && bf16 && a.head_dim_qk % 32 == 0 && p.block_k % 32 == 0)
     return TileKernel::kAmxBf16;
   if (isa.bf16_dot && bf16 && a.head_dim_qk % 2 == 0) return TileKernel::kBf16Pairs;
@@ -132,7 +133,8 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   // Contiguous float32 K is read where it lies; other dtypes and paged caches are converted one
   // tile at a time. V is always copied: its rows must be padded to whole vectors, and a dense
   // copy streams better than strided in-place rows (bench/NOTES.md).
-  t.k_copy = a.dtype != LONGATTN_FLOAT32 || a.block_table != nullptr;
+  t.kv_dtype = detail::kv_dtype_of(a);
+  t.k_copy = t.kv_dtype != LONGATTN_FLOAT32 || a.block_table != nullptr;
   t.kernel = tile_kernel(a, p, isa, t.rows_pad);
   const bool amx = t.kernel == TileKernel::kAmxBf16;
   detail::WorkspaceLayout w;
@@ -180,6 +182,18 @@ std::string cpu_kernel_name(const longattn_args& a, const longattn_plan& p) {
       break;
   }
   return "cpu " + isa + " fp32 tiles";
+}
+
+const Fp8Table& fp8_table() {
+  static const Fp8Table table = [] {
+    Fp8Table t;
+    for (int c = 0; c < 256; ++c) {
+      t.e4m3[c] = numeric::e4m3_to_float(uint8_t(c));
+      t.e5m2[c] = numeric::e5m2_to_float(uint8_t(c));
+    }
+    return t;
+  }();
+  return table;
 }
 
 const CpuIsa& active_isa() {

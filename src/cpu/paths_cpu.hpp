@@ -29,8 +29,9 @@ struct TileScratch {
   int64_t rows_pad = 0;  // rows rounded up to whole vectors (scores are [keys][rows_pad])
   int64_t dv_pad = 0;    // head_dim_v rounded up to whole vectors
   TileKernel kernel = TileKernel::kFp32;
-  bool k_copy = false;  // K tiles are converted to float32 (else read in place)
-  int64_t o_rows = 0;   // rows of O: rows, or rows_pad where AMX tiles load and store whole blocks
+  int32_t kv_dtype = LONGATTN_FLOAT32;  // of the K and V elements (detail::kv_dtype_of)
+  bool k_copy = false;                  // K tiles are converted to float32 (else read in place)
+  int64_t o_rows = 0;  // rows of O: rows, or rows_pad where AMX tiles load and store whole blocks
   int64_t qt = 0, kf = 0, vt = 0, st = 0, o = 0, m = 0, l = 0, alpha = 0, row = 0, pb = 0;
   int64_t bytes = 0;  // per worker
 };

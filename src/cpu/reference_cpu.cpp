@@ -22,6 +22,10 @@ void reference_row(const longattn_args& a, int64_t b, int64_t h, int64_t i, doub
                    double* acc, float* out_row) {
   const int64_t kvh = h / (a.q_heads / a.kv_heads);
   const double scale = detail::effective_scale(a);
+  // An FP8 cache's values are its elements times the scales (kv_dtype is a's dtype otherwise).
+  const int32_t kv_dtype = detail::kv_dtype_of(a);
+  const double k_scale = detail::kv_scale(a, a.k_scale, kvh),
+               v_scale = detail::kv_scale(a, a.v_scale, kvh);
   const Band band = visible_band(a, i);
   const MaskRow mask = mask_row(a, b, h, i);
   const int64_t q_off = elem_offset(a.q_strides, b, h, i);
@@ -32,7 +36,7 @@ void reference_row(const longattn_args& a, int64_t b, int64_t h, int64_t i, doub
       const int64_t k_off = kv_offset(a, a.k_strides, b, kvh, j);
       double dot = 0;
       for (int64_t c = 0; c < a.head_dim_qk; ++c)
-        dot += load(a.q, a.dtype, q_off + c) * load(a.k, a.dtype, k_off + c);
+        dot += load(a.q, a.dtype, q_off + c) * (load(a.k, kv_dtype, k_off + c) * k_scale);
       s = dot * scale;
       if (a.softcap > 0) s = a.softcap * std::tanh(s / a.softcap);
       s = mask.apply(j, s);
@@ -50,15 +54,16 @@ void reference_row(const longattn_args& a, int64_t b, int64_t h, int64_t i, doub
       double p = std::exp(scores[j] - ref);
       denom += p;
       const int64_t v_off = kv_offset(a, a.v_strides, b, kvh, j);
-      for (int64_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * load(a.v, a.dtype, v_off + d);
+      for (int64_t d = 0; d < a.head_dim_v; ++d)
+        acc[d] += p * (load(a.v, kv_dtype, v_off + d) * v_scale);
     }
     for (int64_t d = 0; d < a.head_dim_v; ++d) acc[d] /= denom;
     lse = float(ref + std::log(denom));
   }
   for (int64_t d = 0; d < a.head_dim_v; ++d) out_row[d] = float(acc[d]);
-  store_row(out_row, 1.f, a.head_dim_v, a.dtype,
-            static_cast<char*>(a.o) +
-                elem_offset(a.o_strides, b, h, i) * (a.dtype == LONGATTN_FLOAT32 ? 4 : 2));
+  store_row(
+      out_row, 1.f, a.head_dim_v, a.dtype,
+      static_cast<char*>(a.o) + elem_offset(a.o_strides, b, h, i) * detail::dtype_bytes(a.dtype));
   if (a.lse) a.lse[(b * a.q_heads + h) * a.q_len + i] = lse;
 }
 
