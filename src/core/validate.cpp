@@ -76,8 +76,8 @@ void validate_args(const longattn_args* args) {
                    a.kv_dtype);
   if (a.kv_dtype == 0) {
     LONGATTN_REQUIRE(!a.k_scale && !a.v_scale && a.kv_scale_per_head == 0,
-                     "%s is set but kv_dtype = 0: the K/V scales belong to an FP8 cache "
-                     "(kv_dtype = LONGATTN_FLOAT8_E4M3 or _E5M2)",
+                     "%s is set but kv_dtype = 0: the K/V scales must be NULL (0) unless the "
+                     "cache is FP8 (kv_dtype = LONGATTN_FLOAT8_E4M3 or _E5M2)",
                      a.k_scale   ? "k_scale"
                      : a.v_scale ? "v_scale"
                                  : "kv_scale_per_head");
@@ -88,7 +88,8 @@ void validate_args(const longattn_args* args) {
                      a.kv_scale_per_head);
     for (const float* scale : {a.k_scale, a.v_scale})
       LONGATTN_REQUIRE(reinterpret_cast<uintptr_t>(scale) % 4 == 0,
-                       "%s = %p is not 4-byte aligned: scales are float32",
+                       "%s = %p is not 4-byte aligned: scales are float32 and must start on 4 "
+                       "bytes",
                        scale == a.k_scale ? "k_scale" : "v_scale", (const void*)scale);
   }
   LONGATTN_REQUIRE(

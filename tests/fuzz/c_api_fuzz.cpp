@@ -63,6 +63,8 @@ void describe_case() {
         (const void*)a->block_table, (long long)a->block_table_stride, (long long)a->page_size,
         (long long)a->num_blocks);
     const longattn_options* o = g_options;
+    std::fprintf(stderr, "  kv_dtype %d per_head %d k_scale %p v_scale %p\n", a->kv_dtype,
+                 a->kv_scale_per_head, (const void*)a->k_scale, (const void*)a->v_scale);
     std::fprintf(stderr, "  options: path %d budget %lld threads %d workspace %p bytes %lld\n",
                  o->path, (long long)o->memory_budget, o->num_threads, o->workspace,
                  (long long)o->workspace_bytes);
@@ -243,6 +245,10 @@ const char* const kFields[] = {"args",
                                "block_table_stride",
                                "page_size",
                                "num_blocks",
+                               "kv_dtype",
+                               "kv_scale_per_head",
+                               "k_scale",
+                               "v_scale",
                                "options.path",
                                "options.memory_budget",
                                "options.num_threads",
@@ -311,18 +317,18 @@ void check_reason(const longattn_plan& p, const char* call) {
 struct Case {
   longattn_args a;
   longattn_options opt;
-  Buffer q, k, v, o, lse, mask, sinks, table, ws;
+  Buffer q, k, v, o, lse, mask, sinks, table, ws, scales;
   bool runnable = true;           // every tensor the args describe lies in a buffer we own
   std::vector<uint8_t> o_inside;  // 1 where O's elements are (the library may write them)
   std::vector<std::vector<uint8_t>> snapshot;
 
   std::vector<std::vector<uint8_t>> inputs() const {
-    return {q.bytes, k.bytes, v.bytes, mask.bytes, sinks.bytes, table.bytes};
+    return {q.bytes, k.bytes, v.bytes, mask.bytes, sinks.bytes, table.bytes, scales.bytes};
   }
 
   // Checks that nothing outside O's elements and LSE's [B*Hq*Lq] floats changed, and no input.
   void check_untouched(const char* call) const {
-    const char* names[] = {"q", "k", "v", "mask", "sinks", "block_table"};
+    const char* names[] = {"q", "k", "v", "mask", "sinks", "block_table", "k_scale/v_scale"};
     const std::vector<std::vector<uint8_t>> now = inputs();
     for (size_t i = 0; i < now.size(); ++i)
       if (now[i] != snapshot[i]) die(call, std::string("input ") + names[i] + " was modified");
@@ -606,6 +612,54 @@ void decode(FuzzedDataProvider& in, Case& c) {
       break;
     default:
       break;
+  }
+
+  // An FP8 cache, decoded last so that earlier inputs mean what they meant (an exhausted input
+  // reads 0: no FP8). K and V's buffers, sized for dtype, hold as many 1-byte elements; their
+  // bytes are any codes, NaN included. Scales: NULL, one, one per KV head (values possibly NaN,
+  // negative or huge), or misaligned; a bad kv_dtype or per-head flag must be rejected.
+  switch (in.ConsumeIntegralInRange<int>(0, 7)) {
+    case 1:
+    case 2:
+      a.kv_dtype = LONGATTN_FLOAT8_E4M3;
+      break;
+    case 3:
+      a.kv_dtype = LONGATTN_FLOAT8_E5M2;
+      break;
+    case 4:
+      a.kv_dtype = enum_field(in, 6);
+      break;
+    default:
+      break;
+  }
+  if (a.kv_dtype != 0) {
+    a.kv_scale_per_head =
+        in.ConsumeIntegralInRange<int>(0, 15) == 15 ? enum_field(in, 3) : in.ConsumeBool();
+    const int64_t n = a.kv_scale_per_head == 1 ? a.kv_heads : 1;
+    const bool owned = n >= 1 && n <= kMaxElems;
+    c.scales.make(owned ? size_t(n) * 8 + 4 : 8, 0);
+    for (size_t i = 0; i + 4 <= c.scales.body; i += 4) {
+      const float f = in.ConsumeBool() ? garbage_float(in) : 0.5f + float(i % 3);
+      std::memcpy(c.scales.data() + i, &f, 4);
+    }
+    const float* k_scale = reinterpret_cast<const float*>(c.scales.data());
+    const float* v_scale = owned ? k_scale + n : k_scale;
+    if (!owned) c.runnable = false;
+    switch (in.ConsumeIntegralInRange<int>(0, 7)) {
+      case 1:
+        break;  // both NULL
+      case 2:
+        a.k_scale = k_scale;
+        break;
+      case 3:  // misaligned
+        a.v_scale = reinterpret_cast<const float*>(c.scales.data() + 2);
+        break;
+      default:
+        a.k_scale = k_scale, a.v_scale = v_scale;
+    }
+  } else if (in.ConsumeIntegralInRange<int>(0, 31) == 31) {  // scales without an FP8 cache
+    c.scales.make(8, 0);
+    a.k_scale = reinterpret_cast<const float*>(c.scales.data());
   }
 
   // Too much arithmetic to run in a fuzz iteration: plan only.
