@@ -834,5 +834,21 @@ TEST(ErrorsCuda, TooManyPackedRowsIsRefused) {
   EXPECT_TRUE(plan.ok) << plan.reason;
 }
 
+// An FP8 cache has no CUDA kernel yet: every path refuses it, naming kv_dtype (planning only).
+TEST(ErrorsCuda, Fp8CacheIsRefused) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  longattn_args a = planning_args(8, 2, 1, 4096, 128);
+  a.kv_dtype = LONGATTN_FLOAT8_E4M3;
+  for (int32_t path :
+       {LONGATTN_PATH_AUTO, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_UNFUSED}) {
+    longattn_options o = default_options();
+    o.path = path;
+    longattn_plan plan;
+    EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_UNSUPPORTED) << path_label(path);
+    EXPECT_NE(std::string(plan.reason).find("kv_dtype = float8_e4m3"), std::string::npos)
+        << plan.reason;
+  }
+}
+
 }  // namespace
 }  // namespace longattn_test
