@@ -64,7 +64,9 @@ class Args(ctypes.Structure):
                 ("window_left", ctypes.c_int64), ("softcap", ctypes.c_float),
                 ("sinks", ctypes.c_void_p), ("mask", Mask),
                 ("block_table", ctypes.c_void_p), ("block_table_stride", ctypes.c_int64),
-                ("page_size", ctypes.c_int64), ("num_blocks", ctypes.c_int64)]
+                ("page_size", ctypes.c_int64), ("num_blocks", ctypes.c_int64),
+                ("kv_dtype", ctypes.c_int32), ("kv_scale_per_head", ctypes.c_int32),
+                ("k_scale", ctypes.c_void_p), ("v_scale", ctypes.c_void_p)]
 
 
 class Options(ctypes.Structure):

@@ -39,12 +39,13 @@ def _torch():
     if _torch_module is None:
         _torch_module = sys.modules.get("torch")
         if _torch_module is not None:
-            _TORCH_DTYPES.update({getattr(_torch_module, n): n for n in _DTYPE_NAMES})
+            _TORCH_DTYPES.update({getattr(_torch_module, n): n for n in _DTYPE_NAMES
+                                  if hasattr(_torch_module, n)})
     return _torch_module
 
 
 _DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64", "bool", "uint8", "int8", "int32",
-                "int64")
+                "int64", "float8_e4m3fn", "float8_e5m2")
 
 
 def is_torch(x):

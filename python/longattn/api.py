@@ -11,6 +11,7 @@ from ._tensors import CPU, CUDA, describe, empty_like_kind, is_torch, _torch
 _PATHS = {"auto": 0, "reference": 1, "unfused": 2, "fused": 3, "split_kv": 4}
 _PATH_NAMES = {v: k for k, v in _PATHS.items()}
 _DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+_KV_FP8 = {"float8_e4m3fn": 3, "float8_e5m2": 4}  # an FP8 cache: k and v of one of these
 _MASK_BOOLEAN, _MASK_ADDITIVE = 1, 2
 
 
@@ -53,7 +54,8 @@ class _Call:
     __slots__ = ("views", "kind", "device", "index", "o_shape", "lse_shape", "fields", "keep")
 
     def __init__(self, q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
-                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads):
+                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
+                 k_scale=None, v_scale=None):
         if layout not in ("bhld", "blhd"):
             raise InvalidArgumentError(
                 f"layout = {layout!r}: allowed values are 'bhld' ([B, H, L, D]) and 'blhd' "
@@ -69,11 +71,18 @@ class _Call:
         if qv.dtype not in _DTYPES:
             raise InvalidArgumentError(
                 f"q.dtype = {qv.dtype}: allowed dtypes are float32, float16 and bfloat16")
-        for view, name in ((kv, "k"), (vv, "v")):
-            if view.dtype != qv.dtype:
+        kv_dtype = _KV_FP8.get(kv.dtype, 0)
+        if kv_dtype:
+            if vv.dtype != kv.dtype:
                 raise InvalidArgumentError(
-                    f"{name}.dtype = {view.dtype} differs from q.dtype = {qv.dtype}: q, k, v and "
-                    f"out share one dtype")
+                    f"v.dtype = {vv.dtype} differs from k.dtype = {kv.dtype}: an FP8 cache holds "
+                    f"k and v in one format")
+        else:
+            for view, name in ((kv, "k"), (vv, "v")):
+                if view.dtype != qv.dtype:
+                    raise InvalidArgumentError(
+                        f"{name}.dtype = {view.dtype} differs from q.dtype = {qv.dtype}: k and v "
+                        f"are q's dtype, or both float8_e4m3fn / float8_e5m2 (an FP8 cache)")
         (B, Hq, Lq, Dqk), qs = _layout_strides(qv, layout, "q")
         (Bk, Hkv, Lk, Dk), ks = _layout_strides(kv, layout, "k")
         (Bv, Hv, Lv, Dv), vs = _layout_strides(vv, layout, "v")
@@ -175,6 +184,38 @@ class _Call:
             mask_ptr = mv.ptr
             self.keep.append(mv)
 
+        per_head, scale_ptrs = 0, [0, 0]
+        if not kv_dtype and (k_scale is not None or v_scale is not None):
+            raise InvalidArgumentError(
+                f"{'k_scale' if k_scale is not None else 'v_scale'} is given but k and v are "
+                f"{kv.dtype}: scales must be None unless k and v are float8_e4m3fn or float8_e5m2")
+        counts = set()
+        for i, (x, name) in enumerate(((k_scale, "k_scale"), (v_scale, "v_scale"))):
+            if x is None:
+                continue
+            if isinstance(x, (int, float)):
+                t = empty_like_kind(qv, (1,), "float32")
+                t[0] = float(x)
+                x = t
+            sv = describe(x, name)
+            self._same_place(sv, name, qv)
+            n = 1
+            for d in sv.shape:
+                n *= d
+            if sv.dtype != "float32" or n not in (1, Hkv) or (n > 1 and sv.strides[-1] != 1) or (
+                    len(sv.shape) > 1):
+                raise InvalidArgumentError(
+                    f"{name}: dtype {sv.dtype}, shape {tuple(sv.shape)}: it must be a float, or a "
+                    f"contiguous float32 tensor of 1 value or Hkv = {Hkv} (one per KV head)")
+            counts.add(n)
+            scale_ptrs[i] = sv.ptr
+            self.keep.append(sv)
+        if len(counts) > 1:
+            raise InvalidArgumentError(
+                f"k_scale and v_scale hold {sorted(counts)} values: both must hold one, or both "
+                f"Hkv = {Hkv}")
+        per_head = int(counts == {Hkv} and Hkv > 1)
+
         stream = 0
         if self.device == CUDA and self.kind == "torch":
             stream = _cuda_reads()[1](self.index)
@@ -186,7 +227,8 @@ class _Call:
             mask_kind, mask_ptr, *mdims, *mstrides,
             bt_ptr, bt_stride, psize, num_blocks,
             _PATHS[path], -1 if memory_budget is None else int(memory_budget),
-            0 if num_threads is None else int(num_threads), stream)
+            0 if num_threads is None else int(num_threads), stream,
+            kv_dtype, per_head, *scale_ptrs)
 
     def _same_place(self, view, name, ref):
         if view.kind != ref.kind and not (view.kind == "dlpack" or ref.kind == "dlpack"):
@@ -335,15 +377,18 @@ def _new_cached_call(q, k, v, opts, return_lse):
 
 def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None, mask=None,
         layout="bhld", out=None, return_lse=False, path="auto", memory_budget=None,
-        block_table=None, page_size=None, kv_len=None, num_threads=None):
+        block_table=None, page_size=None, kv_len=None, num_threads=None, k_scale=None,
+        v_scale=None):
     """attention() without the torch.compile dispatch: reads the tensors and calls the C API."""
     t = _torch()
     if (t is not None and type(q) is t.Tensor and sinks is None and mask is None and out is None
-            and block_table is None and page_size is None and kv_len is None):
+            and block_table is None and page_size is None and kv_len is None and k_scale is None
+            and v_scale is None):
         return _run_torch(q, k, v, (causal, window_left, softcap, scale, layout, path,
                                     memory_budget, num_threads), return_lse)
     call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
-                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
+                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
+                 k_scale, v_scale)
     o, lse = call.views[0].obj, call.views[1]
     alloc, caller_allocates = None, False
     if call.kind == "torch":
@@ -380,7 +425,7 @@ def _finish(result, o, lse, return_lse):
 def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
               mask=None, layout="bhld", out=None, return_lse=False, path="auto",
               memory_budget=None, block_table=None, page_size=None, kv_len=None,
-              num_threads=None):
+              num_threads=None, k_scale=None, v_scale=None):
     """Attention over q, k, v of any kind (torch, numpy, DLPack); returns o, or (o, lse).
 
     Shapes (layout "bhld"): q [B, Hq, Lq, Dqk], k [B, Hkv, Lk, Dqk], v [B, Hkv, Lk, Dv] ->
@@ -390,7 +435,10 @@ def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None,
     j <= i + Lk - Lq); window_left = W also requires j >= i + Lk - Lq - W. `mask` is boolean
     (True = visible) or additive float32, broadcastable to [B, Hq, Lq, Lk]. `sinks` is float32
     [Hq]. Paged K/V: k and v are block pools ([num_blocks, Hkv, page_size, D] for "bhld"),
-    block_table int32 [B, blocks], kv_len keys (default: every block full).
+    block_table int32 [B, blocks], kv_len keys (default: every block full). An FP8 cache: k and v
+    float8_e4m3fn or float8_e5m2 (q and o stay q's dtype; the CPU runs it, CUDA refuses it for
+    now), their values k * k_scale and v * v_scale; a scale is None (1), a float, or float32 of 1
+    or Hkv values (one per KV head).
     The result is of q's kind and device; torch CUDA tensors run on torch's current stream and
     take transient memory from torch's allocator. torch tensors that require grad are refused
     (forward only). Raises longattn.Error (InvalidArgumentError, a ValueError, for bad arguments).
@@ -398,27 +446,34 @@ def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None,
     torch = _tensors._torch_module or _torch()
     if torch is not None and isinstance(q, torch.Tensor):
         if torch.compiler.is_compiling() or type(q) is not torch.Tensor or q.is_meta:
+            if k_scale is not None or v_scale is not None:
+                raise InvalidArgumentError(
+                    "k_scale / v_scale: torch.ops.longattn.attention has no FP8 scales yet; call "
+                    "longattn.attention eagerly (outside torch.compile) for an FP8 cache")
             from . import torch_ops  # registers the op on first use
             return torch_ops.call_op(q, k, v, causal, window_left, softcap, scale, sinks, mask,
                                      layout, out, return_lse, path, memory_budget, block_table,
                                      page_size, kv_len, num_threads)
         if (sinks is None and mask is None and out is None and block_table is None
-                and page_size is None and kv_len is None):
+                and page_size is None and kv_len is None and k_scale is None and v_scale is None):
             r = _fast_run(q, k, v, (causal, window_left, softcap, scale, layout, path,
                                     memory_budget, num_threads), return_lse)
             if r is not None:
                 return r
     return run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
-               return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
+               return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
+               k_scale, v_scale)
 
 
 def plan(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
          mask=None, layout="bhld", out=None, return_lse=False, path="auto", memory_budget=None,
-         block_table=None, page_size=None, kv_len=None, num_threads=None):
+         block_table=None, page_size=None, kv_len=None, num_threads=None, k_scale=None,
+         v_scale=None):
     """What attention() with the same arguments would do, without running: a Plan. A plan that
     cannot run has ok = False and says why; invalid arguments raise as in attention()."""
     call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
-                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads)
+                 return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
+                 k_scale, v_scale)
     result = _C.plan(call.fields)
     if result[0] == 1:  # invalid arguments raise; a valid call that cannot run is a plan
         raise from_status(result[0], result[1])

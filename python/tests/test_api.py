@@ -321,3 +321,50 @@ def test_requires_grad_refused():
         longattn.attention(q, k, k)
     with torch.no_grad():
         longattn.attention(q, k, k)
+
+
+@pytest.mark.parametrize("fmt", ["float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("scales", ["none", "float", "tensor", "head"])
+@pytest.mark.parametrize("lq", [1, 37])
+def test_fp8_cache(fmt, scales, lq):
+    """An FP8 KV cache on the CPU: k and v in float8 with scales, against the float64 reference on
+    the dequantized values (the library computes in float32 from them)."""
+    if not hasattr(torch, fmt):
+        pytest.skip(f"this torch has no {fmt}")
+    gen = torch.Generator().manual_seed(5)
+    Hkv = 2
+    q = torch.randn(2, 8, lq, 128, generator=gen)
+    k = (torch.randn(2, Hkv, 300, 128, generator=gen) * 4).to(getattr(torch, fmt))
+    v = (torch.randn(2, Hkv, 300, 128, generator=gen) * 4).to(getattr(torch, fmt))
+    ks = {"none": None, "float": 0.25, "tensor": torch.tensor([0.5]),
+          "head": torch.tensor([0.5, 0.125])}[scales]
+    vs = {"none": None, "float": 1.5, "tensor": torch.tensor([2.0]),
+          "head": torch.tensor([0.75, 3.0])}[scales]
+    o = longattn.attention(q, k, v, causal=True, k_scale=ks, v_scale=vs)
+
+    def values(x, s):
+        x = to_np64(x)
+        if s is None:
+            return x
+        s = np.asarray([s] if isinstance(s, float) else s.numpy(), dtype=np.float64)
+        return x * (s.reshape(1, -1, 1, 1) if s.size > 1 else s.reshape(()))
+
+    ref, _ = attention_ref(to_np64(q), values(k, ks), values(v, vs), causal=True)
+    assert rel_err(o, ref) < TOL["float32"]
+    assert longattn.plan(q, k, v, causal=True, k_scale=ks, v_scale=vs).kernel.startswith("cpu ")
+
+
+def test_fp8_errors():
+    q = torch.randn(1, 2, 3, 64)
+    k8 = torch.randn(1, 2, 5, 64).to(torch.float8_e4m3fn)
+    with pytest.raises(longattn.InvalidArgumentError, match="v.dtype"):
+        longattn.attention(q, k8, k8.to(torch.float8_e5m2))
+    with pytest.raises(longattn.InvalidArgumentError, match="k_scale"):
+        longattn.attention(q, q, q, k_scale=0.5)
+    with pytest.raises(longattn.InvalidArgumentError, match="v_scale"):
+        longattn.attention(q, k8, k8, v_scale=torch.ones(3))
+    with pytest.raises(longattn.InvalidArgumentError, match="k_scale and v_scale"):
+        longattn.attention(q, k8, k8, k_scale=torch.ones(2), v_scale=1.0)
+    if torch.cuda.is_available():
+        with pytest.raises(longattn.Error, match="kv_dtype"):
+            longattn.attention(q.cuda(), k8.cuda(), k8.cuda())

@@ -33,7 +33,7 @@
 //
 // The code by role: sm90_produce (the producer and the persistent schedule's taking of items),
 // sm90_take / sm90_issue_q / sm90_finish_q (a consumer's items and Q), the consumers' main loop in
-// the kernel (the order of GEMMs, waits and releases that makes the overlap), sm90_softmax, and
+// the kernel (the order of GEMMs, waits and releases that makes the overlap, with the softmax), and
 // sm90_store (the epilogue). All are inlined into the one kernel.
 #pragma once
 
@@ -344,103 +344,6 @@ __device__ __forceinline__ void sm90_finish_q(const Sm90Consumer<kDqk, kDv>& c) 
     ptx::named_barrier(7 + c.consumer, 128);
 }
 
-// Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
-// both consumers with split_keys), exp2, row sums, and in corr the factor O must be rescaled by.
-// Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
-// the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
-template <int kDqk, int kDv, bool kElementwise, bool kPlain>
-__device__ __forceinline__ void sm90_softmax(const FusedParams& p, const Sm90Consumer<kDqk, kDv>& c,
-                                             const Sm90Rows& rows, int j0, float* s_red,
-                                             float (&s)[Sm90Consumer<kDqk, kDv>::kNS / 2],
-                                             float (&m)[2], float (&l)[2], float (&corr)[2]) {
-  constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
-  constexpr bool kSplitKeys = kT.split_keys;
-  constexpr int kNS = Sm90Consumer<kDqk, kDv>::kNS;
-  const int64_t off = int64_t(p.kv_len) - p.q_len;
-  const float mul = kPlain ? c.scale_log2 : 1.f;  // what turns s into log2 units
-  if constexpr (!kPlain) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
-      // here, not kept per row: registers are the limit at d = 256.)
-      const int64_t i = rows.i[h];
-      int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
-      if (p.causal) hi_j = min(hi_j, i + off + 1);
-      if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
-      const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kT.block_k)));
-      const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kT.block_k)));
-#pragma unroll
-      for (int j = 0; j < kNS / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
-          float& x = s[4 * j + 2 * h + e];
-          x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * c.scale_log2;
-        }
-    }
-    // Softcap and the array mask work in natural-log units, per visible element. A pass of its
-    // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
-    if constexpr (kElementwise) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t mask_row = rows.b * p.mask_stride[0] + rows.head[h] * p.mask_stride[1] +
-                                 int64_t(rows.i[h]) * p.mask_stride[2];
-#pragma unroll
-        for (int j = 0; j < kNS / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
-            float& x = s[4 * j + 2 * h + e];
-            if (x != -CUDART_INF_F)
-              x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *
-                  kLog2e;
-          }
-      }
-    }
-  }
-  // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
-  // halves their dependent latency; that pays at d = 64, and four chains are no better than
-  // two (bench/NOTES.md).
-  constexpr int kChains = 2;
-  float mx[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float va[kChains];
-#pragma unroll
-    for (int k = 0; k < kChains; ++k) va[k] = -CUDART_INF_F;
-#pragma unroll
-    for (int j = 0; j < kNS / 8; ++j)
-      va[j % kChains] = fmaxf(va[j % kChains], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-    float v = va[0];
-#pragma unroll
-    for (int k = 1; k < kChains; ++k) v = fmaxf(v, va[k]);
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
-  }
-  if constexpr (kSplitKeys) c.exchange(mx, s_red, true);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const float m_new = fmaxf(m[h], mx[h]);
-    // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
-    const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
-    corr[h] = ptx::exp2_approx(m[h] - base);
-    m[h] = m_new;
-    float sa[kChains];
-#pragma unroll
-    for (int k = 0; k < kChains; ++k) sa[k] = 0.f;
-#pragma unroll
-    for (int j = 0; j < kNS / 8; ++j) {
-      s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
-      s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
-      sa[j % kChains] += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
-    }
-    float sum = sa[0];
-#pragma unroll
-    for (int k = 1; k < kChains; ++k) sum += sa[k];
-    l[h] = l[h] * corr[h] + sum;
-  }
-}
-
 // The epilogue: full row sums (over both consumers with split_keys), sinks, 1/l, LSE; each thread
 // stores its fragment columns of O (split_kv: float32 partials and their LSE).
 template <int kDqk, int kDv, Mma16 kType, bool kPadded>
@@ -716,9 +619,97 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
         f(t, std::false_type{});
     };
 
+    // Scores -> probabilities in place: scale/softcap/mask in log2 units, the new row max (over
+    // both consumers with split_keys), exp2, row sums, and in corr the factor O must be rescaled
+    // by. Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
+    // the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
+    // A lambda of the main loop: as a function, ptxas schedules the loop differently and slower
+    // (bench/NOTES.md v0.14).
     auto softmax = [&](int t, float(&corr)[2], auto plain_tag) {
-      sm90_softmax<kDqk, kDv, kElementwise, decltype(plain_tag)::value>(p, c, rows, int(tile_j0(t)),
-                                                                        s_red, s, m, l, corr);
+      constexpr bool kPlain = decltype(plain_tag)::value;
+      const int j0 = int(tile_j0(t));
+      const float mul = kPlain ? c.scale_log2 : 1.f;  // what turns s into log2 units
+      if constexpr (!kPlain) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          // The row's visible keys as tile columns [c_lo, c_hi): bounds, causal, window. (Computed
+          // here, not kept per row: registers are the limit at d = 256.)
+          const int64_t i = rows.i[h];
+          int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
+          if (p.causal) hi_j = min(hi_j, i + off + 1);
+          if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
+          const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kT.block_k)));
+          const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kT.block_k)));
+#pragma unroll
+          for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
+              float& x = s[4 * j + 2 * h + e];
+              x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * c.scale_log2;
+            }
+        }
+        // Softcap and the array mask work in natural-log units, per visible element. A pass of its
+        // own: fused with the bounds above, its addresses and loads spill registers at d = 256.
+        if constexpr (kElementwise) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int64_t mask_row = rows.b * p.mask_stride[0] + rows.head[h] * p.mask_stride[1] +
+                                     int64_t(rows.i[h]) * p.mask_stride[2];
+#pragma unroll
+            for (int j = 0; j < kNS / 8; ++j)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
+                float& x = s[4 * j + 2 * h + e];
+                if (x != -CUDART_INF_F)
+                  x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *
+                      kLog2e;
+              }
+          }
+        }
+      }
+      // Row maxima and sums run as kChains independent chains (the 8-key blocks alternate), which
+      // halves their dependent latency; that pays at d = 64, and four chains are no better than
+      // two (bench/NOTES.md).
+      constexpr int kChains = 2;
+      float mx[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float va[kChains];
+#pragma unroll
+        for (int k = 0; k < kChains; ++k) va[k] = -CUDART_INF_F;
+#pragma unroll
+        for (int j = 0; j < kNS / 8; ++j)
+          va[j % kChains] = fmaxf(va[j % kChains], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+        float v = va[0];
+#pragma unroll
+        for (int k = 1; k < kChains; ++k) v = fmaxf(v, va[k]);
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+        mx[h] = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2)) * mul;
+      }
+      if constexpr (kSplitKeys) c.exchange(mx, s_red, true);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float m_new = fmaxf(m[h], mx[h]);
+        // A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
+        const float base = m_new == -CUDART_INF_F ? 0.f : m_new;
+        corr[h] = ptx::exp2_approx(m[h] - base);
+        m[h] = m_new;
+        float sa[kChains];
+#pragma unroll
+        for (int k = 0; k < kChains; ++k) sa[k] = 0.f;
+#pragma unroll
+        for (int j = 0; j < kNS / 8; ++j) {
+          s[4 * j + 2 * h] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h], mul, -base));
+          s[4 * j + 2 * h + 1] = ptx::exp2_approx(fmaf(s[4 * j + 2 * h + 1], mul, -base));
+          sa[j % kChains] += s[4 * j + 2 * h] + s[4 * j + 2 * h + 1];
+        }
+        float sum = sa[0];
+#pragma unroll
+        for (int k = 1; k < kChains; ++k) sum += sa[k];
+        l[h] = l[h] * corr[h] + sum;
+      }
     };
 
     // P_t: A fragments in registers (the S accumulator layout is the A-fragment layout), or with
