@@ -74,6 +74,7 @@ struct ProblemOptions {
   int64_t head_dim = 256;                   // --head-dim: both, unless given one by one
   int64_t head_dim_qk = 0, head_dim_v = 0;  // --head-dim-qk/-v; resolve_head_dims fills 0s
   int32_t dtype = LONGATTN_FLOAT32;
+  int32_t kv_dtype = 0;  // --kv-dtype: an FP8 cache (0: K and V in dtype)
   int32_t device = LONGATTN_DEVICE_CPU;
   bool causal = true;
   int64_t window_left = -1;

@@ -217,6 +217,11 @@ void add_problem_flags(FlagSet& f, ProblemOptions& o) {
               "--dtype", v,
               {{"f32", LONGATTN_FLOAT32}, {"f16", LONGATTN_FLOAT16}, {"bf16", LONGATTN_BFLOAT16}});
         });
+  f.add("--kv-dtype", "e4m3|e5m2", "an FP8 K/V cache (scales 1; default: K and V in --dtype)",
+        [&o](const std::string& v) {
+          o.kv_dtype = parse_choice(
+              "--kv-dtype", v, {{"e4m3", LONGATTN_FLOAT8_E4M3}, {"e5m2", LONGATTN_FLOAT8_E5M2}});
+        });
   f.add("--device", "cpu|cuda", "where the tensors live and the path runs (default cpu)",
         [&o](const std::string& v) {
           o.device = parse_choice("--device", v,

@@ -144,11 +144,13 @@ Problem::Problem(const ProblemOptions& opt, bool keep_reference_inputs) : opt_(o
   o_count_ = product({o.batch, o.q_heads, o.q_len, o.head_dim_v});
   lse_count_ = product({o.batch, o.q_heads, o.q_len});
   const int64_t elem = dtype_size(o.dtype);
+  const int32_t kv_dtype = o.kv_dtype ? o.kv_dtype : o.dtype;
+  const int64_t kv_elem = dtype_size(kv_dtype);
 
   // Refuse up front what cannot fit rather than being killed by the OOM killer halfway through.
-  double tensors =
-      (double(q_count_) + double(k_count_) + double(v_count_) + double(o_count_)) * double(elem) +
-      double(lse_count_) * 4.0;
+  double tensors = (double(q_count_) + double(o_count_)) * double(elem) +
+                   (double(k_count_) + double(v_count_)) * double(kv_elem) +
+                   double(lse_count_) * 4.0;
   if (tensors > 0x1p62)  // byte counts must stay far from int64 overflow
     throw RunError("the tensors of this shape need more than 2^62 bytes");
   double host =
@@ -170,20 +172,21 @@ Problem::Problem(const ProblemOptions& opt, bool keep_reference_inputs) : opt_(o
   Rng seeds(o.seed);
   const uint64_t seed_q = seeds.next(), seed_k = seeds.next(), seed_v = seeds.next(),
                  seed_s = seeds.next();
-  auto make_input = [&](int64_t count, uint64_t seed, std::vector<float>* copy) {
-    DeviceBuffer buf(o.device, count * elem);
+  auto make_input = [&](int32_t dtype, int64_t count, uint64_t seed, std::vector<float>* copy) {
+    const int64_t bytes = count * dtype_size(dtype);
+    DeviceBuffer buf(o.device, bytes);
     if (o.device == LONGATTN_DEVICE_CPU) {
-      fill_random(o.dtype, buf.data(), count, seed, copy);
+      fill_random(dtype, buf.data(), count, seed, copy);
     } else {
-      AlignedBuffer staging(count * elem);
-      fill_random(o.dtype, staging.data(), count, seed, copy);
-      buf.upload(staging.data(), 0, count * elem);
+      AlignedBuffer staging(bytes);
+      fill_random(dtype, staging.data(), count, seed, copy);
+      buf.upload(staging.data(), 0, bytes);
     }
     return buf;
   };
-  q_ = make_input(q_count_, seed_q, keep_reference_inputs ? &q32_ : nullptr);
-  k_ = make_input(k_count_, seed_k, keep_reference_inputs ? &k32_ : nullptr);
-  v_ = make_input(v_count_, seed_v, keep_reference_inputs ? &v32_ : nullptr);
+  q_ = make_input(o.dtype, q_count_, seed_q, keep_reference_inputs ? &q32_ : nullptr);
+  k_ = make_input(kv_dtype, k_count_, seed_k, keep_reference_inputs ? &k32_ : nullptr);
+  v_ = make_input(kv_dtype, v_count_, seed_v, keep_reference_inputs ? &v32_ : nullptr);
   if (o.sinks) {
     Rng rng(seed_s);
     sinks32_.resize(size_t(o.q_heads));
@@ -212,6 +215,7 @@ longattn_args Problem::args() const {
   a.window_left = o.window_left;
   a.softcap = o.softcap;
   a.sinks = o.sinks ? static_cast<const float*>(sinks_.data()) : nullptr;
+  a.kv_dtype = o.kv_dtype;
   return a;
 }
 
@@ -223,6 +227,7 @@ longattn_args Problem::reference_args(std::vector<float>* out, std::vector<float
   a.q = q32_.data(), a.k = k32_.data(), a.v = v32_.data(), a.o = out->data();
   a.lse = lse->data();
   a.dtype = LONGATTN_FLOAT32;
+  a.kv_dtype = 0;  // the float copies hold the FP8 values exactly
   a.device = LONGATTN_DEVICE_CPU;
   a.sinks = opt_.sinks ? sinks32_.data() : nullptr;
   return a;

@@ -13,7 +13,7 @@
 
 namespace longattn::cli {
 
-inline int64_t dtype_size(int32_t dtype) { return dtype == LONGATTN_FLOAT32 ? 4 : 2; }
+inline int64_t dtype_size(int32_t dtype) { return numeric::dtype_bytes(dtype); }
 
 // splitmix64: tiny, seedable, and the same sequence on every platform (std distributions are not).
 class Rng {

@@ -42,9 +42,7 @@ using longattn::numeric::float_to_bf16;
 using longattn::numeric::float_to_f16;
 using longattn::numeric::round_to_dtype;
 
-inline int64_t dtype_size(int32_t dtype) {
-  return dtype == LONGATTN_FLOAT32 ? 4 : dtype >= LONGATTN_FLOAT8_E4M3 ? 1 : 2;
-}
+inline int64_t dtype_size(int32_t dtype) { return longattn::numeric::dtype_bytes(dtype); }
 
 inline const char* dtype_label(int32_t dtype) {
   switch (dtype) {

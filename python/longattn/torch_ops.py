@@ -32,6 +32,12 @@ _lib.define(_SCHEMA)
 def _kernel(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
             mask=None, layout="bhld", path="auto", memory_budget=None, block_table=None,
             page_size=None, kv_len=None, num_threads=None):
+    for x, name in ((k, "k"), (v, "v")):
+        dtype = str(x.dtype)[6:]
+        if dtype.startswith("float8"):  # the same words as the C++ kernel (torch_op.cpp)
+            raise api.InvalidArgumentError(
+                f"{name}.dtype = {dtype}: torch.ops.longattn.attention takes no FP8 cache yet; "
+                f"call longattn.attention eagerly for one")
     if sinks is None and mask is None and block_table is None and page_size is None and (
             kv_len is None):
         opts = (causal, window_left, softcap, scale, layout, path, memory_budget, num_threads)

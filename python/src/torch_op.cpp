@@ -414,11 +414,17 @@ void convert(const Inputs& in, Converted* c) {
     invalid("q.dtype = " + dtype_name(qv.dtype) +
             ": allowed dtypes are float32, float16 and bfloat16");
   const View* kv_views[2] = {&kv, &vv};
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < 2; ++i) {
+    const std::string name = dtype_name(kv_views[i]->dtype);
+    if (name.rfind("float8", 0) == 0)  // the same words as torch_ops._kernel
+      invalid(std::string(i == 0 ? "k" : "v") + ".dtype = " + name +
+              ": torch.ops.longattn.attention takes no FP8 cache yet; call longattn.attention "
+              "eagerly for one");
     if (kv_views[i]->dtype != qv.dtype)
-      invalid(std::string(i == 0 ? "k" : "v") + ".dtype = " + dtype_name(kv_views[i]->dtype) +
+      invalid(std::string(i == 0 ? "k" : "v") + ".dtype = " + name +
               " differs from q.dtype = " + dtype_name(qv.dtype) +
-              ": q, k, v and out share one dtype");
+              ": k and v are q's dtype, or both float8_e4m3fn / float8_e5m2 (an FP8 cache)");
+  }
   int64_t qd[4], kd[4], vd[4];
   layout_strides(qv, bhld, in.layout, "q", qd, &a.q_strides);
   layout_strides(kv, bhld, in.layout, "k", kd, &a.k_strides);

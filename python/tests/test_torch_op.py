@@ -225,6 +225,8 @@ def _cases(device):
         (q, k, v, dict(window_left=-2)), (q, k, v, dict(softcap=-1.0)),
         (q, k, v, dict(num_threads=-1)), (rnd(2, 3, 5, 64), k, v, {}),
     ]
+    if hasattr(torch, "float8_e4m3fn"):  # an FP8 cache: refused by the op (eager API only)
+        cases += [(q, k.to(torch.float8_e4m3fn), v.to(torch.float8_e4m3fn), {})]
     if device == "cuda":
         cases += [(q, k.cpu(), v, {}), (q, k, v, dict(sinks=sinks.cpu())),
                   (q, k, v, dict(mask=mask.cpu())), (q, kp, vp, dict(block_table=bt.cpu()))]

@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 
+#include "core/numeric.hpp"
 #include "longattn/longattn.h"
 
 namespace longattn::detail {
@@ -33,9 +34,7 @@ template <class... A>
   throw Failure(status, format(fmt, a...));
 }
 
-inline int64_t dtype_bytes(int32_t dtype) {
-  return dtype == LONGATTN_FLOAT32 ? 4 : dtype >= LONGATTN_FLOAT8_E4M3 ? 1 : 2;
-}
+using numeric::dtype_bytes;
 inline bool is_fp8(int32_t dtype) {
   return dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2;
 }

@@ -178,6 +178,11 @@ LONGATTN_NUMERIC_CONSTEXPR float round_to_e5m2(float x, bool saturate = false) {
   return e5m2_to_float(float_to_e5m2(x, saturate));
 }
 
+// Bytes of one element of `dtype` (a longattn_dtype).
+constexpr int64_t dtype_bytes(int32_t dtype) {
+  return dtype == LONGATTN_FLOAT32 ? 4 : dtype >= LONGATTN_FLOAT8_E4M3 ? 1 : 2;
+}
+
 // x as stored in a tensor of `dtype` (a longattn_dtype), read back; float32 keeps x, FP8
 // saturates.
 LONGATTN_NUMERIC_CONSTEXPR float round_to_dtype(float x, int32_t dtype) {
