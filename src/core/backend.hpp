@@ -50,9 +50,6 @@ struct PathImpl {
   // Fills plan.threads, block_q, block_k, splits for this path. `threads` is an upper bound the
   // router may lower to fit a budget; configure must honour plan.threads if already set (> 0).
   void (*configure)(const longattn_args& args, const DeviceContext& ctx, Decision* d);
-  // Independent work items (CPU tasks, GPU thread blocks) of a configured plan; the router
-  // compares it with the device's workers to decide whether splitting K/V pays.
-  int64_t (*work_items)(const longattn_args& args, const Decision& d);
   // Exact transient bytes for a configured plan: what run() takes from its Arena.
   int64_t (*workspace_bytes)(const longattn_args& args, const Decision& d);
   // Runs the plan. Must take exactly workspace_bytes() from the arena. Throws Failure on error.
@@ -69,6 +66,11 @@ struct PathImpl {
 struct PathList {
   const PathImpl* items = nullptr;
   int count = 0;
+  // AUTO's one backend-specific choice, made by the backend's policy (policy_cpu, policy_cuda):
+  // whether split_kv beats the fused path, given the fused path's configured decision. *why (when
+  // not NULL) gets the reason either way.
+  bool (*split_pays)(const longattn_args& args, const DeviceContext& ctx, const Decision& fused,
+                     std::string* why) = nullptr;
 };
 PathList cpu_paths();
 PathList cuda_paths();

@@ -13,11 +13,6 @@
 namespace longattn::detail {
 namespace {
 
-// split_kv only pays when the fused path would leave workers idle: fewer (batch, kv head, query
-// tile) work items than workers. Each split must still get a few key tiles, or the merge costs
-// more than the parallelism gains; below kMinKeysForSplit keys one pass is as fast.
-constexpr int64_t kMinKeysForSplit = 1024;
-
 const PathImpl* find_impl(const PathList& list, int32_t path) {
   for (int i = 0; i < list.count; ++i)
     if (list.items[i].path == path) return &list.items[i];
@@ -109,21 +104,8 @@ std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx
   if (fused && checks.check(*fused, a, ctx, &d.choice).empty()) {
     d.plan.path = LONGATTN_PATH_FUSED;
     fused->configure(a, ctx, &d);
-    int64_t items = fused->work_items(a, d);
-    // The machine's cores, never options.num_threads: the path (and so the bits) must not
-    // change with the thread count (README: the same bits whatever the thread count).
-    int64_t workers = std::max(1, ctx.info.cores);
-    if (items < workers && a.kv_len >= kMinKeysForSplit) {
-      if (why)
-        *why = format(
-            "%lld (batch, kv head, query tile) item%s for %lld workers: splitting %lld "
-            "keys keeps every worker busy",
-            (long long)items, items == 1 ? "" : "s", (long long)workers, (long long)a.kv_len);
+    if (paths.split_pays(a, ctx, d, why))
       return {LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
-    }
-    if (why)
-      *why = format("%lld (batch, kv head, query tile) item%s for %lld worker%s", (long long)items,
-                    items == 1 ? "" : "s", (long long)workers, workers == 1 ? "" : "s");
   }
   return {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
 }

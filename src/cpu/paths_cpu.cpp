@@ -1,4 +1,5 @@
-// The CPU backend's paths: what each supports, its tiles and thread count, its exact memory.
+// The CPU backend's paths: what each supports, its exact memory, how it runs (the choices they
+// read are made in policy_cpu.cpp).
 #include "cpu/paths_cpu.hpp"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include "core/backend.hpp"
 #include "core/detail.hpp"
 #include "cpu/convert_cpu.hpp"
+#include "cpu/policy_cpu.hpp"
 
 namespace longattn::cpu {
 
@@ -19,67 +21,10 @@ using detail::round_up;
 
 namespace {
 
-// A tile holds about this many query rows: enough rows that converting a K/V tile once pays for
-// itself across them (it costs ~1/rows of the tile's arithmetic), few enough that Q, K^T, S and O
-// of a d=256 tile (~420 KiB) stay in one core's L2.
-constexpr int64_t kRowsPerTile = 128;
-// split_kv gives each split at least this many keys, so a split's work dwarfs its merge.
-constexpr int64_t kMinKeysPerSplit = 256;
-
-bool packs_gqa(int32_t path) { return path != LONGATTN_PATH_UNFUSED; }
-
-// The first kernel of this list that runs the plan's tiles on this ISA.
-TileKernel tile_kernel(const longattn_args& a, const longattn_plan& p, const CpuIsa& isa,
-                       int64_t rows_pad) {
-  if (p.path == LONGATTN_PATH_UNFUSED) return TileKernel::kFp32;
-  if (rows_pad == isa.width && p.block_k <= kKeysPerTile) return TileKernel::kVectorRows;
-  const bool bf16 = a.dtype == LONGATTN_BFLOAT16 && detail::kv_dtype_of(a) == LONGATTN_BFLOAT16;
-  if (isa.amx && bf16 && a.head_dim_qk % 32 == 0 && p.block_k % 32 == 0)
-    return TileKernel::kAmxBf16;
-  if (isa.bf16_dot && bf16 && a.head_dim_qk % 2 == 0) return TileKernel::kBf16Pairs;
-  return TileKernel::kFp32;
-}
-
-int64_t tile_items(const longattn_args& a, const longattn_plan& p) {
-  int64_t qt = ceil_div(a.q_len, p.block_q);
-  return packs_gqa(p.path) ? a.batch * a.kv_heads * qt : a.batch * a.q_heads * qt;
-}
-
-int64_t plan_items(const longattn_args& a, const longattn_plan& p) {
-  if (p.path == LONGATTN_PATH_REFERENCE) return a.batch * a.q_heads * a.q_len;
-  return tile_items(a, p) * p.splits;
-}
-
-int64_t work_items(const longattn_args& a, const detail::Decision& d) {
-  return plan_items(a, d.plan);
-}
-
 // Every CPU path runs every valid input; the kernel (the ISA) is the process's, not the plan's.
 std::string supported_everywhere(const longattn_args&, const detail::DeviceContext&,
                                  detail::BackendChoice*) {
   return "";
-}
-
-void configure_tiles(const longattn_args& a, const detail::DeviceContext& ctx,
-                     detail::Decision* d) {
-  longattn_plan* p = &d->plan;
-  const int64_t g = a.q_heads / a.kv_heads;
-  p->block_k = kKeysPerTile;
-  p->block_q = static_cast<int32_t>(std::min(
-      a.q_len, packs_gqa(p->path) ? std::max<int64_t>(1, kRowsPerTile / g) : kRowsPerTile));
-  p->splits = 1;
-  if (p->path == LONGATTN_PATH_SPLIT_KV) {
-    // Enough (tile, split) items for two per core, so no core idles on the last one. It uses the
-    // core count, not options.num_threads, so the result bits do not depend on the thread count.
-    int64_t tiles = tile_items(a, *p);
-    int64_t want = ceil_div(2 * std::max(1, ctx.info.cores), tiles);
-    p->splits = static_cast<int32_t>(
-        std::clamp<int64_t>(want, 1, std::max<int64_t>(1, a.kv_len / kMinKeysPerSplit)));
-  }
-  int64_t items = plan_items(a, *p);
-  int64_t threads = std::min<int64_t>(ctx.max_threads, items);
-  if (p->threads > 0) threads = std::min<int64_t>(p->threads, threads);
-  p->threads = static_cast<int32_t>(std::max<int64_t>(1, threads));
 }
 
 int64_t tiled_bytes(const longattn_args& a, const detail::Decision& d) {
@@ -110,14 +55,14 @@ void run_reference(const longattn_args& a, const detail::Decision& d, detail::Ar
 }
 
 const detail::PathImpl kCpuPaths[] = {
-    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_REFERENCE, supported_everywhere, configure_tiles,
-     work_items, reference_bytes, run_reference, kernel_name},
-    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled, kernel_name},
-    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled, kernel_name},
-    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_SPLIT_KV, supported_everywhere, configure_tiles, work_items,
-     tiled_bytes, run_tiled, kernel_name},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_REFERENCE, supported_everywhere, configure_plan,
+     reference_bytes, run_reference, kernel_name},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_UNFUSED, supported_everywhere, configure_plan, tiled_bytes,
+     run_tiled, kernel_name},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_FUSED, supported_everywhere, configure_plan, tiled_bytes,
+     run_tiled, kernel_name},
+    {LONGATTN_DEVICE_CPU, LONGATTN_PATH_SPLIT_KV, supported_everywhere, configure_plan, tiled_bytes,
+     run_tiled, kernel_name},
 };
 
 }  // namespace
@@ -221,7 +166,8 @@ const CpuIsa& active_isa() {
 namespace longattn::detail {
 
 PathList cpu_paths() {
-  return {cpu::kCpuPaths, static_cast<int>(sizeof cpu::kCpuPaths / sizeof cpu::kCpuPaths[0])};
+  return {cpu::kCpuPaths, static_cast<int>(sizeof cpu::kCpuPaths / sizeof cpu::kCpuPaths[0]),
+          cpu::split_pays};
 }
 
 }  // namespace longattn::detail

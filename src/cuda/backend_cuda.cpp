@@ -293,10 +293,6 @@ int64_t fused_blocks(const longattn_args& a, const Decision& d) {
   return a.batch * a.kv_heads * ceil_div(a.q_len * g, std::max(1, p.block_q)) * p.splits;
 }
 
-int64_t unfused_items(const longattn_args& a, const Decision&) {
-  return a.batch * a.q_heads;  // one GEMM pair per (batch, head)
-}
-
 void fused_run(const longattn_args& a, const Decision& d, Arena&, const longattn_options& o) {
   RelaxedCapture relaxed;
   check_device_pointers(a, o);
@@ -385,18 +381,26 @@ void unfused_run(const longattn_args& a, const Decision&, Arena& arena, const lo
   if (!error.empty()) fail(LONGATTN_DEVICE_ERROR, "CUDA unfused path: %s", error.c_str());
 }
 
+bool split_pays(const longattn_args& a, const DeviceContext&, const Decision& fused,
+                std::string* why) {
+  const FusedChoice c = choice_of(fused);
+  return cuda::split_pays(a, c.kernel, c.sm_count, fused_blocks(a, fused), why);
+}
+
 const PathImpl kCudaPaths[] = {
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_check, fused_configure, fused_blocks,
-     fused_workspace, fused_run, fused_kernel_name},
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_check, split_configure, fused_blocks,
-     split_workspace, split_run, fused_kernel_name},
-    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_check, unfused_configure, unfused_items,
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_FUSED, fused_check, fused_configure, fused_workspace,
+     fused_run, fused_kernel_name},
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_SPLIT_KV, fused_check, split_configure, split_workspace,
+     split_run, fused_kernel_name},
+    {LONGATTN_DEVICE_CUDA, LONGATTN_PATH_UNFUSED, unfused_check, unfused_configure,
      unfused_workspace, unfused_run, unfused_kernel_name},
 };
 
 }  // namespace
 
-PathList cuda_paths() { return {kCudaPaths, int(sizeof kCudaPaths / sizeof kCudaPaths[0])}; }
+PathList cuda_paths() {
+  return {kCudaPaths, int(sizeof kCudaPaths / sizeof kCudaPaths[0]), split_pays};
+}
 
 bool cuda_stream_capturing(void* stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;

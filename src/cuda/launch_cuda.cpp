@@ -16,37 +16,6 @@
 namespace longattn::cuda {
 namespace {
 
-// LONGATTN_CUDA_KERNEL=sm80 keeps Hopper on the portable kernel (tests and benchmarks of it).
-bool sm90_allowed() {
-  static const bool allowed = [] {
-    const char* v = std::getenv("LONGATTN_CUDA_KERNEL");
-    return !(v && std::strcmp(v, "sm80") == 0);
-  }();
-  return allowed;
-}
-
-// Whether the sm_90a kernel can run these args: 16-bit inputs on compute capability 9.0, every
-// head dim up to 512 (others padded to its compiled ones: TMA zero-fills K and V past the real
-// columns), every row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in 16-byte
-// pieces), any page size. kernel_for decides whether it should.
-bool sm90_applies(const longattn_args& a) {
-  int pad_qk = 0, pad_v = 0;
-  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 ||
-      !fused_sm90_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v))
-    return false;
-  for (int which = 0; which < 4; ++which)
-    if (!tensor_rows_aligned(a, which, 16)) return false;
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  if (major != 9 || minor != 0) return false;
-  return true;
-}
-
 // Rows per K/V TMA box: a paged tile is loaded page piece by page piece (gcd(page_size, block_k)
 // rows stay inside one page wherever the tile starts), a contiguous one in one box per panel.
 int kv_box_rows(const longattn_args& a, int block_k) {
@@ -98,6 +67,8 @@ cudaError_t make_kv_map(const longattn_args& a, const void* base, const longattn
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+}  // namespace
+
 // Whether TMA can describe K and V (16-byte aligned bases and strides, sizes in range).
 bool kv_maps_encode(const longattn_args& a, int block_k) {
   CUtensorMap k_map, v_map;
@@ -105,8 +76,6 @@ bool kv_maps_encode(const longattn_args& a, int block_k) {
   return make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, rows, &k_map) == cudaSuccess &&
          make_kv_map(a, a.v, a.v_strides, a.head_dim_v, rows, &v_map) == cudaSuccess;
 }
-
-}  // namespace
 
 int sched_counter_slot(cudaStream_t stream) {
   // cudaStreamPerThread is one handle for many streams (one per host thread): no slot.
@@ -131,79 +100,12 @@ int sched_counter_slot(cudaStream_t stream) {
   return n++;
 }
 
-// Whether the library launches the merge as a programmatic dependent (sm_90+): its launch then
-// overlaps the fused kernel's last blocks, which takes up to a couple of microseconds off a
-// decode call (bench/NOTES.md).
-constexpr bool kDefaultProgrammaticMerge = true;
-
-// The sm_90a kernel runs prefill wherever it can; decode shapes stay on the portable kernel's
-// decode tiles (sized for a few query rows), unless their pages split its key tile.
-cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
-  const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
-  const bool decode = fused_use_decode(a);
-  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, info);
-  const bool portable_tiles_pages =
-      e == cudaSuccess && (!a.block_table || a.page_size % info->traits.block_k == 0);
-  int pad_qk = 0, pad_v = 0;
-  if ((!decode || !portable_tiles_pages) && sm90_applies(a) &&
-      fused_sm90_padded_head_dims(dqk, dv, &pad_qk, &pad_v) &&
-      kv_maps_encode(a, fused_sm90_traits(pad_qk, pad_v).block_k)) {
-    FusedKernelInfo sm90;
-    if (fused_sm90_kernel_info(dqk, dv, mma_type_for(a.dtype), &sm90) == cudaSuccess &&
-        sm90.blocks_per_sm > 0) {
-      *info = sm90;
-      return cudaSuccess;
-    }
-    cudaGetLastError();  // no sm_90a code in this build: the portable kernel runs
-  }
-  info->family = 80;
-  info->decode = decode;
-  info->head_dim_qk = info->traits.head_dim_qk, info->head_dim_v = info->traits.head_dim_v;
-  info->block_q = info->traits.block_q();
-  info->block_k = info->traits.block_k;
-  info->threads = info->traits.threads();
-  return e;
-}
-
-int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_count) {
-  const int64_t bq = info.block_q, bk = info.block_k;
-  const int64_t items = a.batch * a.kv_heads * ((a.q_len * (a.q_heads / a.kv_heads) + bq - 1) / bq);
-  const int64_t slots = int64_t(std::max(1, sm_count)) * std::max(1, info.blocks_per_sm);
-  const int64_t key_tiles = (a.kv_len + bk - 1) / bk;
-  const int64_t most = std::min<int64_t>(kMaxSplits, key_tiles / kMinTilesPerSplit);
-  if (most < 2 || items >= slots) return 1;
-  if (info.decode) {
-    // The decode kernel streams K/V: one block per SM already keeps enough bytes in flight, a
-    // second block on some SMs makes those SMs the tail, and every split adds merge work. So as
-    // many splits as give each SM one block: more blocks were slower or no faster on every
-    // decode shape measured (bench/NOTES.md).
-    const int64_t s = std::min<int64_t>(most, std::max(1, sm_count) / items);
-    return s >= 2 ? int(s) : 1;
-  }
-  // Prefill: fraction of the slots of the last wave that is busy, for each candidate count.
-  auto efficiency = [&](int64_t s) {
-    const int64_t blocks = items * s, waves = (blocks + slots - 1) / slots;
-    return double(blocks) / double(waves * slots);
-  };
-  double best = 0;
-  for (int64_t s = 1; s <= most; ++s) best = std::max(best, efficiency(s));
-  for (int64_t s = 1; s <= most; ++s)
-    if (efficiency(s) >= 0.85 * best) return int(s);
-  return 1;
-}
-
 int64_t split_o_floats(const longattn_args& a, int splits) {
   return splits * a.batch * a.q_heads * a.q_len * a.head_dim_v;
 }
 int64_t split_lse_floats(const longattn_args& a, int splits) {
   return splits * a.batch * a.q_heads * a.q_len;
 }
-
-// Whether a decode kernel is launched as a programmatic dependent of the kernel before it (sm_90+):
-// its blocks are placed while that kernel drains and wait on the device (griddepcontrol.wait)
-// before reading anything, which hides the launch gap: it matters most at the smallest decode
-// shapes (bench/NOTES.md).
-constexpr bool kDefaultProgrammaticDecode = true;
 
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
                       cudaStream_t stream, MergeLaunch merge, MergeLaunch fused) {
@@ -230,9 +132,8 @@ cudaError_t launch_fused(const longattn_args& a, const FusedKernelInfo& ki, int 
       return e;
     e = fused_sm90_launch(dqk, dv, type, p, k_map, v_map, stream);
   } else {
-    bool programmatic = fused == MergeLaunch::kProgrammatic;
-    if (fused == MergeLaunch::kDefault)
-      programmatic = kDefaultProgrammaticDecode && ki.decode && ki.arch >= 90;
+    const bool programmatic = fused == MergeLaunch::kDefault ? programmatic_fused(ki)
+                                                             : fused == MergeLaunch::kProgrammatic;
     e = fused_launch(dqk, dv, type, ki.decode, p, stream, programmatic && ki.arch >= 90);
   }
   if (e != cudaSuccess || splits <= 1) return e;
@@ -244,10 +145,9 @@ cudaError_t launch_fused(const longattn_args& a, const FusedKernelInfo& ki, int 
   m.o_vec = tensor_rows_aligned(a, 3, 4 * (a.dtype == LONGATTN_FLOAT32 ? 4 : 2));
   m.batch = int32_t(a.batch), m.q_heads = int32_t(a.q_heads), m.q_len = int32_t(a.q_len);
   m.head_dim_v = int32_t(a.head_dim_v);
-  // Programmatic launch needs sm_90 (the fused kernel's code says which the device runs).
-  bool programmatic = merge == MergeLaunch::kProgrammatic;
-  if (merge == MergeLaunch::kDefault) programmatic = kDefaultProgrammaticMerge && ki.arch >= 90;
-  return merge_launch(m, stream, programmatic);
+  const bool programmatic =
+      merge == MergeLaunch::kDefault ? programmatic_merge(ki) : merge == MergeLaunch::kProgrammatic;
+  return merge_launch(m, stream, programmatic && ki.arch >= 90);
 }
 
 }  // namespace longattn::cuda

@@ -1,5 +1,6 @@
 // The fused and split_kv launch sequences, shared by the backend (backend_cuda.cpp) and the
-// standalone GPU test, so the test exercises exactly what the library runs.
+// standalone GPU test, so the test exercises exactly what the library runs. They read the choices
+// of policy_cuda.hpp.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -7,20 +8,14 @@
 #include <cstdint>
 
 #include "cuda/fused_cuda.hpp"
+#include "cuda/policy_cuda.hpp"
 #include "longattn/longattn.h"
 
 namespace longattn::cuda {
 
-// The compiled kernel that would run `a` on the current device (prefill or decode shapes).
-cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info);
-
-// split_kv: how many K/V slices per row fill the GPU. Few (batch, kv head, query tile) blocks
-// leave SMs idle; splitting each row's keys multiplies the blocks. Decode kernels: one block per
-// SM (as many splits as fit). Prefill: the smallest count whose last wave is nearly as full as the
-// best. Either way at least kMinTilesPerSplit key tiles per slice.
-constexpr int kMinTilesPerSplit = 4;
-constexpr int kMaxSplits = 128;
-int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_count);
+// Whether TMA can describe K and V for tiles of block_k keys (16-byte aligned bases and strides,
+// sizes in range).
+bool kv_maps_encode(const longattn_args& a, int block_k);
 
 // Float32 elements of the split_kv partials: o_part [splits, B, Hq, Lq, Dv], lse_part [.., Lq].
 int64_t split_o_floats(const longattn_args& a, int splits);
