@@ -86,7 +86,7 @@ std::vector<ErrorCase> error_cases() {
       {"head_dim_v_1024", [](A a, O) { a.head_dim_v = 1024; }, kInvalid, {"head_dim_v"}},
       {"gqa_not_divisible", [](A a, O) { a.kv_heads = 3; }, kInvalid, {"q_heads", "kv_heads"}},
       {"kv_heads_above_q_heads", [](A a, O) { a.kv_heads = 8; }, kInvalid, {"kv_heads"}},
-      {"dtype_code", [](A a, O) { a.dtype = 3; }, kInvalid, {"dtype"}},
+      {"dtype_code", [](A a, O) { a.dtype = 99; }, kInvalid, {"dtype"}},
       {"dtype_negative", [](A a, O) { a.dtype = -1; }, kInvalid, {"dtype"}},
       {"dtype_fp8",
        [](A a, O) { a.dtype = LONGATTN_FLOAT8_E4M3; },
