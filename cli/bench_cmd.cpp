@@ -238,7 +238,7 @@ int run_bench(int argc, char** argv) {
   work.flops = attention_flops(opt);
   work.kv_bytes = opt.batch * opt.kv_heads * visible_keys(opt) *
                   (opt.head_dim_qk + opt.head_dim_v) *
-                  dtype_size(opt.kv_dtype ? opt.kv_dtype : opt.dtype);
+                  dtype_size(longattn::numeric::kv_dtype_or_same(opt.dtype, opt.kv_dtype));
   if (opt.device == LONGATTN_DEVICE_CPU) work.kernels_isa = cpu_kernels_isa();
 
   longattn_plan auto_plan;

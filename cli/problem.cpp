@@ -144,7 +144,7 @@ Problem::Problem(const ProblemOptions& opt, bool keep_reference_inputs) : opt_(o
   o_count_ = product({o.batch, o.q_heads, o.q_len, o.head_dim_v});
   lse_count_ = product({o.batch, o.q_heads, o.q_len});
   const int64_t elem = dtype_size(o.dtype);
-  const int32_t kv_dtype = o.kv_dtype ? o.kv_dtype : o.dtype;
+  const int32_t kv_dtype = longattn::numeric::kv_dtype_or_same(o.dtype, o.kv_dtype);
   const int64_t kv_elem = dtype_size(kv_dtype);
 
   // Refuse up front what cannot fit rather than being killed by the OOM killer halfway through.

@@ -669,7 +669,7 @@ struct PagedCopy {
 
 inline PagedCopy make_paged(const longattn_args& a, int64_t page, bool k_eq_v, uint32_t seed) {
   PagedCopy p;
-  const int64_t es = dtype_size(a.kv_dtype ? a.kv_dtype : a.dtype);
+  const int64_t es = dtype_size(longattn::numeric::kv_dtype_or_same(a.dtype, a.kv_dtype));
   const int64_t pages = (a.kv_len + page - 1) / page, blocks = a.batch * pages + 3;
   std::vector<int32_t> ids(static_cast<size_t>(blocks));
   std::iota(ids.begin(), ids.end(), 0);

@@ -35,11 +35,10 @@ template <class... A>
 }
 
 using numeric::dtype_bytes;
-inline bool is_fp8(int32_t dtype) {
-  return dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2;
+using numeric::is_fp8;
+inline int32_t kv_dtype_of(const longattn_args& a) {
+  return numeric::kv_dtype_or_same(a.dtype, a.kv_dtype);
 }
-// The dtype of K and V elements (args.kv_dtype 0: the same as Q and O).
-inline int32_t kv_dtype_of(const longattn_args& a) { return a.kv_dtype ? a.kv_dtype : a.dtype; }
 
 // a * b, or fail naming `what` when the product does not fit int64. Every such count is made of the
 // call's sizes, so the message names them: the caller's fix is to make them smaller.

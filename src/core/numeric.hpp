@@ -178,9 +178,28 @@ LONGATTN_NUMERIC_CONSTEXPR float round_to_e5m2(float x, bool saturate = false) {
   return e5m2_to_float(float_to_e5m2(x, saturate));
 }
 
-// Bytes of one element of `dtype` (a longattn_dtype).
+// Bytes of one element of `dtype` (a longattn_dtype); 0 for a code that is none.
 constexpr int64_t dtype_bytes(int32_t dtype) {
-  return dtype == LONGATTN_FLOAT32 ? 4 : dtype >= LONGATTN_FLOAT8_E4M3 ? 1 : 2;
+  switch (dtype) {
+    case LONGATTN_FLOAT32:
+      return 4;
+    case LONGATTN_FLOAT16:
+    case LONGATTN_BFLOAT16:
+      return 2;
+    case LONGATTN_FLOAT8_E4M3:
+    case LONGATTN_FLOAT8_E5M2:
+      return 1;
+  }
+  return 0;
+}
+
+constexpr bool is_fp8(int32_t dtype) {
+  return dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2;
+}
+
+// The dtype of K and V elements: longattn_args.kv_dtype, where 0 means the same as dtype (Q, O).
+constexpr int32_t kv_dtype_or_same(int32_t dtype, int32_t kv_dtype) {
+  return kv_dtype ? kv_dtype : dtype;
 }
 
 // x as stored in a tensor of `dtype` (a longattn_dtype), read back; float32 keeps x, FP8
@@ -215,7 +234,7 @@ inline float store_element(int32_t dtype, void* data, int64_t i, float x) {
     std::memcpy(p + 4 * i, &x, 4);
     return x;
   }
-  if (dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2) {
+  if (is_fp8(dtype)) {
     // Saturating, as FP8 caches are written (an out-of-range value keeps its sign, not NaN).
     p[i] = dtype == LONGATTN_FLOAT8_E4M3 ? float_to_e4m3(x, true) : float_to_e5m2(x, true);
     return load_element(dtype, data, i);

@@ -31,7 +31,7 @@ const Fp8Table& fp8_table();
 
 // dst[0..n) = float(src[0..n)) * mul
 inline void load_row(const void* src, int32_t dtype, int64_t n, float mul, float* dst) {
-  if (dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2) {
+  if (numeric::is_fp8(dtype)) {
     const Fp8Table& t = fp8_table();
     const float* value = dtype == LONGATTN_FLOAT8_E4M3 ? t.e4m3 : t.e5m2;
     const uint8_t* s = static_cast<const uint8_t*>(src);
