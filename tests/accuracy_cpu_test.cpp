@@ -357,6 +357,24 @@ TEST(Fp8Cpu, EveryCodeDecodes) {
   }
 }
 
+// kv_dtype equal to dtype is the default (0): same plan, same bits.
+TEST(Fp8Cpu, KvDtypeSameAsDtype) {
+  const Fixture fx(Case("kv_same").shape(1, 4, 2, 9, 70).dims(64).type(BF16));
+  const RunOutput base = fx.run(LONGATTN_PATH_AUTO, default_options());
+  ASSERT_EQ(base.status, LONGATTN_OK) << base.message;
+  longattn_args a = fx.args();
+  a.kv_dtype = LONGATTN_BFLOAT16;
+  Tensor o = fx.new_output(), lse = fx.new_lse();
+  a.o = o.data();
+  a.lse = static_cast<float*>(lse.data());
+  const longattn_options opt = default_options();
+  longattn_plan plan;
+  ASSERT_EQ(longattn_attention(&a, &opt, &plan), LONGATTN_OK) << longattn_last_error();
+  EXPECT_EQ(plan.path, base.plan.path);
+  EXPECT_TRUE(o.bytes() == base.o.bytes());
+  EXPECT_TRUE(lse.bytes() == base.lse.bytes());
+}
+
 // The C++ layer is the C API: same plan, same bits, and make_args gives contiguous strides.
 TEST(CppApi, RunMatchesCApi) {
   const Fixture fx(Case("cpp_api").shape(2, 4, 2, 113, 300).dims(128).type(BF16).is_causal());

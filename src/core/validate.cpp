@@ -70,17 +70,18 @@ void validate_args(const longattn_args* args) {
                    is_fp8(a.dtype) ? " (Q and O in FP8 are not supported; an FP8 KV cache is "
                                      "kv_dtype = LONGATTN_FLOAT8_E4M3 or _E5M2)"
                                    : "");
-  LONGATTN_REQUIRE(a.kv_dtype == 0 || is_fp8(a.kv_dtype),
-                   "kv_dtype = %d: allowed values are 0 (K and V in dtype), "
+  LONGATTN_REQUIRE(a.kv_dtype == 0 || a.kv_dtype == a.dtype || is_fp8(a.kv_dtype),
+                   "kv_dtype = %d: allowed values are 0 or dtype (= %d; K and V in dtype), "
                    "LONGATTN_FLOAT8_E4M3 (3), LONGATTN_FLOAT8_E5M2 (4)",
-                   a.kv_dtype);
-  if (a.kv_dtype == 0) {
+                   a.kv_dtype, a.dtype);
+  if (!is_fp8(a.kv_dtype)) {
     LONGATTN_REQUIRE(!a.k_scale && !a.v_scale && a.kv_scale_per_head == 0,
-                     "%s is set but kv_dtype = 0: the K/V scales must be NULL (0) unless the "
+                     "%s is set but kv_dtype = %d: the K/V scales must be NULL (0) unless the "
                      "cache is FP8 (kv_dtype = LONGATTN_FLOAT8_E4M3 or _E5M2)",
                      a.k_scale   ? "k_scale"
                      : a.v_scale ? "v_scale"
-                                 : "kv_scale_per_head");
+                                 : "kv_scale_per_head",
+                     a.kv_dtype);
   } else {
     LONGATTN_REQUIRE(a.kv_scale_per_head == 0 || a.kv_scale_per_head == 1,
                      "kv_scale_per_head = %d: must be 0 (one scale for all KV heads) or 1 (one "

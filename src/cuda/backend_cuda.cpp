@@ -163,7 +163,7 @@ std::string typed_pointers_unsupported(const longattn_args& a) {
 // What every CUDA path refuses: an FP8 cache (its kernels are not written yet), arrays off their
 // alignment. "" when neither.
 std::string cuda_inputs_unsupported(const longattn_args& a) {
-  if (a.kv_dtype != 0)
+  if (is_fp8(a.kv_dtype))
     return format(
         "kv_dtype = %s: the CUDA kernels do not read FP8 K/V yet; the CPU backend does "
         "(device = LONGATTN_DEVICE_CPU), or convert the cache to dtype",
