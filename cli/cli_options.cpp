@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "cli.hpp"
+#include "core/numeric.hpp"
 
 namespace longattn::cli {
 
@@ -285,7 +286,17 @@ double attention_flops(const ProblemOptions& o) {
 }
 
 const char* dtype_flag_name(int32_t dtype) {
-  return dtype == LONGATTN_FLOAT16 ? "f16" : dtype == LONGATTN_BFLOAT16 ? "bf16" : "f32";
+  switch (dtype) {
+    case LONGATTN_FLOAT16:
+      return "f16";
+    case LONGATTN_BFLOAT16:
+      return "bf16";
+    case LONGATTN_FLOAT8_E4M3:
+      return "e4m3";
+    case LONGATTN_FLOAT8_E5M2:
+      return "e5m2";
+  }
+  return "f32";
 }
 
 const char* device_flag_name(int32_t device) {
@@ -341,6 +352,7 @@ std::string shape_summary(const ProblemOptions& o) {
     s += buf;
   }
   if (o.sinks) s += " sinks";
+  if (o.kv_dtype) s += std::string(" kv=") + dtype_flag_name(o.kv_dtype);
   return s;
 }
 
@@ -351,12 +363,13 @@ std::string shape_json_fields(const ProblemOptions& o) {
                 ",\"kv_heads\":%" PRId64 ",\"q_len\":%" PRId64 ",\"kv_len\":%" PRId64
                 ",\"head_dim_qk\":%" PRId64 ",\"head_dim_v\":%" PRId64
                 ",\"causal\":%s,\"window_left\":%" PRId64
-                ",\"softcap\":%g,\"sinks\":%s"
+                ",\"softcap\":%g,\"sinks\":%s,\"kv_dtype\":\"%s\""
                 ",\"seed\":%" PRIu64,
                 device_flag_name(o.device), dtype_flag_name(o.dtype), o.batch, o.q_heads,
                 o.kv_heads, o.q_len, o.kv_len, o.head_dim_qk, o.head_dim_v,
                 o.causal ? "true" : "false", o.window_left, double(o.softcap),
-                o.sinks ? "true" : "false", o.seed);
+                o.sinks ? "true" : "false",
+                dtype_flag_name(numeric::kv_dtype_or_same(o.dtype, o.kv_dtype)), o.seed);
   return buf;
 }
 
