@@ -1,6 +1,7 @@
 """The array API: attention, plan, merge_states, devices over torch, numpy and DLPack tensors."""
 
 import math
+import numbers
 import sys
 from typing import NamedTuple, Optional
 
@@ -193,8 +194,17 @@ class _Call:
         for i, (x, name) in enumerate(((k_scale, "k_scale"), (v_scale, "v_scale"))):
             if x is None:
                 continue
-            if isinstance(x, (int, float)):
-                t = empty_like_kind(qv, (1,), "float32")
+            if isinstance(x, bool):
+                raise InvalidArgumentError(
+                    f"{name} = {x}: a scale is a float, or a float32 tensor of 1 or Hkv values")
+            if isinstance(x, numbers.Real):  # Python and numpy scalars
+                try:
+                    t = empty_like_kind(qv, (1,), "float32")
+                except InvalidArgumentError:
+                    raise InvalidArgumentError(
+                        f"{name} = {x}: a float scale is passed as a float32 tensor on q's device, "
+                        f"which cannot be made for a {type(qv.obj).__module__} tensor; pass "
+                        f"{name} as such a tensor") from None
                 t[0] = float(x)
                 x = t
             sv = describe(x, name)

@@ -365,6 +365,11 @@ def test_fp8_errors():
         longattn.attention(q, k8, k8, v_scale=torch.ones(3))
     with pytest.raises(longattn.InvalidArgumentError, match="k_scale and v_scale"):
         longattn.attention(q, k8, k8, k_scale=torch.ones(2), v_scale=1.0)
+    with pytest.raises(longattn.InvalidArgumentError, match="k_scale = True"):
+        longattn.attention(q, k8, k8, k_scale=True)
+    # numpy scalars are floats too
+    o = longattn.attention(q, k8, k8, k_scale=np.float32(0.5), v_scale=np.float64(2.0))
+    assert torch.equal(o, longattn.attention(q, k8, k8, k_scale=0.5, v_scale=2.0))
     if torch.cuda.is_available():
         with pytest.raises(longattn.Error, match="kv_dtype"):
             longattn.attention(q.cuda(), k8.cuda(), k8.cuda())
