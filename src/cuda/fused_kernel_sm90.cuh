@@ -110,7 +110,12 @@ template <int kDqk, int kDv>
 struct Sm90Smem {
   static constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
   static constexpr Sm90SmemLayout kL = kT.smem_layout();
-  static constexpr uint32_t kAtomBytes = 1024;  // 8 swizzled 128-byte rows
+  static constexpr uint32_t kAtomBytes = Sm90Traits::kAtomBytes;
+  static_assert(kL.q % kAtomBytes == 0 && kL.ring % kAtomBytes == 0 &&
+                    kT.slot_bytes() % kAtomBytes == 0 && kL.p % kAtomBytes == 0 &&
+                    kT.p_bytes() / 2 % kAtomBytes == 0,
+                "swizzled operands (Q, ring slots, P) start on swizzle atoms");
+  static_assert(kL.full_bars % 8 == 0, "mbarriers are 8-byte words");
   uint32_t base;          // kL's start: the dynamic shared memory rounded up to a swizzle atom
   unsigned char* bytes0;  // the same byte, as a pointer
 
@@ -160,7 +165,7 @@ __device__ __forceinline__ void sm90_produce(const FusedParams& p, const CUtenso
   constexpr Sm90Traits kT = fused_sm90_traits(kDqk, kDv);
   constexpr int kBQ = kT.block_q(), kBK = kT.block_k, kSlots = kT.slots;
   constexpr int kPanel = Sm90Traits::kPanel;
-  constexpr uint32_t kRowBytes = 2 * kPanel;
+  constexpr uint32_t kRowBytes = Sm90Traits::kRowBytes;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const bool kv_shared = p.kv_shared != 0;
   // Thread 0 produces: it takes work items and loads each K/V tile in one TMA box per panel.
@@ -320,11 +325,13 @@ __device__ __forceinline__ void sm90_issue_q(const FusedParams& p, const Sm90Con
     const char* src = q_bytes;
     if (R < rows) {
       const int64_t head = int64_t(qt.kv_head) * g + R % g;
-      src += (qt.b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) * 2;
+      src += (qt.b * p.q_stride[0] + head * p.q_stride[1] + (R / g) * p.q_stride[2] + ch * 8) *
+             Sm90Traits::kElemBytes;
     }
     if constexpr (kPadded) {
       // Columns past head_dim_qk are zeros (with zero K columns, S is exact).
-      const int bytes = R < rows ? 2 * min(8, max(0, p.head_dim_qk - ch * 8)) : 0;
+      const int bytes =
+          R < rows ? Sm90Traits::kElemBytes * min(8, max(0, p.head_dim_qk - ch * 8)) : 0;
       ptx::cp_async(s_q + swizzled_offset(kT.block_q(), r, ch * 8), bytes > 0 ? src : q_bytes,
                     bytes);
     } else {
@@ -390,7 +397,8 @@ __device__ __forceinline__ void sm90_store(const FusedParams& p, const Sm90Consu
     // O's rows start on 16 bytes (sm90_applies); columns past a padded kernel's real head_dim_v
     // are not stored, the last one singly where head_dim_v is odd.
     char* o_row = static_cast<char*>(p.o) +
-                  (rows.b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) * 2;
+                  (rows.b * p.o_stride[0] + head * p.o_stride[1] + int64_t(i) * p.o_stride[2]) *
+                      Sm90Traits::kElemBytes;
 #pragma unroll
     for (int j = 0; j < kNO / 8; ++j) {
       const int col = c.col0 + 8 * j + 2 * (c.lane % 4);
@@ -423,11 +431,10 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
   constexpr bool kOverlap = kT.overlap;
   static_assert(!(kPingpong && kSplitKeys), "split_keys consumers share rows: no pingpong");
 
-  constexpr int kNS = kSplitKeys ? kBK / 2 : kBK;  // keys of S per consumer
-  constexpr int kNO = kSplitKeys ? kDv / 2 : kDv;  // columns of O per consumer
+  constexpr int kNS = Sm90Consumer<kDqk, kDv>::kNS;  // keys of S per consumer
+  constexpr int kNO = Sm90Consumer<kDqk, kDv>::kNO;  // columns of O per consumer
   constexpr int kPanel = Sm90Traits::kPanel;
-  constexpr uint32_t kRowBytes = 2 * kPanel;      // 128: one swizzled row
-  constexpr uint32_t kAtomBytes = 8 * kRowBytes;  // 1024: 8 rows, one swizzle atom
+  constexpr uint32_t kRowBytes = Sm90Traits::kRowBytes, kAtomBytes = Sm90Traits::kAtomBytes;
   static_assert(kDqk % kPanel == 0 && kDv % kPanel == 0, "head dims come in 64-column panels");
   static_assert(kNS % 16 == 0 && kNO <= 256 && kBK % 8 == 0, "wgmma shapes");
   static_assert(!kSplitKeys || (kBK == kPanel && kNO == 4 * kPanel), "split_keys: P is one panel");
@@ -624,7 +631,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
     // by. Plain tiles keep the raw scores: their max is the raw max times the (positive) scale, and
     // the scale rides in exp2's argument, one FFMA, which saves a multiply per score.
     // A lambda of the main loop: as a function, ptxas schedules the loop differently and slower
-    // (bench/NOTES.md v0.14).
+    // (bench/NOTES.md).
     auto softmax = [&](int t, float(&corr)[2], auto plain_tag) {
       constexpr bool kPlain = decltype(plain_tag)::value;
       const int j0 = int(tile_j0(t));
@@ -638,13 +645,13 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
           int64_t lo_j = 0, hi_j = i < p.q_len ? p.kv_len : 0;
           if (p.causal) hi_j = min(hi_j, i + off + 1);
           if (p.window_left >= 0) lo_j = max(lo_j, i + off - p.window_left);
-          const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kT.block_k)));
-          const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kT.block_k)));
+          const int c_lo = int(min(max(lo_j - j0, int64_t(0)), int64_t(kBK)));
+          const int c_hi = int(min(max(hi_j - j0, int64_t(0)), int64_t(kBK)));
 #pragma unroll
           for (int j = 0; j < kNS / 8; ++j)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
+              const int col = key0 + 8 * j + 2 * (lane % 4) + e;
               float& x = s[4 * j + 2 * h + e];
               x = col < c_lo || col >= c_hi ? -CUDART_INF_F : x * c.scale_log2;
             }
@@ -660,7 +667,7 @@ __global__ void __launch_bounds__(fused_sm90_traits(kDqk, kDv).threads(), 1)
             for (int j = 0; j < kNS / 8; ++j)
 #pragma unroll
               for (int e = 0; e < 2; ++e) {
-                const int col = c.key0 + 8 * j + 2 * (c.lane % 4) + e;
+                const int col = key0 + 8 * j + 2 * (lane % 4) + e;
                 float& x = s[4 * j + 2 * h + e];
                 if (x != -CUDART_INF_F)
                   x = capped_masked(p, x * kLn2, mask_row + int64_t(j0 + col) * p.mask_stride[3]) *

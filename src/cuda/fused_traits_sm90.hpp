@@ -28,7 +28,10 @@ struct Sm90Traits {
   bool overlap = false;     // softmax of tile t overlaps the P V product of tile t - 1
   bool pingpong = false;    // the consumers take turns issuing their GEMMs
 
-  static constexpr int kPanel = 64;  // elements per 128-byte swizzled row: one TMA box's width
+  static constexpr int kElemBytes = 2;  // 16-bit inputs only
+  static constexpr int kPanel = 64;     // elements per 128-byte swizzled row: one TMA box's width
+  static constexpr uint32_t kRowBytes = kElemBytes * kPanel;  // 128: one swizzled row
+  static constexpr uint32_t kAtomBytes = 8 * kRowBytes;       // 1024: 8 rows, one swizzle atom
   LONGATTN_HOST_DEVICE constexpr int threads() const { return 128 * (1 + consumers); }
   LONGATTN_HOST_DEVICE constexpr int block_q() const { return split_keys ? 64 : 64 * consumers; }
   LONGATTN_HOST_DEVICE constexpr int64_t q_bytes() const {
@@ -59,8 +62,10 @@ struct Sm90Traits {
     l.end = l.items + 16;
     return l;
   }
-  // The layout plus 1024 bytes of slack to align its start to a swizzle atom.
-  LONGATTN_HOST_DEVICE constexpr int64_t smem_bytes() const { return 1024 + smem_layout().end; }
+  // The layout plus a swizzle atom of slack to align its start to one.
+  LONGATTN_HOST_DEVICE constexpr int64_t smem_bytes() const {
+    return kAtomBytes + smem_layout().end;
+  }
 };
 
 // Why these shapes. O lives in registers: 64 rows x head_dim_v floats per warpgroup is
