@@ -53,6 +53,7 @@ struct PrefillOptions {
   bool exact_chunk = false;
   int32_t paths = -1;  // PathChoice; -1: the device's default
   int32_t dtype = LONGATTN_BFLOAT16;
+  int32_t kv_dtype = 0;  // the cache in dtype
   int32_t device = kAuto;
   int64_t budget = -1;  // -1: the device's free memory
   engine::CacheKind cache = engine::CacheKind::kContiguous;
@@ -114,6 +115,14 @@ void add_prefill_flags(FlagSet& f, PrefillOptions& o) {
           o.dtype = parse_choice(
               "--dtype", v,
               {{"f32", LONGATTN_FLOAT32}, {"f16", LONGATTN_FLOAT16}, {"bf16", LONGATTN_BFLOAT16}});
+        });
+  f.add("--kv-dtype", "fp8|e4m3|e5m2",
+        "store the KV cache in FP8 (fp8 = e4m3; scale 1; the CPU reads it; default: --dtype)",
+        [&o](const std::string& v) {
+          o.kv_dtype = parse_choice("--kv-dtype", v,
+                                    {{"fp8", LONGATTN_FLOAT8_E4M3},
+                                     {"e4m3", LONGATTN_FLOAT8_E4M3},
+                                     {"e5m2", LONGATTN_FLOAT8_E5M2}});
         });
   f.add("--device", "auto|cpu|cuda", "where it runs (default auto: cuda when a GPU is available)",
         [&o](const std::string& v) {
@@ -203,6 +212,7 @@ engine::PrefillConfig make_config(const PrefillOptions& o, engine::ModelPreset s
   if (paths != kUnfusedOnly) c.paths.push_back(LONGATTN_PATH_FUSED);
   if (paths != kFusedOnly) c.paths.push_back(LONGATTN_PATH_UNFUSED);
   c.planner.dtype = o.dtype;
+  c.planner.kv_dtype = o.kv_dtype;
   c.planner.budget_bytes = o.budget;
   c.planner.cache = o.cache;
   c.planner.block_size = o.block_size;
@@ -247,8 +257,9 @@ void print_header(const engine::PrefillConfig& c) {
   std::string budget = engine::format_bytes(c.planner.budget_bytes);
   if (c.planner.budget_bytes < 0)  // read again when each path starts; free memory moves
     budget = "the device's free memory (" + engine::format_bytes(info.memory_free) + " now)";
-  std::printf("  device  %s (%s), %s, threads %s\n", device_flag_name(c.planner.device), info.name,
-              dtype_flag_name(c.planner.dtype),
+  std::printf("  device  %s (%s), %s%s%s, threads %s\n", device_flag_name(c.planner.device),
+              info.name, dtype_flag_name(c.planner.dtype), c.planner.kv_dtype ? ", cache " : "",
+              c.planner.kv_dtype ? dtype_flag_name(c.planner.kv_dtype) : "",
               c.planner.num_threads > 0 ? std::to_string(c.planner.num_threads).c_str() : "all");
   std::string turns;
   if (c.turns > 1)

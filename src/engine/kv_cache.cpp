@@ -4,12 +4,24 @@
 
 #include <algorithm>
 
+#include "core/numeric.hpp"
 #include "engine/common.hpp"
 
 namespace longattn::engine {
 namespace {
 
 constexpr int64_t kMinGrowCapacity = 256;  // first buffer of a growing contiguous cache
+
+// The cache's element dtype into args: an FP8 cache is kv_dtype (Q and O keep the caller's
+// dtype); otherwise dtype, as K and V share Q's.
+void set_cache_dtype(int32_t cache_dtype, longattn_args* a) {
+  if (numeric::is_fp8(cache_dtype)) {
+    a->kv_dtype = cache_dtype;
+  } else {
+    a->dtype = cache_dtype;
+    a->kv_dtype = 0;
+  }
+}
 
 int64_t next_pow2(int64_t x) {
   int64_t p = 1;
@@ -140,7 +152,7 @@ void ContiguousKvCache::clear() { start_ = length_ = offset_ = 0; }
 void ContiguousKvCache::fill_args(longattn_args* a) const {
   a->k = k_ + offset_ * layer_.head_dim_qk * elem_;
   a->v = layer_.k_eq_v ? a->k : v_ + offset_ * layer_.head_dim_v * elem_;
-  a->dtype = dtype_;
+  set_cache_dtype(dtype_, a);
   a->device = alloc_->device();
   a->kv_heads = layer_.kv_heads;
   a->kv_len = stored();
@@ -359,7 +371,7 @@ void PagedKvCache::fill_args(SequenceId seq, int layer, longattn_args* a) const 
   PagedLayerView v = view(seq, layer);
   a->k = v.k_blocks;
   a->v = v.v_blocks;
-  a->dtype = dtype_;
+  set_cache_dtype(dtype_, a);
   a->device = alloc_->device();
   a->kv_heads = l.kv_heads;
   a->kv_len = v.kv_len;

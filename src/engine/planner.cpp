@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "core/numeric.hpp"
 #include "engine/common.hpp"
 
 namespace longattn::engine {
@@ -39,16 +40,34 @@ int64_t contiguous_capacity(const LayerSpec& layer, int64_t total_tokens, int64_
   return std::min(total_tokens, 2 * kept + max_chunk);
 }
 
-ChunkBuffers chunk_buffers(const ModelPreset& stack, int32_t dtype, int64_t chunk) {
-  const int64_t elem = dtype_size(dtype);
+ChunkBuffers chunk_buffers(const ModelPreset& stack, int32_t dtype, int64_t chunk,
+                           int32_t kv_dtype) {
+  const int64_t elem = dtype_size(dtype), kv_elem = dtype_size(kv_dtype ? kv_dtype : dtype);
   ChunkBuffers b;
   for (const auto& l : stack.layers) {
     b.q = std::max(b.q, elem * chunk * l.q_heads * l.head_dim_qk);
     b.o = std::max(b.o, elem * chunk * l.q_heads * l.head_dim_v);
-    b.k = std::max(b.k, elem * chunk * l.kv_heads * l.head_dim_qk);
-    b.v = std::max(b.v, l.k_eq_v ? 0 : elem * chunk * l.kv_heads * l.head_dim_v);
+    b.k = std::max(b.k, kv_elem * chunk * l.kv_heads * l.head_dim_qk);
+    b.v = std::max(b.v, l.k_eq_v ? 0 : kv_elem * chunk * l.kv_heads * l.head_dim_v);
   }
   return b;
+}
+
+int32_t cache_dtype(const PlannerConfig& config) {
+  return config.kv_dtype ? config.kv_dtype : config.dtype;
+}
+
+void validate_dtypes(const PlannerConfig& config) {
+  dtype_size(config.dtype);
+  if (numeric::is_fp8(config.dtype))
+    invalid(std::string("dtype = ") + longattn_dtype_name(config.dtype) +
+            ": Q and O are float32, float16 or bfloat16 (an FP8 cache is kv_dtype)");
+  if (config.kv_dtype != 0 && config.kv_dtype != config.dtype && !numeric::is_fp8(config.kv_dtype))
+    invalid("kv_dtype = " + std::to_string(config.kv_dtype) +
+            ": allowed values are 0 or dtype (the cache in dtype), float8_e4m3, float8_e5m2");
+  if (numeric::is_fp8(config.kv_dtype) && config.device != LONGATTN_DEVICE_CPU)
+    invalid(std::string("kv_dtype = ") + longattn_dtype_name(config.kv_dtype) +
+            ": an FP8 KV cache runs on the CPU; the CUDA kernels do not read FP8 K/V yet");
 }
 
 const char* cache_kind_name(CacheKind kind) {
@@ -58,7 +77,7 @@ const char* cache_kind_name(CacheKind kind) {
 PrefillPlanner::PrefillPlanner(ModelPreset stack, PlannerConfig config)
     : stack_(std::move(stack)), config_(std::move(config)) {
   validate_stack(stack_);
-  dtype_size(config_.dtype);
+  validate_dtypes(config_);
   if (config_.path != LONGATTN_PATH_FUSED && config_.path != LONGATTN_PATH_UNFUSED &&
       config_.path != LONGATTN_PATH_SPLIT_KV)
     invalid(std::string("path = ") + longattn_path_name(config_.path) +
@@ -112,7 +131,7 @@ int64_t PrefillPlanner::reserved_tokens(const LayerSpec& l, int64_t total) const
 int64_t PrefillPlanner::reserved_bytes(int64_t total) const {
   int64_t bytes = 0;
   for (const auto& l : stack_.layers)
-    bytes += reserved_tokens(l, total) * kv_bytes_per_token(l, config_.dtype);
+    bytes += reserved_tokens(l, total) * kv_bytes_per_token(l, cache_dtype(config_));
   return bytes;
 }
 
@@ -128,7 +147,7 @@ int64_t PrefillPlanner::cache_bytes(int64_t start, int64_t chunk) const {
   const int64_t bs = config_.block_size;
   for (const auto& l : stack_.layers)
     bytes += (blocks_for(start + chunk, bs) * bs - first_stored_key(l, start)) *
-             kv_bytes_per_token(l, config_.dtype);
+             kv_bytes_per_token(l, cache_dtype(config_));
   return bytes;
 }
 
@@ -150,6 +169,7 @@ ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
     a.o = fake_pointer(3);
     a.sinks = l.sinks ? static_cast<const float*>(fake_pointer(4)) : nullptr;
     a.dtype = config_.dtype;
+    a.kv_dtype = numeric::is_fp8(config_.kv_dtype) ? config_.kv_dtype : 0;
     a.device = config_.device;
     a.causal = 1;
     a.window_left = l.window_left;
@@ -175,7 +195,7 @@ ChunkDecision PrefillPlanner::cost(int64_t start, int64_t chunk) const {
                          ": " + longattn_last_error());
     d.transient_bytes = std::max(d.transient_bytes, transient);
   }
-  d.io_bytes = chunk_buffers(stack_, config_.dtype, chunk).total();
+  d.io_bytes = chunk_buffers(stack_, config_.dtype, chunk, config_.kv_dtype).total();
   d.total_bytes = d.cache_bytes + d.transient_bytes + d.io_bytes;
   return d;
 }

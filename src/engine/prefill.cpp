@@ -33,14 +33,13 @@ float uniform(uint64_t bits) {  // [-1, 1)
   return static_cast<float>(static_cast<double>(bits >> 11) * 0x1.0p-52 - 1.0);
 }
 
+// Q rows come in dtype, K and V rows in the cache's dtype (an FP8 cache's rows are the same values
+// rounded to FP8, as a runtime writes them).
 class Generator {
  public:
-  Generator(uint64_t seed, int32_t dtype) : seed_(seed), elem_(dtype_size(dtype)) {
-    table_.resize(static_cast<size_t>((kTableRows + kMaxDim) * elem_));
-    for (int64_t i = 0; i < kTableRows + kMaxDim; ++i) {
-      float v = uniform(hash(seed, 0x7ab1e, static_cast<uint64_t>(i)));
-      numeric::store_element(dtype, table_.data(), i, v);
-    }
+  Generator(uint64_t seed, int32_t dtype, int32_t kv_dtype) : seed_(seed) {
+    make_table(dtype, &q_);
+    make_table(kv_dtype, &kv_);
   }
 
   int32_t token(int64_t position) const {
@@ -50,12 +49,13 @@ class Generator {
   // [heads, n, dim] rows for the tokens at positions [p0, p0 + n).
   void fill(char* dst, int layer, Tensor t, int64_t heads, int64_t dim, int64_t p0, int64_t n,
             const int32_t* tokens) const {
-    const int64_t row = dim * elem_;
+    const Table& table = t == kQ ? q_ : kv_;
+    const int64_t row = dim * table.elem;
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t i = 0; i < n; ++i) {
         uint64_t pick = hash(seed_, static_cast<uint64_t>(layer), t, static_cast<uint64_t>(h),
                              static_cast<uint64_t>(p0 + i), static_cast<uint32_t>(tokens[i]));
-        std::memcpy(dst + (h * n + i) * row, table_.data() + (pick % kTableRows) * elem_,
+        std::memcpy(dst + (h * n + i) * row, table.values.data() + (pick % kTableRows) * table.elem,
                     static_cast<size_t>(row));
       }
   }
@@ -65,9 +65,20 @@ class Generator {
   }
 
  private:
+  struct Table {
+    int64_t elem = 0;
+    std::vector<char> values;
+  };
+  void make_table(int32_t dtype, Table* t) const {
+    t->elem = dtype_size(dtype);
+    t->values.resize(static_cast<size_t>((kTableRows + kMaxDim) * t->elem));
+    for (int64_t i = 0; i < kTableRows + kMaxDim; ++i) {
+      float v = uniform(hash(seed_, 0x7ab1e, static_cast<uint64_t>(i)));
+      numeric::store_element(dtype, t->values.data(), i, v);
+    }
+  }
   uint64_t seed_;
-  int64_t elem_;
-  std::vector<char> table_;
+  Table q_, kv_;
 };
 
 // Device memory for one buffer, freed on scope exit.
@@ -84,7 +95,7 @@ struct DeviceBuffer {
 
 void validate_config(const PrefillConfig& c) {
   validate_stack(c.stack);
-  dtype_size(c.planner.dtype);
+  validate_dtypes(c.planner);
   check_at_least("tokens", c.tokens, 1);
   check_at_least("turns", c.turns, 1);
   check_at_least("turn_tokens", c.turn_tokens, 0);
@@ -156,10 +167,10 @@ class PathRun {
                       format_bytes(reserve) + " > budget " + format_bytes(budget()));
     if (cfg_.planner.cache == CacheKind::kContiguous) {
       for (const auto& l : layers)
-        caches_.emplace_back(l, cfg_.planner.dtype, alloc_, planner_.reserved_tokens(l, total_),
-                             true);
+        caches_.emplace_back(l, cache_dtype(cfg_.planner), alloc_,
+                             planner_.reserved_tokens(l, total_), true);
     } else {
-      paged_ = std::make_unique<PagedKvCache>(cfg_.stack, cfg_.planner.dtype,
+      paged_ = std::make_unique<PagedKvCache>(cfg_.stack, cache_dtype(cfg_.planner),
                                               cfg_.planner.block_size, total_, alloc_);
       paged_prefix_ = std::make_unique<PagedPrefixCache>(*paged_, cfg_.prefix_cache_bytes);
     }
@@ -208,7 +219,7 @@ class PathRun {
     const int64_t bs = cfg_.planner.block_size;
     for (int64_t b = static_cast<int64_t>(held_.size()); (b + 1) * bs <= length; ++b) {
       uint64_t parent = b == 0 ? PrefixCache::kRootKey : held_.back();
-      const int64_t bytes = kv_bytes_per_token(cfg_.stack, cfg_.planner.dtype) * bs;
+      const int64_t bytes = kv_bytes_per_token(cfg_.stack, cache_dtype(cfg_.planner)) * bs;
       uint64_t key = PrefixCache::chain_key(parent, conversation_.data() + b * bs, bs);
       if (index_.contains(key))  // registered before a rollback: the same tokens, so reuse it
         index_.retain(key);
@@ -271,7 +282,7 @@ class PathRun {
   // size; reallocated only when the chunk size changes (allocating per layer would cost a device
   // synchronization and fresh page faults each time).
   ChunkBuffers ensure_buffers(int64_t chunk) {
-    ChunkBuffers b = chunk_buffers(cfg_.stack, cfg_.planner.dtype, chunk);
+    ChunkBuffers b = chunk_buffers(cfg_.stack, cfg_.planner.dtype, chunk, cfg_.planner.kv_dtype);
     if (chunk != buffer_chunk_) {
       q_.reset();
       o_.reset();
@@ -417,7 +428,7 @@ PrefillReport run_prefill(const PrefillConfig& config, const ProgressCallback& p
   report.device_name = device_info(config.planner.device).name;
   report.config = config;
   report.disclaimer = prefill_disclaimer();
-  Generator gen(config.seed, config.planner.dtype);
+  Generator gen(config.seed, config.planner.dtype, cache_dtype(config.planner));
   for (longattn_path path : config.paths) {
     PathRun run(config, path, gen, alloc, progress);  // invalid settings throw from here
     report.budget_bytes = run.budget();

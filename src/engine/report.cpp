@@ -23,6 +23,7 @@ std::string report_to_json(const PrefillReport& r) {
   w.key("max_chunk").value(c.planner.max_chunk);
   w.key("exact_chunk_search").value(c.planner.exact_search);
   w.key("dtype").value(longattn_dtype_name(c.planner.dtype));
+  w.key("kv_dtype").value(longattn_dtype_name(cache_dtype(c.planner)));
   w.key("device").value(c.planner.device == LONGATTN_DEVICE_CUDA ? "cuda" : "cpu");
   w.key("cache").value(cache_kind_name(c.planner.cache));
   w.key("block_size").value(c.planner.block_size);

@@ -201,8 +201,12 @@ int64_t dtype_size(int32_t dtype) {
     case LONGATTN_FLOAT16:
     case LONGATTN_BFLOAT16:
       return 2;
+    case LONGATTN_FLOAT8_E4M3:
+    case LONGATTN_FLOAT8_E5M2:
+      return 1;
   }
-  invalid("dtype = " + std::to_string(dtype) + ": must be float32, float16 or bfloat16");
+  invalid("dtype = " + std::to_string(dtype) +
+          ": must be float32, float16, bfloat16 (or, for a KV cache, float8_e4m3 or float8_e5m2)");
 }
 
 int64_t kv_bytes_per_token(const LayerSpec& l, int32_t dtype) {

@@ -322,6 +322,46 @@ TEST(PrefillEngine, BadConfigNamesTheSetting) {
   c = small_config();
   c.stack.layers[0].q_heads = 0;
   EXPECT_NE(msg(c).find("layers[0].q_heads = 0"), std::string::npos);
+  c = small_config();
+  c.planner.kv_dtype = LONGATTN_FLOAT16;  // neither dtype (bf16) nor FP8
+  EXPECT_NE(msg(c).find("kv_dtype = 1"), std::string::npos) << msg(c);
+  c = small_config();
+  c.planner.dtype = LONGATTN_FLOAT8_E4M3;
+  EXPECT_NE(msg(c).find("dtype = float8_e4m3"), std::string::npos) << msg(c);
+  c = small_config();
+  c.planner.kv_dtype = LONGATTN_FLOAT8_E4M3;
+  c.planner.device = LONGATTN_DEVICE_CUDA;
+  EXPECT_NE(msg(c).find("kv_dtype = float8_e4m3"), std::string::npos) << msg(c);
+}
+
+// An FP8 cache (issue 18): half the bytes of a bf16 one, memory as predicted, the paged cache gives
+// the contiguous one's bits, and the outputs are those of FP8 keys (not the bf16 run's).
+TEST(PrefillEngine, Fp8CacheHalvesTheBytesAndRunsBothCaches) {
+  PrefillConfig c = small_config();
+  c.stack = {"global", {layer(64, 4, 2), layer(128, 4, 1, -1, true)}, ""};
+  c.tokens = 300;
+  c.checksum_outputs = true;
+  const PrefillReport bf16 = run_prefill(c);
+  for (int32_t kv : {LONGATTN_FLOAT8_E4M3, LONGATTN_FLOAT8_E5M2}) {
+    SCOPED_TRACE(longattn_dtype_name(kv));
+    c.planner.kv_dtype = kv;
+    c.planner.cache = CacheKind::kContiguous;
+    const PrefillReport flat = run_prefill(c);
+    c.planner.cache = CacheKind::kPaged;
+    const PrefillReport paged = run_prefill(c);
+    for (size_t i = 0; i < 2; ++i) {
+      const PathReport &f = flat.paths[i], &p = paged.paths[i], &b = bf16.paths[i];
+      SCOPED_TRACE(longattn_path_name(f.path));
+      ASSERT_TRUE(f.ok) << f.error;
+      ASSERT_TRUE(p.ok) << p.error;
+      ASSERT_TRUE(b.ok) << b.error;
+      EXPECT_EQ(2 * f.chunks[0].cache_bytes, b.chunks[0].cache_bytes);
+      EXPECT_EQ(p.output_checksum, f.output_checksum);
+      EXPECT_NE(f.output_checksum, b.output_checksum);
+      for (const auto& k : f.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
+      for (const auto& k : p.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
+    }
+  }
 }
 
 }  // namespace

@@ -47,7 +47,8 @@ class LONGATTN_API ContiguousKvCache {
   int64_t bytes_reserved() const { return capacity_ * token_bytes_; }
   const LayerSpec& layer() const { return layer_; }
 
-  // Points args at the stored keys: k, v, kv_heads, kv_len, head dims, dtype, device, k/v strides.
+  // Points args at the stored keys: k, v, kv_heads, kv_len, head dims, dtype (an FP8 cache sets
+  // kv_dtype and leaves dtype, Q's and O's, to the caller), device, k/v strides.
   void fill_args(longattn_args* args) const;
   // Host-readable pointer to one stored key/value row (CPU allocator only; tests).
   const void* key_row(int64_t position, int64_t head) const;
@@ -142,8 +143,9 @@ class LONGATTN_API PagedKvCache {
   int64_t length(SequenceId seq, int layer) const;
   PagedLayerView view(SequenceId seq, int layer) const;
   // Points args at one layer of a sequence in place (longattn_args' paged K/V: block_table,
-  // page_size, num_blocks; k/v at the pools): k, v, strides, kv_heads, kv_len, head dims, dtype,
-  // device. kv_len counts from the first block the layer still holds (see view()).
+  // page_size, num_blocks; k/v at the pools): k, v, strides, kv_heads, kv_len, head dims, dtype
+  // (kv_dtype for an FP8 cache, as ContiguousKvCache::fill_args), device. kv_len counts from the
+  // first block the layer still holds (see view()).
   void fill_args(SequenceId seq, int layer, longattn_args* args) const;
   // Physical block of a logical block, or -1 when released.
   int32_t block_id(SequenceId seq, int layer, int64_t logical_block) const;

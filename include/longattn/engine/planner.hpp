@@ -22,7 +22,10 @@ LONGATTN_API const char* cache_kind_name(CacheKind kind);
 
 struct PlannerConfig {
   longattn_path path = LONGATTN_PATH_FUSED;  // the path every chunk runs (FUSED or UNFUSED)
-  int32_t dtype = LONGATTN_BFLOAT16;
+  int32_t dtype = LONGATTN_BFLOAT16;  // of Q and O, and of K and V unless kv_dtype says otherwise
+  // The KV cache's elements: 0 (dtype), or LONGATTN_FLOAT8_E4M3 / _E5M2 (written in FP8 with scale
+  // 1, read by the library as an FP8 cache: longattn_args.kv_dtype). The CPU backend reads FP8.
+  int32_t kv_dtype = 0;
   longattn_device device = LONGATTN_DEVICE_CPU;
   // Bytes for KV cache + attention transient + the chunk's Q/O/K/V buffers; -1: the device's
   // free memory (an error where the device does not report it).
@@ -49,7 +52,14 @@ struct ChunkBuffers {
   int64_t q = 0, o = 0, k = 0, v = 0;
   int64_t total() const { return q + o + k + v; }
 };
-LONGATTN_API ChunkBuffers chunk_buffers(const ModelPreset& stack, int32_t dtype, int64_t chunk);
+// K and V are staged in the cache's dtype (kv_dtype 0: dtype).
+LONGATTN_API ChunkBuffers chunk_buffers(const ModelPreset& stack, int32_t dtype, int64_t chunk,
+                                        int32_t kv_dtype = 0);
+// The dtype the cache stores: config.kv_dtype, or config.dtype where it is 0.
+LONGATTN_API int32_t cache_dtype(const PlannerConfig& config);
+// Throws Error(INVALID_ARGUMENT) naming dtype or kv_dtype unless they are a valid pair on
+// config.device.
+LONGATTN_API void validate_dtypes(const PlannerConfig& config);
 
 struct ChunkDecision {
   int64_t index = 0;

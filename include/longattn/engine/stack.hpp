@@ -47,7 +47,7 @@ LONGATTN_API void validate_stack(const ModelPreset& stack);
 // The JSON format, consecutive equal layers folded into "repeat".
 LONGATTN_API std::string stack_to_json(const ModelPreset& stack);
 
-// Bytes of one element of a longattn_dtype; throws for an unknown dtype.
+// Bytes of one element of a longattn_dtype (FP8 ones included); throws for an unknown dtype.
 LONGATTN_API int64_t dtype_size(int32_t dtype);
 // Bytes one token occupies in a layer's KV cache (K and V, or K alone when k_eq_v).
 LONGATTN_API int64_t kv_bytes_per_token(const LayerSpec& layer, int32_t dtype);
