@@ -503,11 +503,11 @@ class Fixture {
     return out;
   }
 
-  // "" when Q, K, V, the mask and the sinks (including gaps and guards) are byte-identical to what
-  // the fixture built.
+  // "" when Q, K, V, the mask, the sinks and the FP8 scales (including gaps and guards) are
+  // byte-identical to what the fixture built.
   std::string inputs_changed() const {
     std::vector<std::vector<uint8_t>> now = inputs();
-    const char* names[] = {"q", "k", "v", "mask", "sinks"};
+    const char* names[] = {"q", "k", "v", "mask", "sinks", "k_scale", "v_scale"};
     for (size_t i = 0; i < now.size(); ++i)
       if (now[i] != snapshot_[i]) return std::string("input ") + names[i] + " was modified";
     return "";
@@ -574,9 +574,13 @@ class Fixture {
   }
 
   std::vector<std::vector<uint8_t>> inputs() const {
-    std::vector<uint8_t> sinks(p_.sinks.size() * 4);
-    if (!sinks.empty()) std::memcpy(sinks.data(), p_.sinks.data(), sinks.size());
-    return {q_.bytes(), k_.bytes(), v_.bytes(), mask_bytes_, sinks};
+    auto bytes_of = [](const std::vector<float>& x) {
+      std::vector<uint8_t> b(x.size() * 4);
+      if (!b.empty()) std::memcpy(b.data(), x.data(), b.size());
+      return b;
+    };
+    return {q_.bytes(),         k_.bytes(),         v_.bytes(),        mask_bytes_,
+            bytes_of(p_.sinks), bytes_of(k_scale_), bytes_of(v_scale_)};
   }
 
   Case c_;
