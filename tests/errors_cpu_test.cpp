@@ -94,7 +94,10 @@ std::vector<ErrorCase> error_cases() {
        {"dtype", "kv_dtype"}},
       {"kv_dtype_code", [](A a, O) { a.kv_dtype = 2; }, kInvalid, {"kv_dtype", "dtype"}},
       {"kv_dtype_same_with_scale",
-       [](A a, O) { a.kv_dtype = a.dtype, a.k_scale = kScale; },
+       [](A a, O) {
+         a.dtype = a.kv_dtype = LONGATTN_FLOAT16;  // f32 buffers hold the f16 elements
+         a.k_scale = kScale;
+       },
        kInvalid,
        {"k_scale", "kv_dtype"}},
       {"kv_dtype_negative", [](A a, O) { a.kv_dtype = -1; }, kInvalid, {"kv_dtype"}},

@@ -104,7 +104,7 @@ std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx
   if (fused && checks.check(*fused, a, ctx, &d.choice).empty()) {
     d.plan.path = LONGATTN_PATH_FUSED;
     fused->configure(a, ctx, &d);
-    if (paths.split_pays(a, ctx, d, why))
+    if (paths.split_pays && paths.split_pays(a, ctx, d, why))
       return {LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
   }
   return {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
@@ -257,7 +257,7 @@ bool decides_alike(const longattn_args& x, const longattn_args& y) {
          x.softcap == y.softcap && same_ptr(x.sinks, y.sinks) && m.kind == n.kind &&
          same_ptr(m.data, n.data) && same_ptr(x.block_table, y.block_table) &&
          x.block_table_stride == y.block_table_stride && x.page_size == y.page_size &&
-         x.num_blocks == y.num_blocks && x.kv_dtype == y.kv_dtype &&
+         x.num_blocks == y.num_blocks && kv_dtype_of(x) == kv_dtype_of(y) &&
          x.kv_scale_per_head == y.kv_scale_per_head && same_ptr(x.k_scale, y.k_scale) &&
          same_ptr(x.v_scale, y.v_scale);
 }
