@@ -206,7 +206,8 @@ int64_t dtype_size(int32_t dtype) {
       return 1;
   }
   invalid("dtype = " + std::to_string(dtype) +
-          ": must be float32, float16, bfloat16 (or, for a KV cache, float8_e4m3 or float8_e5m2)");
+          ": must be float32, float16 or bfloat16 (a KV cache's kv_dtype may also be float8_e4m3 "
+          "or float8_e5m2)");
 }
 
 int64_t kv_bytes_per_token(const LayerSpec& l, int32_t dtype) {

@@ -106,6 +106,27 @@ TEST(KvCacheEngine, KeqVStoresOneTensor) {
   EXPECT_EQ(a.kv_len, 50);
 }
 
+// An FP8 cache: one byte per element, and fill_args hands it over as kv_dtype, keeping the caller's
+// dtype (Q and O); a 16-bit cache sets dtype and clears kv_dtype.
+TEST(KvCacheEngine, Fp8CacheFillsKvDtype) {
+  Data d(layer(64, 4, 2), 10, 4);
+  ContiguousKvCache c(d.l, LONGATTN_FLOAT8_E4M3, cpu_allocator(), 16, true);
+  EXPECT_EQ(c.bytes_reserved(), 16 * 2 * (64 + 64) * 1);
+  std::vector<uint8_t> k(size_t(2 * 10 * 64), 0x38), v(k.size(), 0x40);  // 1.0, 2.0
+  c.append(k.data(), v.data(), 10);
+  longattn_args a;
+  longattn_args_init(&a);
+  a.dtype = LONGATTN_BFLOAT16;
+  c.fill_args(&a);
+  EXPECT_EQ(a.dtype, LONGATTN_BFLOAT16);
+  EXPECT_EQ(a.kv_dtype, LONGATTN_FLOAT8_E4M3);
+  EXPECT_EQ(*static_cast<const uint8_t*>(c.value_row(9, 1)), 0x40);
+  ContiguousKvCache h(d.l, LONGATTN_FLOAT16, cpu_allocator(), 16, true);
+  h.fill_args(&a);
+  EXPECT_EQ(a.dtype, LONGATTN_FLOAT16);
+  EXPECT_EQ(a.kv_dtype, 0);
+}
+
 TEST(KvCacheEngine, FixedCapacityOverflowIsOverBudget) {
   Data d(layer(32, 2, 1), 20, 3);
   ContiguousKvCache c(d.l, LONGATTN_FLOAT32, cpu_allocator(), 16, true);
