@@ -103,10 +103,10 @@ typedef struct longattn_args {
   int64_t page_size;
   int64_t num_blocks;
   /* An FP8 KV cache. kv_dtype 0 (the default) or equal to dtype: K and V are `dtype`, and the
-   * scales below must be NULL. LONGATTN_FLOAT8_E4M3 / _E5M2: K and V hold FP8 elements (strides still in elements) whose
-   * values are k * k_scale and v * v_scale; q, o stay `dtype`. A scale is NULL (1.0), one float32
-   * (kv_scale_per_head = 0) or kv_heads of them, one per KV head (kv_scale_per_head = 1), in the
-   * memory of `device`. */
+   * scales below must be NULL. LONGATTN_FLOAT8_E4M3 / _E5M2: K and V hold FP8 elements (strides
+   * still in elements) whose values are k * k_scale and v * v_scale; q, o stay `dtype`. A scale is
+   * NULL (1.0), one float32 (kv_scale_per_head = 0) or kv_heads of them, one per KV head
+   * (kv_scale_per_head = 1), in the memory of `device`. */
   int32_t kv_dtype;
   int32_t kv_scale_per_head;
   const float* k_scale;

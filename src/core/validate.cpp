@@ -203,7 +203,8 @@ void validate_args(const longattn_args* args) {
     Dim dims[3] = {{outer, s.batch}, {h, s.head}, {l, s.token}};
     return extent_bytes(dims, 3, d, bytes, name);
   };
-  const int64_t scales = a.kv_scale_per_head ? checked_mul(a.kv_heads, 4, "k_scale and v_scale") : 4;
+  const int64_t scales =
+      a.kv_scale_per_head ? checked_mul(a.kv_heads, 4, "k_scale and v_scale") : 4;
   Region inputs[8] = {
       {"q", a.q, tensor_bytes(a.batch, a.q_strides, a.q_heads, a.q_len, a.head_dim_qk, elem, "q")},
       {"k", a.k,
