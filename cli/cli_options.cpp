@@ -285,19 +285,7 @@ double attention_flops(const ProblemOptions& o) {
   return 2.0 * double(o.batch) * double(o.q_heads) * pairs * double(o.head_dim_qk + o.head_dim_v);
 }
 
-const char* dtype_flag_name(int32_t dtype) {
-  switch (dtype) {
-    case LONGATTN_FLOAT16:
-      return "f16";
-    case LONGATTN_BFLOAT16:
-      return "bf16";
-    case LONGATTN_FLOAT8_E4M3:
-      return "e4m3";
-    case LONGATTN_FLOAT8_E5M2:
-      return "e5m2";
-  }
-  return "f32";
-}
+const char* dtype_flag_name(int32_t dtype) { return numeric::dtype_short_name(dtype); }
 
 const char* device_flag_name(int32_t device) {
   return device == LONGATTN_DEVICE_CUDA ? "cuda" : "cpu";

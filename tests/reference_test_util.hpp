@@ -44,21 +44,7 @@ using longattn::numeric::round_to_dtype;
 
 inline int64_t dtype_size(int32_t dtype) { return longattn::numeric::dtype_bytes(dtype); }
 
-inline const char* dtype_label(int32_t dtype) {
-  switch (dtype) {
-    case LONGATTN_FLOAT32:
-      return "f32";
-    case LONGATTN_FLOAT16:
-      return "f16";
-    case LONGATTN_BFLOAT16:
-      return "bf16";
-    case LONGATTN_FLOAT8_E4M3:
-      return "e4m3";
-    case LONGATTN_FLOAT8_E5M2:
-      return "e5m2";
-  }
-  return "?";
-}
+inline const char* dtype_label(int32_t dtype) { return longattn::numeric::dtype_short_name(dtype); }
 
 inline const char* path_label(int32_t path) {
   switch (path) {

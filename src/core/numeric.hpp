@@ -193,6 +193,24 @@ constexpr int64_t dtype_bytes(int32_t dtype) {
   return 0;
 }
 
+// The dtype's short name, as the CLI's flags spell it (f32, f16, bf16, e4m3, e5m2); "?" for a code
+// that is none.
+constexpr const char* dtype_short_name(int32_t dtype) {
+  switch (dtype) {
+    case LONGATTN_FLOAT32:
+      return "f32";
+    case LONGATTN_FLOAT16:
+      return "f16";
+    case LONGATTN_BFLOAT16:
+      return "bf16";
+    case LONGATTN_FLOAT8_E4M3:
+      return "e4m3";
+    case LONGATTN_FLOAT8_E5M2:
+      return "e5m2";
+  }
+  return "?";
+}
+
 constexpr bool is_fp8(int32_t dtype) {
   return dtype == LONGATTN_FLOAT8_E4M3 || dtype == LONGATTN_FLOAT8_E5M2;
 }

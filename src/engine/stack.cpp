@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/numeric.hpp"
 #include "engine/common.hpp"
 #include "engine/json.hpp"
 
@@ -195,16 +196,7 @@ struct FieldReader {
 }  // namespace
 
 int64_t dtype_size(int32_t dtype) {
-  switch (dtype) {
-    case LONGATTN_FLOAT32:
-      return 4;
-    case LONGATTN_FLOAT16:
-    case LONGATTN_BFLOAT16:
-      return 2;
-    case LONGATTN_FLOAT8_E4M3:
-    case LONGATTN_FLOAT8_E5M2:
-      return 1;
-  }
+  if (const int64_t bytes = numeric::dtype_bytes(dtype)) return bytes;
   invalid("dtype = " + std::to_string(dtype) +
           ": must be float32, float16 or bfloat16 (a KV cache's kv_dtype may also be float8_e4m3 "
           "or float8_e5m2)");
