@@ -66,13 +66,15 @@ bool split_pays(const longattn_args& a, const detail::DeviceContext& ctx,
                 const detail::Decision& fused, std::string* why) {
   const int64_t items = plan_items(a, fused.plan), cores = std::max(1, ctx.info.cores);
   const bool idle = items < cores, long_rows = a.kv_len >= kMinKeysForSplit;
-  if (why)
-    *why = detail::format("%lld (batch, kv head, query tile) item%s for %lld core%s%s",
-                          (long long)items, items == 1 ? "" : "s", (long long)cores,
-                          cores == 1 ? "" : "s",
-                          !idle       ? ""
-                          : long_rows ? ": splitting the keys keeps every core busy"
-                                      : ": rows under 1024 keys are not split");
+  if (why) {
+    *why =
+        detail::format("%lld (batch, kv head, query tile) item%s for %lld core%s", (long long)items,
+                       items == 1 ? "" : "s", (long long)cores, cores == 1 ? "" : "s");
+    if (idle)
+      *why += long_rows ? ": splitting the keys keeps every core busy"
+                        : detail::format(": rows under %lld keys are not split",
+                                         (long long)kMinKeysForSplit);
+  }
   return idle && long_rows;
 }
 

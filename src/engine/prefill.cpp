@@ -39,7 +39,10 @@ class Generator {
  public:
   Generator(uint64_t seed, int32_t dtype, int32_t kv_dtype) : seed_(seed) {
     make_table(dtype, &q_);
-    make_table(kv_dtype, &kv_);
+    if (kv_dtype == dtype)
+      kv_ = q_;
+    else
+      make_table(kv_dtype, &kv_);
   }
 
   int32_t token(int64_t position) const {
