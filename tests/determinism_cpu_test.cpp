@@ -123,5 +123,41 @@ TEST(DeterminismCpuAuto, BitsAndPlanIndependentOfThreadCount) {
   }
 }
 
+// options.num_splits fixes the split count: AUTO takes split_kv with exactly that many slices (or
+// never splits, at 1), forced split_kv uses it, and the bits then follow neither the thread count
+// nor the policy.
+TEST(DeterminismCpuAuto, NumSplitsFixesThePlan) {
+  const Fixture fx(Case("num_splits").shape(1, 8, 1, 1, 4096).dims(64).type(LONGATTN_BFLOAT16));
+  longattn_options o = default_options();
+  o.num_splits = 1;
+  const RunOutput unsplit = fx.run(LONGATTN_PATH_AUTO, o);
+  ASSERT_EQ(unsplit.status, LONGATTN_OK) << unsplit.message;
+  EXPECT_EQ(unsplit.plan.path, LONGATTN_PATH_FUSED) << unsplit.plan.reason;
+  EXPECT_NE(std::string(unsplit.plan.reason).find("options.num_splits = 1"), std::string::npos)
+      << unsplit.plan.reason;
+  o.num_splits = 5;
+  const RunOutput five = fx.run(LONGATTN_PATH_AUTO, o);
+  ASSERT_EQ(five.status, LONGATTN_OK) << five.message;
+  EXPECT_EQ(five.plan.path, LONGATTN_PATH_SPLIT_KV);
+  EXPECT_EQ(five.plan.splits, 5);
+  EXPECT_NE(std::string(five.plan.reason).find("options.num_splits = 5"), std::string::npos)
+      << five.plan.reason;
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE("num_threads " + std::to_string(threads));
+    o.num_threads = threads;
+    const RunOutput forced = fx.run(LONGATTN_PATH_SPLIT_KV, o);
+    ASSERT_EQ(forced.status, LONGATTN_OK) << forced.message;
+    EXPECT_EQ(forced.plan.splits, 5);
+    EXPECT_TRUE(forced.o.bytes() == five.o.bytes()) << "O depends on the thread count";
+    EXPECT_TRUE(forced.lse.bytes() == five.lse.bytes()) << "LSE depends on the thread count";
+  }
+  o.num_threads = 0;
+  o.num_splits = 1024;  // far more slices than key tiles: most are empty
+  const RunOutput many = fx.run(LONGATTN_PATH_SPLIT_KV, o);
+  ASSERT_EQ(many.status, LONGATTN_OK) << many.message;
+  EXPECT_EQ(many.plan.splits, 1024);
+  EXPECT_EQ(many.plan.allocated_bytes, many.plan.transient_bytes);
+}
+
 }  // namespace
 }  // namespace longattn_test

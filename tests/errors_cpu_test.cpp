@@ -195,6 +195,24 @@ std::vector<ErrorCase> error_cases() {
        [](A, O o) { o.num_threads = -1; },
        kInvalid,
        {"num_threads|options.num_threads"}},
+      {"num_splits_negative",
+       [](A, O o) { o.num_splits = -1; },
+       kInvalid,
+       {"options.num_splits = -1", "1 to 1024"}},
+      {"num_splits_too_many",
+       [](A, O o) {
+         o.path = LONGATTN_PATH_SPLIT_KV;
+         o.num_splits = 1025;
+       },
+       kInvalid,
+       {"options.num_splits = 1025", "1 to 1024"}},
+      {"num_splits_on_fused",
+       [](A, O o) {
+         o.path = LONGATTN_PATH_FUSED;
+         o.num_splits = 4;
+       },
+       kInvalid,
+       {"options.num_splits = 4", "fused"}},
       {"workspace_bytes_negative",
        [](A, O o) { o.workspace_bytes = -64; },
        kInvalid,

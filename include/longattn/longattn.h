@@ -126,7 +126,10 @@ typedef struct longattn_options {
   int64_t workspace_bytes;
   longattn_log_fn log; /* optional: receives the router's decision and reason */
   void* log_user;
-  void* stream; /* CUDA: cudaStream_t (NULL = default stream) */
+  void* stream;       /* CUDA: cudaStream_t (NULL = default stream) */
+  int32_t num_splits; /* split_kv's K/V slices per row: 0 lets the backend choose; 1 to 1024 fixes
+                         it (slices past a row's last key tile are empty), and AUTO then takes
+                         split_kv (2 and up) or never splits (1). Other paths need 0 or 1. */
 } longattn_options;
 
 /* What the router decided, before anything runs. */

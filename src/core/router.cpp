@@ -99,6 +99,12 @@ class Checks {
 // last resort (it is what longattn exists to replace, but it runs shapes a fused kernel may not).
 std::vector<int32_t> auto_order(const longattn_args& a, const DeviceContext& ctx,
                                 const PathList& paths, Checks& checks, std::string* why) {
+  const int32_t fixed_splits = ctx.options ? ctx.options->num_splits : 0;
+  if (fixed_splits > 0) {
+    if (why) *why = format("options.num_splits = %d", fixed_splits);
+    if (fixed_splits == 1) return {LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
+    return {LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_FUSED, LONGATTN_PATH_UNFUSED};
+  }
   const PathImpl* fused = find_impl(paths, LONGATTN_PATH_FUSED);
   Decision d{};
   if (fused && checks.check(*fused, a, ctx, &d.choice).empty()) {

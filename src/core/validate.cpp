@@ -250,6 +250,14 @@ void validate_options(const longattn_options* options) {
                    (long long)o.memory_budget);
   LONGATTN_REQUIRE(o.num_threads >= 0 && o.num_threads <= 4096,
                    "options.num_threads = %d: must be 0 (all cores) to 4096", o.num_threads);
+  LONGATTN_REQUIRE(o.num_splits >= 0 && o.num_splits <= kMaxNumSplits,
+                   "options.num_splits = %d: must be 0 (the backend chooses) or 1 to %d",
+                   o.num_splits, kMaxNumSplits);
+  LONGATTN_REQUIRE(
+      o.num_splits <= 1 || o.path == LONGATTN_PATH_AUTO || o.path == LONGATTN_PATH_SPLIT_KV,
+      "options.num_splits = %d with options.path = %s: only SPLIT_KV and AUTO split "
+      "the keys (num_splits 0 or 1 for the other paths)",
+      o.num_splits, longattn_path_name(o.path));
   LONGATTN_REQUIRE(o.workspace_bytes >= 0, "options.workspace_bytes = %lld: must be >= 0",
                    (long long)o.workspace_bytes);
   LONGATTN_REQUIRE(o.workspace != nullptr || o.workspace_bytes == 0,

@@ -9,6 +9,9 @@ namespace longattn::detail {
 // the 512-wide values in their first columns (v == k, head_dim_v < head_dim_qk).
 constexpr int64_t kMaxHeadDimQk = 576;
 constexpr int64_t kMaxHeadDimV = 512;
+// options.num_splits: a fixed split count of up to this many slices (partials are counted in the
+// plan's transient bytes like any other split count).
+constexpr int32_t kMaxNumSplits = 1024;
 
 // Throws Failure(LONGATTN_INVALID_ARGUMENT, ...) on the first invalid field.
 void validate_args(const longattn_args* args);

@@ -40,10 +40,12 @@ void configure_plan(const longattn_args& a, const detail::DeviceContext& ctx, de
       a.q_len, packs_gqa(p->path) ? std::max<int64_t>(1, kRowsPerTile / g) : kRowsPerTile));
   p->splits = 1;
   if (p->path == LONGATTN_PATH_SPLIT_KV) {
-    // Enough (tile, split) items for two per core, so no core idles on the last one.
+    // Enough (tile, split) items for two per core, so no core idles on the last one; the
+    // caller's options.num_splits wins.
     int64_t want = ceil_div(2 * cores, tile_items(a, *p));
     p->splits = static_cast<int32_t>(
         std::clamp<int64_t>(want, 1, std::max<int64_t>(1, a.kv_len / kMinKeysPerSplit)));
+    if (ctx.options && ctx.options->num_splits > 0) p->splits = ctx.options->num_splits;
   }
   int64_t threads = std::min<int64_t>(ctx.max_threads, plan_items(a, *p));
   if (p->threads > 0) threads = std::min<int64_t>(p->threads, threads);

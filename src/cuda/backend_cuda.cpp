@@ -191,7 +191,7 @@ FusedChoice choice_of(const Decision& d) {
   return c;
 }
 
-std::string fused_check(const longattn_args& a, const DeviceContext&, BackendChoice* choice) {
+std::string fused_check(const longattn_args& a, const DeviceContext& ctx, BackendChoice* choice) {
   RelaxedCapture relaxed;
   std::string error;
   const Gpu* gpu = current_gpu(&error);
@@ -258,6 +258,16 @@ std::string fused_check(const longattn_args& a, const DeviceContext&, BackendCho
         "in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
         "Hopper takes any page size for 16-bit inputs with rows on 16 bytes)",
         (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
+  // The kernels number their (query tile, split, kv head, batch) blocks in 31 bits.
+  const int32_t fixed_splits = ctx.options ? std::max(1, ctx.options->num_splits) : 1;
+  const int64_t blocks = a.batch * a.kv_heads *
+                         ceil_div(a.q_len * (a.q_heads / a.kv_heads), int64_t(ki.block_q)) *
+                         fixed_splits;
+  if (blocks > INT32_MAX)
+    return format(
+        "%lld thread blocks (batch x kv_heads x query tiles of %d packed rows x options.num_splits "
+        "= %d): the CUDA fused kernels allow at most 2^31 - 1",
+        (long long)blocks, ki.block_q, fixed_splits);
   chosen.sm_count = prop.multiProcessorCount;
   store_choice(chosen, choice);
   return "";
@@ -303,7 +313,9 @@ void fused_run(const longattn_args& a, const Decision& d, Arena&, const longattn
 void split_configure(const longattn_args& a, const DeviceContext& ctx, Decision* d) {
   fused_configure(a, ctx, d);
   const FusedChoice c = choice_of(*d);
-  d->plan.splits = cuda::choose_splits(a, c.kernel, c.sm_count);
+  d->plan.splits = ctx.options && ctx.options->num_splits > 0
+                       ? ctx.options->num_splits
+                       : cuda::choose_splits(a, c.kernel, c.sm_count);
 }
 
 WorkspaceLayout split_layout(const longattn_args& a, const longattn_plan& p, int64_t* o_off,

@@ -65,9 +65,10 @@ void describe_case() {
     const longattn_options* o = g_options;
     std::fprintf(stderr, "  kv_dtype %d per_head %d k_scale %p v_scale %p\n", a->kv_dtype,
                  a->kv_scale_per_head, (const void*)a->k_scale, (const void*)a->v_scale);
-    std::fprintf(stderr, "  options: path %d budget %lld threads %d workspace %p bytes %lld\n",
+    std::fprintf(stderr,
+                 "  options: path %d budget %lld threads %d workspace %p bytes %lld splits %d\n",
                  o->path, (long long)o->memory_budget, o->num_threads, o->workspace,
-                 (long long)o->workspace_bytes);
+                 (long long)o->workspace_bytes, o->num_splits);
   }
 }
 
@@ -254,6 +255,7 @@ const char* const kFields[] = {"args",
                                "options.num_threads",
                                "options.workspace",
                                "options.workspace_bytes",
+                               "options.num_splits",
                                "n",
                                "rows",
                                "dv",
@@ -660,6 +662,20 @@ void decode(FuzzedDataProvider& in, Case& c) {
   } else if (in.ConsumeIntegralInRange<int>(0, 31) == 31) {  // scales without an FP8 cache
     c.scales.make(8, 0);
     a.k_scale = reinterpret_cast<const float*>(c.scales.data());
+  }
+
+  // A fixed split count, decoded after the FP8 cache for the same reason: small counts, counts
+  // past the key tiles (empty slices), and any int32 to be rejected (or refused off split paths).
+  switch (in.ConsumeIntegralInRange<int>(0, 7)) {
+    case 1:
+    case 2:
+      o.num_splits = in.ConsumeIntegralInRange<int32_t>(1, 9);
+      break;
+    case 3:
+      o.num_splits = in.ConsumeIntegral<int32_t>();
+      break;
+    default:
+      break;
   }
 
   // Too much arithmetic to run in a fuzz iteration: plan only.
