@@ -2,16 +2,16 @@
 # One call on a GPU machine (the workplace's device tool), over binaries built here and carried:
 # the library's GPU test suite (float64 reference grid, sharded) on the kernels the router picks
 # (the sm_90a kernel on Hopper) and again on the portable kernel alone (LONGATTN_CUDA_KERNEL=sm80),
-# fused_check's kernel grid, compute-sanitizer memcheck, racecheck and synccheck on its tiny grid,
-# fused_check --bench and the decode shapes, bench/peers.py, then the portable kernel's suite and
-# timings and the gemma4-26b-a4b 131072-token prefill (fused and unfused): most needed first. Each
-# step has a time limit; every log lands in $OUT.
+# compute-sanitizer memcheck over the suite's grid and racecheck and synccheck on a few of its
+# cases, kernel_bench's timing table and the decode shapes, bench/peers.py, then the portable
+# kernel's suite and timings and the gemma4-26b-a4b 131072-token prefill (fused and unfused): most
+# needed first. Each step has a time limit; every log lands in $OUT.
 #
 #   scripts/device_run.sh DIR [decode]   DIR holds longattn (CLI), liblongattn.so,
-#                                        longattn_gpu_tests, fused_check, and, when present,
+#                                        longattn_gpu_tests, kernel_bench, and, when present,
 #                                        longattn_fuzz_cuda_test and longattn_engine_tests
-# "decode" runs the decode work's call instead: fused_check, the suite, the decode split sweep
-# (every split count, graph timing) and peers.py on the decode group.
+# "decode" runs the decode work's call instead: the suite, the decode split sweep (every split
+# count, graph timing) and peers.py on the decode group.
 set -uo pipefail
 dir=${1:?usage: device_run.sh DIR [decode]}
 mode=${2:-full}
@@ -35,7 +35,7 @@ step() {  # name seconds command...: runs with a limit, appends to $out/<name>.l
   pack
 }
 
-# 1. The library's GPU suite through the public API, 8 shards on the one GPU; then fused_check.
+# 1. The library's GPU suite through the public API, 8 shards on the one GPU.
 suite() {  # log-name [env...]
   local name=$1; shift
   for i in 0 1 2 3 4 5 6 7; do
@@ -49,12 +49,10 @@ suite() {  # log-name [env...]
   grep -q "^\[  FAILED  \]" "$out/$name.log" && status=1
   pack
 }
-step fused_check 120 "$dir/fused_check"
-tail -1 "$out/fused_check.log"; grep "^kernel" "$out/fused_check.log"
 suite suite LONGATTN_CUDA_KERNEL=auto
 
 if [ "$mode" = decode ]; then
-  step sweep 150 "$dir/fused_check" --decode-sweep
+  step sweep 150 "$dir/kernel_bench" --decode-sweep
   grep "choose_splits" "$out/sweep.log"
   step peers_decode 150 env PYTHONUNBUFFERED=1 python3 bench/peers.py --lib "$dir/liblongattn.so" \
     --groups decode --peers longattn,flash,cudnn --out "$out/peers_decode.md"
@@ -81,16 +79,29 @@ step prefill_paged 150 "$dir/longattn" prefill --device cuda --model gemma4-26b-
   --chunk 2048 --path both --cache paged
 tail -n 12 "$out/prefill_paged.log"
 
-# 2. compute-sanitizer on the kernels' tiny grid (the sm_90a kernel where it applies).
-for tool in memcheck racecheck synccheck; do
-  step sanitizer 60 compute-sanitizer --tool $tool --error-exitcode 9 "$dir/fused_check" --quick
+# 2. compute-sanitizer: memcheck over the suite's grid and GPU tests (8 shards), racecheck and
+# synccheck on a few grid cases (the sm_90a kernel where it applies: every mode once).
+memcheck_filter='Grid/*:PagedCuda.*:UnalignedCuda.*:PlanCuda.*:DeterminismCuda.*:ErrorsCuda.*:PreparedCuda.*:GraphCuda.*'
+for i in 0 1 2 3 4 5 6 7; do
+  GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 400 compute-sanitizer --tool memcheck \
+    --error-exitcode 9 "$dir/longattn_gpu_tests" --gtest_filter="$memcheck_filter" \
+    > "$out/memcheck_$i.tmp" 2>&1 &
+done
+wait
+cat "$out"/memcheck_*.tmp > "$out/memcheck.log" && rm -f "$out"/memcheck_*.tmp
+grep -q "ERROR SUMMARY: [1-9]\|^\[  FAILED  \]" "$out/memcheck.log" && status=1
+echo "memcheck: $(grep -c '^\[       OK \]' "$out/memcheck.log") ok, $(grep 'ERROR SUMMARY' "$out/memcheck.log" | sort | uniq -c | tr '\n' ' ')"
+few='Grid/*d64_f16_gqa8_window_lq_gt_lk:Grid/*d512_bf16_gqa8_causal_sinks_mask:Grid/*splits40*:Grid/*d100_bf16_rows16_causal'
+for tool in racecheck synccheck; do
+  step sanitizer 200 compute-sanitizer --tool $tool --error-exitcode 9 "$dir/longattn_gpu_tests" \
+    --gtest_filter="$few"
 done
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
 
 # 2b. Kernel timings (TFLOPS against the cuBLAS matmul of the same run),
 # and the decode shapes at the library's split count (CUDA graph replays).
-step bench 150 "$dir/fused_check" --bench
-step decode 100 "$dir/fused_check" --decode-chosen
+step bench 150 "$dir/kernel_bench"
+step decode 100 "$dir/kernel_bench" --decode-chosen
 grep -A14 "^decode sweep" "$out/decode.log"
 
 # 3. Peers: SDPA flash / cuDNN / efficient on the same shapes, same run. Decode first, on a cool
@@ -104,7 +115,7 @@ cp "$out/peers_decode.md" "$out/peers.md" "$final/" 2>/dev/null
 
 # 4. The portable kernel alone: the suite and its timings.
 suite suite_sm80 LONGATTN_CUDA_KERNEL=sm80
-step bench_sm80 150 env LONGATTN_CUDA_KERNEL=sm80 "$dir/fused_check" --bench
+step bench_sm80 150 env LONGATTN_CUDA_KERNEL=sm80 "$dir/kernel_bench"
 
 # 5. The prefill scenario of issue 5: gemma4-26b-a4b, 131072 tokens, 2048-token chunks.
 step prefill 110 "$dir/longattn" prefill --device cuda --model gemma4-26b-a4b --tokens 131072 \

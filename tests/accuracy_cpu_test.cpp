@@ -1,216 +1,18 @@
-// Accuracy grid: every CPU path (and AUTO) against a float64 reference written in the test, plus
-// the library's own reference path held to "correctly rounded from float64". A list of cases covers
-// every value of every axis at least once instead of the (far too slow) cartesian product.
+// The accuracy grid (accuracy_grid.hpp) on the CPU: every path (and AUTO) against the float64
+// reference written in the test, plus the library's own reference path held to "correctly rounded
+// from float64".
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 
+#include "accuracy_grid.hpp"
 #include "longattn/attention.hpp"
-#include "reference_test_util.hpp"
 
 namespace longattn_test {
 namespace {
 
 constexpr int32_t F32 = LONGATTN_FLOAT32, F16 = LONGATTN_FLOAT16, BF16 = LONGATTN_BFLOAT16;
-constexpr int32_t kBool = LONGATTN_MASK_BOOLEAN, kAdd = LONGATTN_MASK_ADDITIVE;
-using L = Layout;
-
-std::vector<Case> grid() {
-  std::vector<Case> cases = {
-      // Every head dim (and 192/128); each dtype appears across them.
-      Case("d64_f32").shape(2, 4, 4, 113, 113).dims(64),
-      Case("d72_bf16_causal").shape(1, 4, 2, 113, 1023).dims(72).type(BF16).is_causal(),
-      Case("d80_f16_mqa").shape(2, 2, 1, 7, 113).dims(80).type(F16),
-      Case("d96_f32_gqa8_causal").shape(1, 8, 1, 113, 113).dims(96).is_causal(),
-      Case("d128_bf16_gqa4_causal").shape(1, 8, 2, 1023, 1023).dims(128).type(BF16).is_causal(),
-      Case("d192_f16").shape(1, 2, 2, 113, 1023).dims(192).type(F16),
-      Case("d256_f32_causal_window_large")
-          .shape(1, 2, 1, 1023, 1023)
-          .dims(256)
-          .is_causal()
-          .win(500),
-      Case("d256_bf16").shape(1, 2, 2, 113, 113).dims(256).type(BF16),
-      Case("d512_bf16").shape(1, 2, 1, 113, 1023).dims(512).type(BF16),
-      Case("d512_f32_causal").shape(1, 1, 1, 300, 300).dims(512).is_causal(),
-      Case("d512_f16_add_mask").shape(1, 2, 2, 7, 113).dims(512).type(F16).mask(kAdd, 1, 1, 1, 1),
-      Case("d192x128_f32").shape(1, 4, 2, 113, 1023).dims(192, 128),
-      Case("d192x128_bf16_causal").shape(2, 4, 1, 1023, 1023).dims(192, 128).type(BF16).is_causal(),
-      Case("d192x128_f16_sinks").shape(1, 2, 1, 7, 113).dims(192, 128).type(F16).sinks(1.0f),
-      // Lengths 1, 7, 113, 1023, 4096, with Lq > Lk (causal: the first Lq - Lk rows see no key).
-      Case("len_1x1").shape(1, 2, 2, 1, 1).dims(64),
-      Case("len_1x7_f16").shape(3, 2, 1, 1, 7).dims(128).type(F16),
-      Case("len_7x1_causal").shape(1, 2, 2, 7, 1).dims(64).is_causal(),
-      Case("len_7x7_window0").shape(1, 2, 2, 7, 7).dims(64).is_causal().win(0),
-      Case("len_1023x113_causal_bf16").shape(1, 2, 1, 1023, 113).dims(128).type(BF16).is_causal(),
-      Case("long_decode_gqa8_f32").shape(1, 8, 1, 1, 4096).dims(128),
-      Case("long_decode_bf16").shape(2, 4, 2, 1, 4096).dims(64).type(BF16),
-      // Decode tiles stream K and V in place: head dims off whole vectors, every dtype, GQA
-      // groups from 1 to 8 rows, softcap, sinks and a window.
-      Case("decode_d100x37_f16_gqa4").shape(2, 8, 2, 1, 777).dims(100, 37).type(F16),
-      Case("decode_d33_bf16_softcap_sinks")
-          .shape(1, 4, 1, 2, 300)
-          .dims(33)
-          .type(BF16)
-          .cap(20.0f, 6.0f)
-          .sinks(1.0f),
-      Case("decode_d200_f32_window").shape(1, 3, 3, 1, 1023).dims(200).is_causal().win(100),
-      Case("long_causal_f16").shape(1, 1, 1, 4096, 4096).dims(64).type(F16).is_causal(),
-      Case("long_kv_bf16").shape(1, 2, 1, 113, 4096).dims(128).type(BF16),
-      Case("long_q_causal_f32").shape(1, 1, 1, 4096, 1023).dims(64).is_causal(),
-      Case("long_chunk_causal_f32").shape(1, 2, 1, 1023, 4096).dims(128).is_causal(),
-      Case("long_chunk_window_f16")
-          .shape(1, 1, 1, 1023, 4096)
-          .dims(128)
-          .type(F16)
-          .is_causal()
-          .win(1023),
-      // Sliding windows: 0 (above), small, large (above), without causal, with Lq > Lk.
-      Case("window_small_f32").shape(1, 2, 1, 1023, 1023).dims(64).is_causal().win(16),
-      Case("window_no_causal_bf16").shape(1, 2, 2, 113, 113).dims(64).type(BF16).win(8),
-      Case("window_lq_gt_lk").shape(1, 2, 1, 113, 7).dims(64).is_causal().win(3),
-      // Softcap (q_amp makes scores large enough for tanh to bend) and an explicit scale.
-      Case("softcap_f32").shape(1, 4, 2, 113, 1023).dims(128).cap(1.0f, 3.0f),
-      Case("softcap_bf16_causal")
-          .shape(1, 2, 1, 1023, 1023)
-          .dims(256)
-          .type(BF16)
-          .is_causal()
-          .cap(30.0f, 8.0f),
-      // Scores spanning tens of units: the online softmax must rescale without overflow.
-      Case("large_scores_f32").shape(1, 2, 1, 113, 1023).dims(128).amp(8.0f),
-      Case("large_scores_f16_causal")
-          .shape(1, 2, 2, 1023, 1023)
-          .dims(64)
-          .type(F16)
-          .is_causal()
-          .amp(12.0f),
-      Case("scale_custom_f32").shape(1, 2, 2, 113, 113).dims(96).with_scale(0.3f),
-      // Sinks: ordinary, dominant, and on rows that see no key.
-      Case("sinks_f32").shape(1, 4, 2, 113, 113).dims(64).sinks(1.0f),
-      Case("sinks_large_bf16").shape(1, 4, 1, 7, 1023).dims(128).type(BF16).sinks(6.0f),
-      Case("sinks_causal_lq_gt_lk_f16")
-          .shape(1, 2, 2, 113, 7)
-          .dims(64)
-          .type(F16)
-          .is_causal()
-          .sinks(2.0f),
-      // Masks: broadcast dims of 1 and full dims, -inf entries, fully masked rows, padded strides.
-      Case("bool_mask_bcast_bh").shape(2, 4, 2, 113, 113).dims(64).mask(kBool, 0, 0, 1, 1),
-      Case("bool_mask_full_f16")
-          .shape(2, 2, 1, 113, 1023)
-          .dims(128)
-          .type(F16)
-          .mask(kBool, 1, 1, 1, 1),
-      Case("bool_mask_rows_only").shape(2, 2, 2, 113, 113).dims(64).mask(kBool, 1, 0, 1, 0),
-      Case("bool_mask_causal_bf16")
-          .shape(1, 2, 1, 1023, 1023)
-          .dims(64)
-          .type(BF16)
-          .is_causal()
-          .mask(kBool, 0, 0, 1, 1, true),
-      Case("add_mask_batch_causal_f32")
-          .shape(2, 2, 2, 113, 1023)
-          .dims(64)
-          .is_causal()
-          .mask(kAdd, 1, 0, 1, 1),
-      Case("add_mask_keys_only_bf16")
-          .shape(1, 4, 2, 113, 1023)
-          .dims(128)
-          .type(BF16)
-          .mask(kAdd, 0, 1, 0, 1),
-      Case("add_mask_padded_f32").shape(2, 2, 1, 113, 113).dims(80).mask(kAdd, 1, 1, 1, 1, true),
-      Case("add_mask_scalar").shape(1, 2, 2, 7, 113).dims(64).mask(kAdd, 0, 0, 0, 0),
-      Case("everything_f32")
-          .shape(2, 4, 2, 113, 1023)
-          .dims(128)
-          .is_causal()
-          .win(200)
-          .cap(5.0f, 3.0f)
-          .sinks(1.0f)
-          .mask(kAdd, 1, 0, 1, 1, true)
-          .layout(L::kTokensMajorPadded, L::kPadded),
-      Case("everything_bf16")
-          .shape(1, 8, 1, 1023, 1023)
-          .dims(96)
-          .type(BF16)
-          .is_causal()
-          .win(300)
-          .cap(20.0f, 6.0f)
-          .sinks(2.0f)
-          .mask(kBool, 1, 1, 1, 1)
-          .layout(L::kPadded, L::kTokensMajor),
-      // Layouts: padding everywhere, [B, L, H, D] via strides, mixed, and k == v (one buffer).
-      Case("padded_f32").shape(2, 4, 2, 113, 113).dims(72).layout(L::kPadded, L::kPadded),
-      Case("tokens_major_f16")
-          .shape(2, 4, 2, 113, 1023)
-          .dims(128)
-          .type(F16)
-          .layout(L::kTokensMajor, L::kTokensMajor),
-      Case("tokens_major_padded_bf16")
-          .shape(2, 4, 1, 113, 113)
-          .dims(96)
-          .type(BF16)
-          .layout(L::kTokensMajorPadded, L::kContiguous),
-      Case("out_tokens_major_padded")
-          .shape(1, 4, 4, 113, 113)
-          .dims(64)
-          .layout(L::kContiguous, L::kTokensMajorPadded),
-      Case("k_eq_v_bf16")
-          .shape(1, 8, 2, 113, 1023)
-          .dims(256)
-          .type(BF16)
-          .same_kv()
-          .layout(L::kTokensMajor, L::kContiguous),
-      Case("k_eq_v_f32_causal").shape(1, 2, 1, 113, 113).dims(512).same_kv().is_causal(),
-      // FP8 KV caches (kv_dtype): every scale kind, both formats, every Q dtype, outlier channels.
-      Case("fp8_e4m3_decode_gqa4_head_scales")
-          .shape(2, 8, 2, 1, 1023)
-          .dims(128)
-          .fp8(LONGATTN_FLOAT8_E4M3, 2),
-      Case("fp8_e5m2_bf16_causal_tensor_scale")
-          .shape(1, 4, 2, 113, 1023)
-          .dims(256)
-          .type(BF16)
-          .is_causal()
-          .fp8(LONGATTN_FLOAT8_E5M2, 1),
-      Case("fp8_e4m3_f16_d512_window_sinks")
-          .shape(1, 4, 1, 113, 1023)
-          .dims(512)
-          .type(F16)
-          .is_causal()
-          .win(200)
-          .sinks(1.0f)
-          .fp8(LONGATTN_FLOAT8_E4M3, 2),
-      Case("fp8_e4m3_bf16_mla_decode_k_eq_v")
-          .shape(1, 8, 1, 1, 777)
-          .dims(576, 512)
-          .type(BF16)
-          .same_kv()
-          .fp8(LONGATTN_FLOAT8_E4M3, 1),
-      Case("fp8_e5m2_f32_mask_padded_layouts")
-          .shape(2, 4, 2, 113, 113)
-          .dims(72)
-          .mask(kAdd, 1, 0, 1, 1, true)
-          .layout(L::kTokensMajorPadded, L::kPadded)
-          .fp8(LONGATTN_FLOAT8_E5M2, 2),
-      Case("fp8_e5m2_f16_decode_tensor_scale")
-          .shape(3, 4, 1, 1, 517)
-          .dims(80)
-          .type(F16)
-          .fp8(LONGATTN_FLOAT8_E5M2, 1),
-      Case("fp8_e4m3_decode_d33_softcap_no_scales")
-          .shape(2, 4, 4, 1, 300)
-          .dims(33)
-          .cap(5.0f, 3.0f)
-          .fp8(LONGATTN_FLOAT8_E4M3, 0),
-      // Without LSE output.
-      Case("no_lse_f16").shape(1, 2, 1, 113, 113).dims(64).type(F16).no_lse(),
-      Case("no_lse_decode_f32").shape(2, 8, 2, 1, 1023).dims(128).no_lse(),
-  };
-  for (const Case& c : mla_cases(LONGATTN_FLOAT32)) cases.push_back(c);
-  return cases;
-}
 
 // Largest error of correctly rounding x to the dtype: half an ulp (subnormal floors included).
 double half_ulp_bound(int32_t dtype, double x) {
@@ -260,50 +62,28 @@ TEST_P(AccuracyCpu, EveryPathMatchesFloat64Reference) {
   const Problem& p = fx.problem();
   SCOPED_TRACE(c.describe());
   const RefResult ref = reference_attention<double>(p);
-  // The yardstick for fp16/bf16: the same math in float32 with P and O rounded to the dtype.
-  Errors lowp;
-  if (c.dtype != F32) {
-    const RefResult lp = reference_attention<float>(p, /*low_precision=*/true);
-    lowp = measure(ref, lp.o, &lp.lse);
-  }
+  // float32 runs in float32 throughout on the CPU: held to 1e-5, no yardstick needed.
+  const Errors lowp = c.dtype == F32 ? Errors{} : low_precision_errors(p, ref, c.dtype);
   for (int32_t path : {LONGATTN_PATH_REFERENCE, LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED,
                        LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_AUTO}) {
     SCOPED_TRACE(std::string("path ") + path_label(path));
-    const RunOutput out = fx.run(path, default_options());
-    EXPECT_EQ(out.status, LONGATTN_OK) << out.message;
-    if (out.status != LONGATTN_OK) continue;
-    EXPECT_EQ(out.guard_problem, "");
-    if (path == LONGATTN_PATH_AUTO) {
-      EXPECT_NE(out.plan.path, LONGATTN_PATH_REFERENCE) << "AUTO chose the test-only path";
-    } else {
-      EXPECT_EQ(out.plan.path, path);
-    }
-    EXPECT_EQ(out.plan.allocated_bytes, out.plan.transient_bytes);
-    EXPECT_NE(std::string(out.plan.reason), "") << "the plan should say why";
-    EXPECT_EQ(check_empty_rows(p, ref, out, c.lse), "");
+    const RunOutput out = fx.run(path, case_options(c, path));
     if (path == LONGATTN_PATH_REFERENCE) {
+      ASSERT_EQ(out.status, LONGATTN_OK) << out.message;
+      EXPECT_EQ(out.guard_problem, "");
+      EXPECT_EQ(out.plan.path, path);
+      EXPECT_EQ(out.plan.allocated_bytes, out.plan.transient_bytes);
+      EXPECT_NE(std::string(out.plan.reason), "");
+      EXPECT_EQ(check_empty_rows(p, ref, out, c.lse), "");
       EXPECT_EQ(check_library_reference(p, ref, out, c.lse), "");
       continue;
     }
-    const Errors e = measure(ref, out.o_dense, c.lse ? &out.lse_dense : nullptr);
-    if (c.dtype == F32) {
-      EXPECT_LE(e.o_abs, 1e-5 * e.ref_max) << describe(e, p);
-      EXPECT_LE(e.lse_rel, 1e-5) << describe(e, p);
-    } else {
-      // FlashAttention's criterion: at most twice the error of the low precision computation.
-      // The floor (1e-6 of the output's scale, far below one fp16/bf16 ulp) only matters where the
-      // yardstick happens to be exact, e.g. a row with one visible key gives O = V exactly.
-      EXPECT_LE(e.o_abs, 2 * lowp.o_abs + 1e-6 * e.ref_max)
-          << describe(e, p) << "\nlow precision reference: " << describe(lowp, p);
-      // LSE comes from float32 scores of exactly representable inputs: float32 accuracy.
-      EXPECT_LE(e.lse_rel, 2 * lowp.lse_rel + 1e-5)
-          << describe(e, p) << "\nlow precision reference: " << describe(lowp, p);
-    }
+    expect_accurate(c, p, ref, out, path, /*exact=*/c.dtype == F32, lowp);
   }
   EXPECT_EQ(fx.inputs_changed(), "");
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, AccuracyCpu, ::testing::ValuesIn(grid()),
+INSTANTIATE_TEST_SUITE_P(Grid, AccuracyCpu, ::testing::ValuesIn(accuracy_grid()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.name;
                          });

@@ -193,8 +193,9 @@ struct Case {
   bool mask_full[4] = {true, true, true, true};  // false: that mask dim is 1 (broadcast)
   bool mask_padded = false;                      // mask strides with gaps
   Layout in_layout = Layout::kContiguous, out_layout = Layout::kContiguous;
-  int32_t kv_dtype = 0;  // an FP8 cache: LONGATTN_FLOAT8_E4M3 / _E5M2
-  int kv_scales = 0;     // its scales: 0 none, 1 one per tensor, 2 one per KV head
+  int32_t kv_dtype = 0;    // an FP8 cache: LONGATTN_FLOAT8_E4M3 / _E5M2
+  int kv_scales = 0;       // its scales: 0 none, 1 one per tensor, 2 one per KV head
+  int32_t num_splits = 0;  // options.num_splits for split_kv and AUTO (0: the backend's choice)
 
   explicit Case(std::string n) : name(std::move(n)) {}
   Case& shape(int64_t b, int64_t hq, int64_t hkv, int64_t lq, int64_t lk) {
@@ -217,6 +218,7 @@ struct Case {
   Case& same_kv() { return k_eq_v = true, *this; }
   Case& no_lse() { return lse = false, *this; }
   Case& fp8(int32_t kv, int scales) { return kv_dtype = kv, kv_scales = scales, *this; }
+  Case& splits(int32_t n) { return num_splits = n, *this; }
 
   // Seeds differ per case but never between runs (FNV-1a of the name).
   uint32_t seed() const { return longattn::numeric::fnv1a32(name.data(), name.size()); }
@@ -238,6 +240,7 @@ struct Case {
     s << " in=" << layout_label(in_layout) << " out=" << layout_label(out_layout);
     if (k_eq_v) s << " k==v";
     if (!lse) s << " no_lse";
+    if (num_splits) s << " num_splits=" << num_splits;
     if (kv_dtype)
       s << " kv=" << dtype_label(kv_dtype)
         << (kv_scales == 0   ? ""
@@ -249,22 +252,6 @@ struct Case {
 
 // gtest prints a failing parameter with this.
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.describe(); }
-
-// MLA (DeepSeek-V3, Kimi K2): 576-wide keys whose first 512 columns are the values, one KV head;
-// a causal prefill chunk and a decode step. Both device grids run them.
-inline std::vector<Case> mla_cases(int32_t decode_dtype) {
-  return {Case("mla_576_512_bf16_causal")
-              .shape(1, 16, 1, 113, 300)
-              .dims(576, 512)
-              .type(LONGATTN_BFLOAT16)
-              .same_kv()
-              .is_causal(),
-          Case("mla_576_512_decode")
-              .shape(2, 32, 1, 1, 1023)
-              .dims(576, 512)
-              .type(decode_dtype)
-              .same_kv()};
-}
 
 // ---- the problem as the reference sees it
 
