@@ -105,13 +105,21 @@ int choose_splits(const longattn_args& a, const FusedKernelInfo& info, int sm_co
 bool split_pays(const longattn_args& a, const FusedKernelInfo& info, int sm_count, int64_t blocks,
                 std::string* why) {
   const int64_t sms = std::max(1, sm_count);
-  const bool pays =
-      blocks < sms && a.kv_len >= kMinKeysForSplit && choose_splits(a, info, sm_count) > 1;
-  if (why)
-    *why = detail::format("%lld (batch, kv head, query tile) block%s for %lld SMs%s",
-                          (long long)blocks, blocks == 1 ? "" : "s", (long long)sms,
-                          pays ? ": splitting the keys keeps every SM busy" : "");
-  return pays;
+  const bool idle = blocks < sms, long_rows = a.kv_len >= kMinKeysForSplit;
+  const int splits = idle && long_rows ? choose_splits(a, info, sm_count) : 1;
+  if (why) {
+    *why = detail::format("%lld (batch, kv head, query tile) block%s for %lld SMs",
+                          (long long)blocks, blocks == 1 ? "" : "s", (long long)sms);
+    if (idle && !long_rows)
+      *why += detail::format(": rows under %lld keys are not split", (long long)kMinKeysForSplit);
+    else if (idle && splits == 1)
+      *why +=
+          detail::format(": no split count (at least %d key tiles a slice) fills the SMs better",
+                         kMinTilesPerSplit);
+    else if (idle)
+      *why += ": splitting the keys keeps every SM busy";
+  }
+  return splits > 1;
 }
 
 // The decode kernel's blocks are placed while the kernel before it drains and wait on the device

@@ -303,8 +303,9 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
           }
         }
         ASSERT_EQ(paged.status, LONGATTN_OK) << paged.message;
-        if (hopper() && (!decode || page % 64 != 0))
+        if (hopper() && (!decode || page % 64 != 0)) {
           EXPECT_NE(std::string(paged.plan.kernel).find("sm90a"), std::string::npos);
+        }
         EXPECT_EQ(paged.guard_problem, "");
         expect_same_result(paged, contiguous);
       }
@@ -384,6 +385,34 @@ longattn_args planning_args(int64_t hq, int64_t hkv, int64_t lq, int64_t lk, int
   a.v = reinterpret_cast<void*>(uintptr_t(3) << 40);
   a.o = reinterpret_cast<void*>(uintptr_t(4) << 40);
   return a;
+}
+
+// AUTO's reason says why it split or not: a long decode row splits to keep the SMs busy, a short
+// one is not split, and options.num_splits overrides both.
+TEST(PlanCuda, AutoSaysWhyItSplitsOrNot) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Want {
+    longattn_args a;
+    int32_t num_splits, path;
+    const char* says;
+  } wants[] = {
+      {planning_args(8, 1, 1, 65536, 128), 0, LONGATTN_PATH_SPLIT_KV,
+       "splitting the keys keeps every SM busy"},
+      {planning_args(8, 1, 1, 1000, 128), 0, LONGATTN_PATH_FUSED,
+       "rows under 1024 keys are not split"},
+      {planning_args(8, 1, 1, 65536, 128), 1, LONGATTN_PATH_FUSED, "options.num_splits = 1"},
+      {planning_args(8, 1, 1, 1000, 128), 3, LONGATTN_PATH_SPLIT_KV, "options.num_splits = 3"}};
+  for (const Want& w : wants) {
+    longattn_options o = default_options();
+    o.num_splits = w.num_splits;
+    longattn_plan plan;
+    ASSERT_EQ(longattn_plan_attention(&w.a, &o, &plan), LONGATTN_OK) << longattn_last_error();
+    EXPECT_EQ(plan.path, w.path) << plan.reason;
+    EXPECT_NE(std::string(plan.reason).find(w.says), std::string::npos) << plan.reason;
+    if (w.num_splits > 1) {
+      EXPECT_EQ(plan.splits, w.num_splits);
+    }
+  }
 }
 
 // Every head dim pair up to 576/512 plans fused: on Hopper on the sm90a kernel wherever rows start
