@@ -49,6 +49,18 @@ def _layout_strides(view, layout, name):
     return (b, h, l, d), (s[0], s[2], s[1])
 
 
+def _split_count(num_splits):
+    """options.num_splits: 0 for None; an int as it is (the library checks its range)."""
+    if num_splits is None:
+        return 0
+    if (isinstance(num_splits, bool) or not isinstance(num_splits, numbers.Integral)
+            or not -2 ** 31 <= num_splits < 2 ** 31):
+        raise InvalidArgumentError(
+            f"num_splits = {num_splits!r}: must be None (the library chooses) or an int from 1 "
+            f"to 1024")
+    return int(num_splits)
+
+
 class _Call:
     """The arguments of one call, checked and flattened into the tuple the extension reads."""
 
@@ -56,7 +68,7 @@ class _Call:
 
     def __init__(self, q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                  return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
-                 k_scale=None, v_scale=None):
+                 k_scale=None, v_scale=None, num_splits=None):
         if layout not in ("bhld", "blhd"):
             raise InvalidArgumentError(
                 f"layout = {layout!r}: allowed values are 'bhld' ([B, H, L, D]) and 'blhd' "
@@ -238,7 +250,8 @@ class _Call:
             bt_ptr, bt_stride, psize, num_blocks,
             _PATHS[path], -1 if memory_budget is None else int(memory_budget),
             0 if num_threads is None else int(num_threads), stream,
-            kv_dtype, per_head, *scale_ptrs)
+            kv_dtype, per_head, *scale_ptrs,
+            _split_count(num_splits))
 
     def _same_place(self, view, name, ref):
         if view.kind != ref.kind and not (view.kind == "dlpack" or ref.kind == "dlpack"):
@@ -388,17 +401,17 @@ def _new_cached_call(q, k, v, opts, return_lse):
 def run(q, k, v, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None, mask=None,
         layout="bhld", out=None, return_lse=False, path="auto", memory_budget=None,
         block_table=None, page_size=None, kv_len=None, num_threads=None, k_scale=None,
-        v_scale=None):
+        v_scale=None, num_splits=None):
     """attention() without the torch.compile dispatch: reads the tensors and calls the C API."""
     t = _torch()
     if (t is not None and type(q) is t.Tensor and sinks is None and mask is None and out is None
             and block_table is None and page_size is None and kv_len is None and k_scale is None
-            and v_scale is None):
+            and v_scale is None and num_splits is None):
         return _run_torch(q, k, v, (causal, window_left, softcap, scale, layout, path,
                                     memory_budget, num_threads), return_lse)
     call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                  return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
-                 k_scale, v_scale)
+                 k_scale, v_scale, num_splits)
     o, lse = call.views[0].obj, call.views[1]
     alloc, caller_allocates = None, False
     if call.kind == "torch":
@@ -435,7 +448,7 @@ def _finish(result, o, lse, return_lse):
 def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
               mask=None, layout="bhld", out=None, return_lse=False, path="auto",
               memory_budget=None, block_table=None, page_size=None, kv_len=None,
-              num_threads=None, k_scale=None, v_scale=None):
+              num_threads=None, k_scale=None, v_scale=None, num_splits=None):
     """Attention over q, k, v of any kind (torch, numpy, DLPack); returns o, or (o, lse).
 
     Shapes (layout "bhld"): q [B, Hq, Lq, Dqk], k [B, Hkv, Lk, Dqk], v [B, Hkv, Lk, Dv] ->
@@ -448,7 +461,8 @@ def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None,
     block_table int32 [B, blocks], kv_len keys (default: every block full). An FP8 cache: k and v
     float8_e4m3fn or float8_e5m2 (q and o stay q's dtype; the CPU runs it, CUDA refuses it for
     now), their values k * k_scale and v * v_scale; a scale is None (1), a float, or float32 of 1
-    or Hkv values (one per KV head).
+    or Hkv values (one per KV head). num_splits fixes split_kv's slices per row (1 to 1024; with
+    path "auto", 1 never splits and 2 and up split); None lets the library choose.
     The result is of q's kind and device; torch CUDA tensors run on torch's current stream and
     take transient memory from torch's allocator. torch tensors that require grad are refused
     (forward only). Raises longattn.Error (InvalidArgumentError, a ValueError, for bad arguments).
@@ -463,27 +477,28 @@ def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None,
             from . import torch_ops  # registers the op on first use
             return torch_ops.call_op(q, k, v, causal, window_left, softcap, scale, sinks, mask,
                                      layout, out, return_lse, path, memory_budget, block_table,
-                                     page_size, kv_len, num_threads)
+                                     page_size, kv_len, num_threads, num_splits)
         if (sinks is None and mask is None and out is None and block_table is None
-                and page_size is None and kv_len is None and k_scale is None and v_scale is None):
+                and page_size is None and kv_len is None and k_scale is None and v_scale is None
+                and num_splits is None):
             r = _fast_run(q, k, v, (causal, window_left, softcap, scale, layout, path,
                                     memory_budget, num_threads), return_lse)
             if r is not None:
                 return r
     return run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
-               k_scale, v_scale)
+               k_scale, v_scale, num_splits)
 
 
 def plan(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
          mask=None, layout="bhld", out=None, return_lse=False, path="auto", memory_budget=None,
          block_table=None, page_size=None, kv_len=None, num_threads=None, k_scale=None,
-         v_scale=None):
+         v_scale=None, num_splits=None):
     """What attention() with the same arguments would do, without running: a Plan. A plan that
     cannot run has ok = False and says why; invalid arguments raise as in attention()."""
     call = _Call(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out,
                  return_lse, path, memory_budget, block_table, page_size, kv_len, num_threads,
-                 k_scale, v_scale)
+                 k_scale, v_scale, num_splits)
     result = _C.plan(call.fields)
     if result[0] == 1:  # invalid arguments raise; a valid call that cannot run is a plan
         raise from_status(result[0], result[1])

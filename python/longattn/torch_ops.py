@@ -23,7 +23,8 @@ _SCHEMA = (
     "attention(Tensor q, Tensor k, Tensor v, *, bool causal=False, int window_left=-1, "
     "float softcap=0.0, float? scale=None, Tensor? sinks=None, Tensor? mask=None, "
     "str layout='bhld', str path='auto', int? memory_budget=None, Tensor? block_table=None, "
-    "int? page_size=None, int? kv_len=None, int? num_threads=None) -> (Tensor, Tensor)")
+    "int? page_size=None, int? kv_len=None, int? num_threads=None, int? num_splits=None) "
+    "-> (Tensor, Tensor)")
 
 _lib = torch.library.Library("longattn", "DEF")
 _lib.define(_SCHEMA)
@@ -31,7 +32,7 @@ _lib.define(_SCHEMA)
 
 def _kernel(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
             mask=None, layout="bhld", path="auto", memory_budget=None, block_table=None,
-            page_size=None, kv_len=None, num_threads=None):
+            page_size=None, kv_len=None, num_threads=None, num_splits=None):
     for x, name in ((k, "k"), (v, "v")):
         dtype = str(x.dtype)[6:]
         if dtype.startswith("float8"):  # the same words as the C++ kernel (torch_op.cpp)
@@ -39,17 +40,18 @@ def _kernel(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, s
                 f"{name}.dtype = {dtype}: torch.ops.longattn.attention takes no FP8 cache yet; "
                 f"call longattn.attention eagerly for one")
     if sinks is None and mask is None and block_table is None and page_size is None and (
-            kv_len is None):
+            kv_len is None and num_splits is None):
         opts = (causal, window_left, softcap, scale, layout, path, memory_budget, num_threads)
         r = api._fast_run(q, k, v, opts, True)  # the extension's per-call path
         return api._run_torch_cached(q, k, v, opts, True) if r is None else r
     return api.run(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, None, True,
-                   path, memory_budget, block_table, page_size, kv_len, num_threads)
+                   path, memory_budget, block_table, page_size, kv_len, num_threads,
+                   num_splits=num_splits)
 
 
 def _fake(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None, sinks=None,
           mask=None, layout="bhld", path="auto", memory_budget=None, block_table=None,
-          page_size=None, kv_len=None, num_threads=None):
+          page_size=None, kv_len=None, num_threads=None, num_splits=None):
     if q.dim() != 4 or v.dim() != 4:
         raise api.InvalidArgumentError(
             f"q and v must be 4-d (got {q.dim()} and {v.dim()} dimensions)")
@@ -101,12 +103,13 @@ torch.library.register_fake("longattn::attention", _fake, lib=_lib)
 
 
 def call_op(q, k, v, causal, window_left, softcap, scale, sinks, mask, layout, out, return_lse,
-            path, memory_budget, block_table, page_size, kv_len, num_threads):
+            path, memory_budget, block_table, page_size, kv_len, num_threads, num_splits=None):
     """longattn.attention's route for torch.compile, tensor subclasses and meta tensors."""
     o, lse = torch.ops.longattn.attention(
         q, k, v, causal=causal, window_left=window_left, softcap=softcap, scale=scale,
         sinks=sinks, mask=mask, layout=layout, path=path, memory_budget=memory_budget,
-        block_table=block_table, page_size=page_size, kv_len=kv_len, num_threads=num_threads)
+        block_table=block_table, page_size=page_size, kv_len=kv_len, num_threads=num_threads,
+        num_splits=num_splits)
     if out is not None:
         out.copy_(o)
         o = out

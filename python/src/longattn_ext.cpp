@@ -39,7 +39,7 @@ void fill_args(const nb::tuple& t, longattn_args* a, longattn_options* o) {
     s->head = i64();
     s->token = i64();
   };
-  if (t.size() != 53) throw std::invalid_argument("internal: argument tuple of the wrong size");
+  if (t.size() != 54) throw std::invalid_argument("internal: argument tuple of the wrong size");
   a->dtype = int32_t(i64());
   a->device = int32_t(i64());
   a->batch = i64();
@@ -79,6 +79,7 @@ void fill_args(const nb::tuple& t, longattn_args* a, longattn_options* o) {
   a->kv_scale_per_head = int32_t(i64());
   a->k_scale = as_ptr<const float>(ptr());
   a->v_scale = as_ptr<const float>(ptr());
+  o->num_splits = int32_t(i64());
 }
 
 nb::tuple plan_tuple(longattn_status status, const longattn_plan& p) {

@@ -205,9 +205,9 @@ struct Inputs {
   double softcap = 0.0;
   std::optional<double> scale;
   std::string layout, path;
-  std::optional<int64_t> memory_budget, page_size, kv_len, num_threads;
+  std::optional<int64_t> memory_budget, page_size, kv_len, num_threads, num_splits;
 };
-constexpr uint64_t kNumArgs = 16, kNumOutputs = 2;
+constexpr uint64_t kNumArgs = 17, kNumOutputs = 2;
 
 void decode(const StableIValue* s, Inputs* in) {
   in->q.reset(word_as<AtenTensorHandle>(s[0]));
@@ -228,6 +228,7 @@ void decode(const StableIValue* s, Inputs* in) {
   in->page_size = opt_int(s[13]);
   in->kv_len = opt_int(s[14]);
   in->num_threads = opt_int(s[15]);
+  in->num_splits = opt_int(s[16]);
   in->causal = word_as<uint8_t>(s[3]) != 0;
   in->window_left = word_as<int64_t>(s[4]);
   in->softcap = word_as<double>(s[5]);
@@ -548,6 +549,11 @@ void convert(const Inputs& in, Converted* c) {
   opt.path = path;
   opt.memory_budget = in.memory_budget ? *in.memory_budget : -1;
   opt.num_threads = in.num_threads ? int32_t(*in.num_threads) : 0;
+  if (in.num_splits && (*in.num_splits < INT32_MIN || *in.num_splits > INT32_MAX))
+    throw Error(LONGATTN_INVALID_ARGUMENT,
+                "num_splits = " + std::to_string(*in.num_splits) +
+                    ": must be None (the library chooses) or an int from 1 to 1024");
+  opt.num_splits = in.num_splits ? int32_t(*in.num_splits) : 0;
   c->torch_dtype = qv.dtype;
   c->index = qv.index;
 }
@@ -615,7 +621,8 @@ void attention(StableIValue* stack, uint64_t num_args, uint64_t num_outputs) {
     throw std::runtime_error("longattn: torch.ops.longattn.attention's schema changed");
   Inputs in;
   decode(stack, &in);
-  const bool fast = !in.sinks && !in.mask && !in.block_table && !in.page_size && !in.kv_len;
+  const bool fast =
+      !in.sinks && !in.mask && !in.block_table && !in.page_size && !in.kv_len && !in.num_splits;
   if (fast) check_grad(in);  // api's per-call path checks grad before the arguments
   Converted c;
   convert(in, &c);

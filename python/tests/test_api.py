@@ -373,3 +373,28 @@ def test_fp8_errors():
     if torch.cuda.is_available():
         with pytest.raises(longattn.Error, match="kv_dtype"):
             longattn.attention(q.cuda(), k8.cuda(), k8.cuda())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_num_splits(device):
+    """num_splits fixes split_kv's slice count (AUTO splits at 2 and up, never at 1); the result
+    is the reference's; a bad count raises naming it."""
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randn(1, 8, 3, 64, generator=gen).to(device, torch.bfloat16)
+    k = torch.randn(1, 2, 2000, 64, generator=gen).to(device, torch.bfloat16)
+    v = torch.randn(1, 2, 2000, 64, generator=gen).to(device, torch.bfloat16)
+    ref, _ = attention_ref(to_np64(q), to_np64(k), to_np64(v), True)
+    for path, splits in (("auto", 7), ("split_kv", 150), ("auto", 1)):
+        p = longattn.plan(q, k, v, causal=True, path=path, num_splits=splits)
+        assert p.ok and p.path == ("fused" if splits == 1 else "split_kv"), p.reason
+        if splits > 1:
+            assert p.splits == splits
+        o = longattn.attention(q, k, v, causal=True, path=path, num_splits=splits)
+        assert rel_err(to_np64(o), ref) < TOL["bfloat16"]
+    for bad, message in ((0.5, "num_splits = 0.5"), (True, "num_splits = True"),
+                         (2 ** 40, "num_splits = 1099511627776"), (-3, "options.num_splits = -3"),
+                         (1025, "options.num_splits = 1025")):
+        with pytest.raises(longattn.InvalidArgumentError, match=message):
+            longattn.attention(q, k, v, num_splits=bad)
+    with pytest.raises(longattn.InvalidArgumentError, match="options.num_splits = 4"):
+        longattn.attention(q, k, v, path="fused", num_splits=4)

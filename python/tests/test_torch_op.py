@@ -187,6 +187,9 @@ def _cases(device):
         cases.append((q, k, v, dict(path=path, causal=True)))
     cases += [(q, k, v, dict(memory_budget=1 << 30)),
               (q, k, v, dict(path="unfused", memory_budget=1))]
+    cases += [(q, k, v, dict(num_splits=3)), (q, k, v, dict(path="split_kv", num_splits=40)),
+              (q, k, v, dict(num_splits=1, causal=True)), (q, k, v, dict(num_splits=-1)),
+              (q, k, v, dict(path="fused", num_splits=2)), (q, k, v, dict(num_splits=1 << 40))]
     sinks = rnd(4)
     mask = rnd(2, 1, 5, 17) > 0.3
     cases += [(q, k, v, dict(sinks=sinks)), (q, k, v, dict(sinks=sinks, causal=True, softcap=5.0)),
