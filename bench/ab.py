@@ -7,12 +7,15 @@
 Why a tool of its own: the card's clock and power history moves a kernel's time by up to 16%
 depending on what ran before it (bench/NOTES.md v0.6), so two builds timed in two processes, or
 one after the other, are not comparable. Here every shape times each build and cuDNN's SDPA in
-turns, round after round (the order rotates each round), on the same tensors, so each one follows
-the same work. The table gives the medians, each build against the first (A) and against cuDNN.
+turns, round after round, on the same tensors, in an order shuffled each round so that each one
+follows every other (what ran just before moves a power-bound shape's time). Give a copy of A as
+one more build for an A/A control: its ratio is the harness's own spread. The table gives the
+medians, each build against the first (A) and against cuDNN.
 Every build is checked against the same reference rows first; a wrong one is reported, not timed.
 """
 import argparse
 import os
+import random
 import statistics
 import sys
 
@@ -64,9 +67,13 @@ def main():
         except Exception as e:  # cuDNN stops at d = 256: the builds are still compared
             note += f" cuDNN: {(str(e).strip().splitlines() or [type(e).__name__])[0][:40]}"
         times = {name: [] for name in runs}
+        # Each round in a new order (seeded): a rotation keeps who-follows-whom fixed, and under
+        # it A (always right after cuDNN) beat its own copy by up to 13% on power-bound shapes
+        # (bench/NOTES.md v0.16).
         order = list(runs)
         for r in range(args.rounds):
-            for name in order[r % len(order):] + order[:r % len(order)]:
+            random.Random(r).shuffle(order)
+            for name in order:
                 times[name].append(peers.time_ms(runs[name], budget_ms=150, max_reps=20))
         tf = {n: flops / (statistics.median(t) * 1e-3) / 1e12 for n, t in times.items()}
         get = lambda n: tf.get(n, nan)  # noqa: E731

@@ -73,7 +73,8 @@ class Options(ctypes.Structure):
     _fields_ = [("path", ctypes.c_int32), ("memory_budget", ctypes.c_int64),
                 ("num_threads", ctypes.c_int32), ("workspace", ctypes.c_void_p),
                 ("workspace_bytes", ctypes.c_int64), ("log", ctypes.c_void_p),
-                ("log_user", ctypes.c_void_p), ("stream", ctypes.c_void_p)]
+                ("log_user", ctypes.c_void_p), ("stream", ctypes.c_void_p),
+                ("num_splits", ctypes.c_int32)]
 
 
 class Plan(ctypes.Structure):
