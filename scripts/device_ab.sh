@@ -6,7 +6,8 @@
 #   mkdir -p .devsrc && git archive OLD | gzip > .devsrc/old.tgz     (.devsrc ignored, carried)
 #   scripts/device_ab.sh .devsrc/old.tgz [RUNS] [ab.py arguments...]
 #       e.g. scripts/device_ab.sh .devsrc/old.tgz 3 --groups decode,grid,chunk,gemma
-# Builds land in build-ab{A,B,D} (kept on a warm machine); tables in $OUT/ab<N>.md.
+# Builds land in build-ab{A,B,D}: on a warm machine B is rebuilt incrementally and A again when the
+# archive changed. Tables in $OUT/ab<N>.md.
 set -uo pipefail
 old=${1:?usage: device_ab.sh OLD.tgz [RUNS] [ab.py arguments...]}
 runs=${2:-3}
@@ -21,12 +22,19 @@ lib() {  # name source-dir
     -DLONGATTN_CUDA_ARCHITECTURES=90a-real -DLONGATTN_TESTS=OFF -DLONGATTN_TOOLS=OFF \
     -DLONGATTN_BENCH=OFF > "$out/build$1.log" 2>&1 &&
     cmake --build "$root/build-ab$1" -j "$(nproc)" --target longattn >> "$out/build$1.log" 2>&1 ||
-    { echo "build $1 failed"; tail -20 "$out/build$1.log"; exit 1; }
+    { echo "build $1 failed"; tail -20 "$out/build$1.log"; return 1; }
 }
-if [ ! -f build-abA/liblongattn.so ] || [ ! -f build-abB/liblongattn.so ]; then
-  src=$(mktemp -d) && tar xzf "$old" -C "$src"
-  lib A "$src" & lib B "$root" & wait
+stamp=$(sha256sum "$old" | cut -c1-16)
+if [ "$(cat build-abA/stamp 2>/dev/null)" != "$stamp" ]; then
+  rm -rf build-abA /tmp/longattn_ab_old && mkdir -p /tmp/longattn_ab_old
+  tar xzf "$old" -C /tmp/longattn_ab_old
+  lib A /tmp/longattn_ab_old & pid_a=$!
+else
+  pid_a=
 fi
+lib B "$root" || exit 1
+[ -z "$pid_a" ] || wait "$pid_a" || exit 1
+echo "$stamp" > build-abA/stamp
 mkdir -p build-abD && cp build-abA/liblongattn.so build-abD/
 echo "builds: $((SECONDS - t0)) s"
 status=0

@@ -504,8 +504,12 @@ inline void expect_accurate(const Case& c, const Problem& p, const RefResult& re
   } else {
     EXPECT_EQ(out.plan.path, path);
   }
-  if (c.num_splits > 0 && out.plan.path == LONGATTN_PATH_SPLIT_KV) {
+  if (c.num_splits > 1 && (path == LONGATTN_PATH_AUTO || path == LONGATTN_PATH_SPLIT_KV)) {
+    EXPECT_EQ(out.plan.path, LONGATTN_PATH_SPLIT_KV) << out.plan.reason;
     EXPECT_EQ(out.plan.splits, c.num_splits);
+  }
+  if (c.num_splits == 1 && path == LONGATTN_PATH_AUTO) {
+    EXPECT_EQ(out.plan.path, LONGATTN_PATH_FUSED) << out.plan.reason;
   }
   EXPECT_EQ(out.plan.allocated_bytes, out.plan.transient_bytes);
   EXPECT_NE(std::string(out.plan.reason), "") << "the plan should say why";

@@ -83,6 +83,29 @@ TEST(PreparedCpu, SameBitsAsAttentionWhenReusedOrPlannedAgain) {
   }
 }
 
+// A prepared num_splits holds for every run, also one planned again for another kv_len; a run's
+// own num_splits is not read (like its path).
+TEST(PreparedCpu, KeepsNumSplits) {
+  const Fixture a(decode_case("prepared_splits_a", 300)), b(decode_case("prepared_splits_b", 2100));
+  longattn_options options = default_options();
+  options.num_splits = 6;
+  longattn_prepared* prepared = nullptr;
+  longattn_plan plan;
+  ASSERT_EQ(longattn_prepare(&a.args(), &options, &prepared, &plan), LONGATTN_OK)
+      << longattn_last_error();
+  EXPECT_EQ(plan.path, LONGATTN_PATH_SPLIT_KV);
+  EXPECT_EQ(plan.splits, 6);
+  longattn_options run = default_options();
+  run.num_splits = 3;  // ignored: the prepared count runs
+  for (const Fixture* fx : {&a, &b, &a}) {
+    SCOPED_TRACE(fx->kase().describe());
+    const RunOutput got = run_prepared(*fx, prepared, &run);
+    expect_same_bits(got, fx->run(LONGATTN_PATH_AUTO, options));
+    EXPECT_EQ(got.plan.splits, 6);
+  }
+  longattn_prepared_free(prepared);
+}
+
 TEST(PreparedCpu, RunOptionsGiveStreamWorkspaceAndLog) {
   const Fixture fx(decode_case("prepared_ws", 4096, LONGATTN_FLOAT16));
   longattn_options options = default_options();

@@ -193,8 +193,8 @@ LONGATTN_API longattn_status longattn_attention(const longattn_args* args,
  * they were NULL) reuses it; one that differs in anything else (kv_len of the next decode step,
  * strides, another CUDA device, a workspace where the decision had none or the reverse) is
  * planned again, with the prepared options, and that decision is kept for the next call.
- * options.path, memory_budget and num_threads are the prepared ones; a run's own options give
- * stream, workspace, workspace_bytes and log (NULL: those of prepare).
+ * options.path, memory_budget, num_threads and num_splits are the prepared ones; a run's own
+ * options give stream, workspace, workspace_bytes and log (NULL: those of prepare).
  * A reused decision does not read free memory again: a run that needs transient bytes then
  * allocates them and fails with LONGATTN_OUT_OF_MEMORY if it cannot. Safe to share between
  * threads; runs that use prepare's workspace (options NULL) take turns, as they share its bytes.

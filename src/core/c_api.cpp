@@ -22,7 +22,7 @@ struct longattn_prepared {
   std::mutex mu;
   // Held through runs that use prepare's workspace: two at once would share its bytes.
   std::mutex shared_workspace;
-  longattn_options options;  // path, memory_budget, num_threads (and defaults for the rest)
+  longattn_options options;  // path, memory_budget, num_threads, num_splits (the rest per run)
   longattn_args args;
   int cuda_device = -1;
   // Whether the decision was planned with a caller's workspace (no free-memory budget): a run

@@ -255,8 +255,8 @@ void validate_options(const longattn_options* options) {
                    o.num_splits, kMaxNumSplits);
   LONGATTN_REQUIRE(
       o.num_splits <= 1 || o.path == LONGATTN_PATH_AUTO || o.path == LONGATTN_PATH_SPLIT_KV,
-      "options.num_splits = %d with options.path = %s: only SPLIT_KV and AUTO split "
-      "the keys (num_splits 0 or 1 for the other paths)",
+      "options.num_splits = %d with options.path = %s: must be 0 or 1 unless options.path is "
+      "SPLIT_KV or AUTO (only they split the keys)",
       o.num_splits, longattn_path_name(o.path));
   LONGATTN_REQUIRE(o.workspace_bytes >= 0, "options.workspace_bytes = %lld: must be >= 0",
                    (long long)o.workspace_bytes);

@@ -103,9 +103,9 @@ CpuLayout cpu_layout(const longattn_args& a, const longattn_plan& p) {
   if (p.path == LONGATTN_PATH_UNFUSED)
     L.scores = total.add(checked_mul(rows_total, a.kv_len, "unfused scores"), 4);
   if (p.path == LONGATTN_PATH_SPLIT_KV) {
-    L.partial_o =
-        total.add(checked_mul(p.splits * rows_total, a.head_dim_v, "split_kv partials"), 4);
-    L.partial_lse = total.add(p.splits * rows_total, 4);
+    const int64_t split_rows = checked_mul(p.splits, rows_total, "split_kv partials");
+    L.partial_o = total.add(checked_mul(split_rows, a.head_dim_v, "split_kv partials"), 4);
+    L.partial_lse = total.add(split_rows, 4);
   }
   total.total = checked_add(total.total, checked_mul(t.bytes, p.threads, "scratch"), "workspace");
   L.total = total.total;

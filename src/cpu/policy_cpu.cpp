@@ -28,7 +28,9 @@ int64_t tile_items(const longattn_args& a, const longattn_plan& p) {
 
 int64_t plan_items(const longattn_args& a, const longattn_plan& p) {
   if (p.path == LONGATTN_PATH_REFERENCE) return a.batch * a.q_heads * a.q_len;
-  return tile_items(a, p) * p.splits;
+  int64_t items = 0;  // saturates: only compared with thread and core counts
+  if (__builtin_mul_overflow(tile_items(a, p), int64_t(p.splits), &items)) return INT64_MAX;
+  return items;
 }
 
 void configure_plan(const longattn_args& a, const detail::DeviceContext& ctx, detail::Decision* d) {

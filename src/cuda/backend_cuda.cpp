@@ -260,14 +260,14 @@ std::string fused_check(const longattn_args& a, const DeviceContext& ctx, Backen
         (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
   // The kernels number their (query tile, split, kv head, batch) blocks in 31 bits.
   const int32_t fixed_splits = ctx.options ? std::max(1, ctx.options->num_splits) : 1;
-  const int64_t blocks = a.batch * a.kv_heads *
-                         ceil_div(a.q_len * (a.q_heads / a.kv_heads), int64_t(ki.block_q)) *
-                         fixed_splits;
-  if (blocks > INT32_MAX)
+  const int64_t tiles = ceil_div(a.q_len * (a.q_heads / a.kv_heads), int64_t(ki.block_q));
+  int64_t blocks = 0;
+  if (__builtin_mul_overflow(a.batch * a.kv_heads, tiles, &blocks) ||
+      __builtin_mul_overflow(blocks, int64_t(fixed_splits), &blocks) || blocks > INT32_MAX)
     return format(
-        "%lld thread blocks (batch x kv_heads x query tiles of %d packed rows x options.num_splits "
-        "= %d): the CUDA fused kernels allow at most 2^31 - 1",
-        (long long)blocks, ki.block_q, fixed_splits);
+        "batch x kv_heads x query tiles of %d packed rows x options.num_splits (= %d) thread "
+        "blocks: the CUDA fused kernels allow at most 2^31 - 1",
+        ki.block_q, fixed_splits);
   chosen.sm_count = prop.multiProcessorCount;
   store_choice(chosen, choice);
   return "";

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <utility>
 
+#include "core/detail.hpp"
 #include "cuda/fused_traits_sm90.hpp"
 #include "cuda/merge_cuda.hpp"
 
@@ -101,10 +102,11 @@ int sched_counter_slot(cudaStream_t stream) {
 }
 
 int64_t split_o_floats(const longattn_args& a, int splits) {
-  return splits * a.batch * a.q_heads * a.q_len * a.head_dim_v;
+  return detail::checked_mul(split_lse_floats(a, splits), a.head_dim_v, "split_kv partials");
 }
 int64_t split_lse_floats(const longattn_args& a, int splits) {
-  return splits * a.batch * a.q_heads * a.q_len;
+  // a.batch * a.q_heads * a.q_len counts Q's rows, which validation keeps within int64.
+  return detail::checked_mul(splits, a.batch * a.q_heads * a.q_len, "split_kv partials");
 }
 
 cudaError_t run_fused(const longattn_args& a, int splits, float* o_part, float* lse_part,
