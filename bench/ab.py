@@ -84,8 +84,7 @@ def main():
             note += f" cuDNN: {(str(e).strip().splitlines() or [type(e).__name__])[0][:40]}"
         times = {name: [] for name in runs}
         # Rounds in the orders of a Williams square, where each runner follows every other equally
-        # often: a rotation keeps who-follows-whom fixed, and under it A (always right after
-        # cuDNN) beat its own copy by up to 13% on power-bound shapes (bench/NOTES.md v0.16).
+        # often: on power-bound shapes a runner's time depends on what ran just before it.
         names_here = list(runs)
         square = williams_square(len(names_here))
         for r in range(args.rounds or len(square)):

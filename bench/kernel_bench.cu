@@ -210,7 +210,7 @@ int bench() {
 
 // The read floor of a decode shape: K and V read once by a plain streaming kernel (16-byte loads,
 // four per array in flight per thread, two blocks of 512 threads per SM), nothing computed. The
-// gap between it and the decode kernel is what attention itself costs (v0.4 in bench/NOTES.md).
+// gap between it and the decode kernel is what attention itself costs.
 __global__ void __launch_bounds__(512)
     read_floor_kernel(const uint4* k, const uint4* v, int64_t n16, uint32_t* sink) {
   uint32_t x = 0;

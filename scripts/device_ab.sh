@@ -40,7 +40,7 @@ echo "builds: $((SECONDS - t0)) s"
 status=0
 for r in $(seq 1 "$runs"); do
   PYTHONUNBUFFERED=1 python3 bench/ab.py build-abA/liblongattn.so build-abB/liblongattn.so \
-    build-abD/liblongattn.so --rounds 5 --out "$out/ab$r.md" "$@" > "$out/ab$r.log" 2>&1 ||
+    build-abD/liblongattn.so --out "$out/ab$r.md" "$@" > "$out/ab$r.log" 2>&1 ||
     { status=1; tail -5 "$out/ab$r.log"; }
   echo "run $r: $((SECONDS - t0)) s"
 done

@@ -46,21 +46,7 @@ inline int64_t dtype_size(int32_t dtype) { return longattn::numeric::dtype_bytes
 
 inline const char* dtype_label(int32_t dtype) { return longattn::numeric::dtype_short_name(dtype); }
 
-inline const char* path_label(int32_t path) {
-  switch (path) {
-    case LONGATTN_PATH_AUTO:
-      return "auto";
-    case LONGATTN_PATH_REFERENCE:
-      return "reference";
-    case LONGATTN_PATH_UNFUSED:
-      return "unfused";
-    case LONGATTN_PATH_FUSED:
-      return "fused";
-    case LONGATTN_PATH_SPLIT_KV:
-      return "split_kv";
-  }
-  return "?";
-}
+inline const char* path_label(int32_t path) { return longattn_path_name(path); }
 
 // ---- strided tensors with guard regions
 
