@@ -14,6 +14,9 @@ import sys
 # paying twice their work at 64/64; it compiles in a fraction of a wide pair's time.
 HEAD_DIMS = [(32, 32), (64, 64), (80, 80), (96, 96), (128, 128), (192, 128), (192, 192),
              (256, 256), (512, 512), (576, 512)]
+# Pairs of the FP8-cache kernels (FusedInstance<..., kFp8 = true>, sm_90 code only): fewer, since each
+# is a second kernel to build; other head dims pad to the cheapest of these.
+HEAD_DIMS_FP8 = [(64, 64), (128, 128), (256, 256), (512, 512), (576, 512)]
 # The 16-bit MMA types; float32 inputs run on the bf16 kernels (rounded per tile).
 TYPES = [("bf16", "kBf16"), ("f16", "kF16")]
 # Tile shapes (fused_traits): prefill, and decode for query rows x group <= kDecodeRows.
@@ -38,10 +41,20 @@ def files():
                     HEADER + '#include "cuda/fused_kernel_sm80.cuh"\n\n'
                     f"template struct longattn::cuda::FusedInstance<{dqk}, {dv}, "
                     f"longattn::cuda::Mma16::{enum}, {decode}>;\n")
+    for dqk, dv in HEAD_DIMS_FP8:
+        for suffix, enum in TYPES:
+            for variant, decode in VARIANTS:
+                out[f"fused_sm80_d{dqk}x{dv}_{suffix}_{variant}_fp8kv.cu"] = (
+                    HEADER + '#include "cuda/fused_kernel_sm80.cuh"\n\n'
+                    f"template struct longattn::cuda::FusedInstance<{dqk}, {dv}, "
+                    f"longattn::cuda::Mma16::{enum}, {decode}, true>;\n")
     lines = "".join(f"  X({dqk}, {dv}) \\\n" for dqk, dv in HEAD_DIMS)
+    lines_fp8 = "".join(f"  X({dqk}, {dv}) \\\n" for dqk, dv in HEAD_DIMS_FP8)
     out["fused_head_dims.inc"] = (
         HEADER + "// X(head_dim_qk, head_dim_v) for every compiled fused kernel.\n"
-        "#define LONGATTN_FUSED_HEAD_DIMS(X) \\\n" + lines + "\n")
+        "#define LONGATTN_FUSED_HEAD_DIMS(X) \\\n" + lines + "\n"
+        "// The same for the FP8-cache kernels.\n"
+        "#define LONGATTN_FUSED_FP8_HEAD_DIMS(X) \\\n" + lines_fp8 + "\n")
     for dqk, dv in HEAD_DIMS_SM90:
         for suffix, enum in TYPES:
             out[f"fused_sm90_d{dqk}x{dv}_{suffix}.cu"] = (

@@ -99,7 +99,9 @@ void check_device_pointers(const longattn_args& a, const longattn_options& o) {
               {"lse", a.lse},
               {"sinks", a.sinks},
               {"mask.data", a.mask.data},
-              {"block_table", a.block_table}};
+              {"block_table", a.block_table},
+              {"k_scale", a.k_scale},
+              {"v_scale", a.v_scale}};
   int device = 0;
   cudaGetDevice(&device);
   for (const auto& x : ptrs) {
@@ -152,23 +154,16 @@ std::string typed_pointers_unsupported(const longattn_args& a) {
   const struct {
     const char* name;
     const void* p;
-  } typed[] = {{"lse", a.lse}, {"sinks", a.sinks}, {"block_table", a.block_table}};
+  } typed[] = {{"lse", a.lse},
+               {"sinks", a.sinks},
+               {"block_table", a.block_table},
+               {"k_scale", a.k_scale},
+               {"v_scale", a.v_scale}};
   for (const auto& x : typed)
     if (reinterpret_cast<uintptr_t>(x.p) % 4 != 0)
       return format("%s = %p is not 4-byte aligned: the CUDA kernels access it as 32-bit elements",
                     x.name, x.p);
   return "";
-}
-
-// What every CUDA path refuses: an FP8 cache (its kernels are not written yet), arrays off their
-// alignment. "" when neither.
-std::string cuda_inputs_unsupported(const longattn_args& a) {
-  if (is_fp8(a.kv_dtype))
-    return format(
-        "kv_dtype = %s: the CUDA kernels do not read FP8 K/V yet; the CPU backend does "
-        "(device = LONGATTN_DEVICE_CPU), or convert the cache to dtype",
-        longattn_dtype_name(a.kv_dtype));
-  return typed_pointers_unsupported(a);
 }
 
 // ---- fused and split_kv (one kernel; split_kv adds K/V slices and the merge)
@@ -202,26 +197,28 @@ std::string fused_check(const longattn_args& a, const DeviceContext& ctx, Backen
         "the CUDA fused kernel needs compute capability 8.0 (sm_80, mma.sync bf16) or "
         "newer; %s is sm_%d%d",
         prop.name, prop.major, prop.minor);
-  if (std::string why = cuda_inputs_unsupported(a); !why.empty()) return why;
+  if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
   int pad_qk = 0, pad_v = 0;
-  if (!cuda::fused_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v))
+  if (!cuda::fused_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v,
+                                    is_fp8(a.kv_dtype)))
     return format(
         "head_dim_qk = %lld, head_dim_v = %lld: the CUDA fused kernel runs head dims up to "
         "those of its widest compiled pair (compiled: %s; others are padded to one of them)",
         (long long)a.head_dim_qk, (long long)a.head_dim_v, cuda::fused_head_dims_list());
   // Rows of any stride are read and written element by element where they are not on 16 bytes,
   // so only the elements themselves must be aligned (strides count whole elements).
-  const int64_t es = dtype_bytes(a.dtype);
   const struct {
     const char* name;
     const void* p;
-  } t[] = {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"o", a.o}};
+    int32_t dtype;
+  } t[] = {{"q", a.q, a.dtype},
+           {"k", a.k, kv_dtype_of(a)},
+           {"v", a.v, kv_dtype_of(a)},
+           {"o", a.o, a.dtype}};
   for (const auto& x : t)
-    if (reinterpret_cast<uintptr_t>(x.p) % uint64_t(es) != 0)
+    if (reinterpret_cast<uintptr_t>(x.p) % uint64_t(dtype_bytes(x.dtype)) != 0)
       return format("%s = %p is not %lld-byte aligned: the CUDA fused kernel accesses %s elements",
-                    x.name, x.p, (long long)es, longattn_dtype_name(a.dtype));
-  if (a.mask.kind == LONGATTN_MASK_ADDITIVE && reinterpret_cast<uintptr_t>(a.mask.data) % 4 != 0)
-    return "mask.data: an additive (float32) mask must be 4-byte aligned";
+                    x.name, x.p, (long long)dtype_bytes(x.dtype), longattn_dtype_name(x.dtype));
   if (a.q_len > INT32_MAX || a.kv_len > INT32_MAX || a.q_heads > INT32_MAX)
     return format(
         "q_len = %lld, kv_len = %lld, q_heads = %lld: the CUDA kernels allow at most "
@@ -246,16 +243,23 @@ std::string fused_check(const longattn_args& a, const DeviceContext& ctx, Backen
         "CMAKE_CUDA_ARCHITECTURES including %d%d",
         prop.name, prop.major, prop.minor, cudaGetErrorString(e), prop.major, prop.minor);
   }
+  // The FP8-cache kernels hold sm_90 code only (fused_kernel_sm80.cuh, fp8_kernels_compiled).
+  if (is_fp8(a.kv_dtype) && ki.arch < 90)
+    return format(
+        "kv_dtype = %s: the CUDA kernels read FP8 caches on compute capability 9.0 (Hopper) "
+        "with this build's sm_90a code; %s is sm_%d%d and runs code for sm_%d",
+        longattn_dtype_name(a.kv_dtype), prop.name, prop.major, prop.minor, ki.arch / 10);
   if (ki.blocks_per_sm == 0)
     return format(
         "head_dim %lld/%lld: the CUDA fused kernel needs %lld bytes of shared memory per "
         "block; %s allows %zu",
         (long long)a.head_dim_qk, (long long)a.head_dim_v, (long long)ki.smem_bytes, prop.name,
         prop.sharedMemPerBlockOptin);
-  if (a.block_table && ki.family == 80 && a.page_size % ki.block_k != 0)
+  // (An FP8 cache's rows are looked up one by one where a tile crosses pages.)
+  if (a.block_table && ki.family == 80 && a.page_size % ki.block_k != 0 && !is_fp8(a.kv_dtype))
     return format(
-        "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged K/V "
-        "in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
+        "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged 16-bit "
+        "K/V in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
         "Hopper takes any page size for 16-bit inputs with rows on 16 bytes)",
         (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
   // The kernels number their (query tile, split, kv head, batch) blocks in 31 bits.
@@ -291,8 +295,9 @@ std::string fused_kernel_name(const longattn_args& a, const Decision& d) {
   std::string name = ki.family == 90 ? "sm90a wgmma+TMA"
                      : ki.decode     ? "sm80 mma.sync (decode tiles)"
                                      : "sm80 mma.sync";
+  if (is_fp8(a.kv_dtype)) name += ", FP8 K/V";
   if (ki.head_dim_qk != a.head_dim_qk || ki.head_dim_v != a.head_dim_v)
-    name += format(", head dims padded to %d/%d", ki.head_dim_qk, ki.head_dim_v);
+    name += format(", padded to %d/%d", ki.head_dim_qk, ki.head_dim_v);  // fits plan.kernel
   return name;
 }
 
@@ -352,7 +357,12 @@ std::string unfused_check(const longattn_args& a, const DeviceContext&, BackendC
   RelaxedCapture relaxed;
   std::string error;
   if (!current_gpu(&error)) return "no usable CUDA device: " + error;
-  if (std::string why = cuda_inputs_unsupported(a); !why.empty()) return why;
+  if (is_fp8(a.kv_dtype))
+    return format(
+        "kv_dtype = %s: the CUDA unfused path reads K and V in dtype; an FP8 cache runs on the "
+        "fused and split_kv paths (options.path = LONGATTN_PATH_AUTO, _FUSED or _SPLIT_KV)",
+        longattn_dtype_name(a.kv_dtype));
+  if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
   return cuda::unfused_unsupported(a);
 }
 

@@ -63,13 +63,21 @@ __device__ __forceinline__ float tanh_abs_accurate(float x) {
 }
 
 // softcap, then the array mask (README.md, "Semantics"), in natural-log units; `at` is the mask
-// element.
+// element. kAnyAlignment (the portable kernel): an additive mask off 4 bytes is read bytewise; the
+// sm_90a kernel is not chosen for one (policy_cuda.cpp).
+template <bool kAnyAlignment = false>
 __device__ __forceinline__ float capped_masked(const FusedParams& p, float x, int64_t at) {
   if (p.softcap > 0.f) x = p.softcap * tanh_abs_accurate(x / p.softcap);
   if (p.mask_kind == 1) {  // LONGATTN_MASK_BOOLEAN
     if (!static_cast<const uint8_t*>(p.mask)[at]) x = -CUDART_INF_F;
   } else if (p.mask_kind == 2) {  // LONGATTN_MASK_ADDITIVE
-    x += static_cast<const float*>(p.mask)[at];
+    if (kAnyAlignment && p.mask_unaligned) {
+      const uint8_t* m = static_cast<const uint8_t*>(p.mask) + 4 * at;
+      x += __uint_as_float(uint32_t(m[0]) | uint32_t(m[1]) << 8 | uint32_t(m[2]) << 16 |
+                           uint32_t(m[3]) << 24);
+    } else {
+      x += static_cast<const float*>(p.mask)[at];
+    }
   }
   return x;
 }

@@ -55,7 +55,22 @@ struct FusedParams {
   const int32_t* block_table;
   int64_t block_table_stride, page_size;
   int32_t kv_box_rows;
+  // An FP8 KV cache (LONGATTN_FLOAT8_E4M3 or _E5M2; 0: K and V are the input type), portable
+  // kernel only: one-byte elements (strides still count elements), converted exactly to the MMA
+  // type; k_scale folds into the score scale and v_scale into O's factor, per KV head when
+  // kv_scale_per_head (null: 1).
+  int32_t kv_fp8;
+  int32_t kv_scale_per_head;
+  const float* k_scale;
+  const float* v_scale;
+  int32_t mask_unaligned;  // an additive mask off 4 bytes: portable kernel only, read bytewise
+  int32_t kv_fp8_async;    // an FP8 cache whose rows start on 16 bytes: codes land by cp.async
 };
+
+// An FP8 KV cache (kv_dtype E4M3 or E5M2): one-byte K and V elements.
+inline bool kv_is_fp8(const longattn_args& a) {
+  return a.kv_dtype == LONGATTN_FLOAT8_E4M3 || a.kv_dtype == LONGATTN_FLOAT8_E5M2;
+}
 
 // Whether every row of a [outer, heads, len, dim] tensor starts on a multiple of `bytes`: the
 // base and every stride of an axis longer than 1 (a paged K/V steps its outer stride between
@@ -72,6 +87,7 @@ inline bool rows_aligned(const void* base, const longattn_strides& s, int64_t ou
 // Which of Q, K, V, O have every row on `bytes` (0: q, 1: k, 2: v, 3: o).
 inline bool tensor_rows_aligned(const longattn_args& a, int which, int64_t bytes) {
   const int64_t es = a.dtype == LONGATTN_FLOAT32 ? 4 : 2;
+  const int64_t kv_es = kv_is_fp8(a) ? 1 : es;
   const bool paged = a.block_table != nullptr;
   const int64_t kv_outer = paged ? a.num_blocks : a.batch,
                 kv_tokens = paged ? a.page_size : a.kv_len;
@@ -79,9 +95,9 @@ inline bool tensor_rows_aligned(const longattn_args& a, int which, int64_t bytes
     case 0:
       return rows_aligned(a.q, a.q_strides, a.batch, a.q_heads, a.q_len, es, bytes);
     case 1:
-      return rows_aligned(a.k, a.k_strides, kv_outer, a.kv_heads, kv_tokens, es, bytes);
+      return rows_aligned(a.k, a.k_strides, kv_outer, a.kv_heads, kv_tokens, kv_es, bytes);
     case 2:
-      return rows_aligned(a.v, a.v_strides, kv_outer, a.kv_heads, kv_tokens, es, bytes);
+      return rows_aligned(a.v, a.v_strides, kv_outer, a.kv_heads, kv_tokens, kv_es, bytes);
     default:
       return rows_aligned(a.o, a.o_strides, a.batch, a.q_heads, a.q_len, es, bytes);
   }
@@ -101,8 +117,10 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.q_len = int32_t(a.q_len), p.kv_len = int32_t(a.kv_len);
   p.head_dim_qk = int32_t(a.head_dim_qk), p.head_dim_v = int32_t(a.head_dim_v);
   p.input_f32 = a.dtype == LONGATTN_FLOAT32;
-  p.narrow_rows = !(tensor_rows_aligned(a, 0, 16) && tensor_rows_aligned(a, 1, 16) &&
-                    tensor_rows_aligned(a, 2, 16));
+  // (An FP8 cache's K and V have a loader of their own.)
+  p.narrow_rows =
+      !(tensor_rows_aligned(a, 0, 16) &&
+        (kv_is_fp8(a) || (tensor_rows_aligned(a, 1, 16) && tensor_rows_aligned(a, 2, 16))));
   p.o_paired = tensor_rows_aligned(a, 3, 2 * (p.input_f32 ? 4 : 2));
   p.kv_shared = a.k == a.v && a.head_dim_qk == a.head_dim_v &&
                 a.k_strides.batch == a.v_strides.batch && a.k_strides.head == a.v_strides.head &&
@@ -112,6 +130,13 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.block_table = a.block_table;
   p.block_table_stride = a.block_table_stride;
   p.page_size = a.page_size;
+  p.mask_unaligned =
+      a.mask.kind == LONGATTN_MASK_ADDITIVE && reinterpret_cast<uintptr_t>(a.mask.data) % 4 != 0;
+  if (kv_is_fp8(a)) {
+    p.kv_fp8 = a.kv_dtype, p.kv_scale_per_head = a.kv_scale_per_head;
+    p.k_scale = a.k_scale, p.v_scale = a.v_scale;
+    p.kv_fp8_async = tensor_rows_aligned(a, 1, 16) && tensor_rows_aligned(a, 2, 16);
+  }
   return p;
 }
 
@@ -137,8 +162,8 @@ struct FusedKernelInfo {
 };
 
 // One compiled kernel; the generated files in instantiations/ instantiate it. kDecode selects the
-// decode tile shapes (fused_traits).
-template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+// decode tile shapes (fused_traits); kFp8 reads an FP8 cache (FusedParams::kv_fp8).
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8 = false>
 struct FusedInstance {
   static cudaError_t info(FusedKernelInfo* info);
   // programmatic: launch as a programmatic dependent of the kernel before it on the stream (sm_90+)
@@ -162,11 +187,13 @@ int sched_counter_slot(cudaStream_t stream);
 
 // Dispatch over the compiled (head_dim_qk, head_dim_v) pairs (fused_dispatch_cuda.cpp).
 // fused_padded_head_dims: the compiled pair that runs real head dims (dqk, dv), the cheapest with
-// both dims at least as wide; false when none is (dims over 512). fused_kernel_info and
-// fused_launch take the real dims and use this pair.
-bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v);
+// both dims at least as wide; false when none is (dims over 512); fp8: among the FP8-cache
+// kernels' pairs. fused_kernel_info and fused_launch (fp8 from p.kv_fp8) take the real dims and use
+// this pair.
+bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v, bool fp8 = false);
 const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
-cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info);
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, bool fp8,
+                              FusedKernelInfo* info);
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
                          cudaStream_t stream, bool programmatic = false);
 // The same for the sm_90a kernels (fused_sm90_head_dims.inc); the sm90 entry points below take

@@ -16,6 +16,11 @@ constexpr HeadDims kSm80Dims[] = {
     LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
 };
+constexpr HeadDims kFp8Dims[] = {
+#define LONGATTN_X(a, b) {a, b},
+    LONGATTN_FUSED_FP8_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+};
 constexpr HeadDims kSm90Dims[] = {
 #define LONGATTN_X(a, b) {a, b},
     LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
@@ -36,8 +41,9 @@ bool cheapest_cover(const HeadDims (&list)[N], int64_t dqk, int64_t dv, int* pad
 }
 }  // namespace
 
-bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
-  return cheapest_cover(kSm80Dims, dqk, dv, pad_qk, pad_v);
+bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v, bool fp8) {
+  return fp8 ? cheapest_cover(kFp8Dims, dqk, dv, pad_qk, pad_v)
+             : cheapest_cover(kSm80Dims, dqk, dv, pad_qk, pad_v);
 }
 
 bool fused_sm90_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
@@ -65,9 +71,26 @@ const char* fused_head_dims_list() {
                   : FusedInstance<a, b, Mma16::kBf16, false>::call;  \
   }
 
-cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKernelInfo* info) {
+// The same over the FP8-cache kernels.
+#define LONGATTN_PICK_FP8(a, b, call)                                      \
+  if (pad_qk == a && pad_v == b) {                                         \
+    if (type == Mma16::kF16)                                               \
+      return decode ? FusedInstance<a, b, Mma16::kF16, true, true>::call   \
+                    : FusedInstance<a, b, Mma16::kF16, false, true>::call; \
+    return decode ? FusedInstance<a, b, Mma16::kBf16, true, true>::call    \
+                  : FusedInstance<a, b, Mma16::kBf16, false, true>::call;  \
+  }
+
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, bool fp8,
+                              FusedKernelInfo* info) {
   int pad_qk = 0, pad_v = 0;
-  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v)) return cudaErrorInvalidValue;
+  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v, fp8)) return cudaErrorInvalidValue;
+  if (fp8) {
+#define LONGATTN_X(a, b) LONGATTN_PICK_FP8(a, b, info(info))
+    LONGATTN_FUSED_FP8_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+    return cudaErrorInvalidValue;
+  }
 #define LONGATTN_X(a, b) LONGATTN_PICK(a, b, info(info))
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
@@ -77,7 +100,14 @@ cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, FusedKer
 cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
                          cudaStream_t stream, bool programmatic) {
   int pad_qk = 0, pad_v = 0;
-  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v)) return cudaErrorInvalidValue;
+  const bool fp8 = p.kv_fp8 != 0;
+  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v, fp8)) return cudaErrorInvalidValue;
+  if (fp8) {
+#define LONGATTN_X(a, b) LONGATTN_PICK_FP8(a, b, launch(p, stream, programmatic))
+    LONGATTN_FUSED_FP8_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+    return cudaErrorInvalidValue;
+  }
 #define LONGATTN_X(a, b) LONGATTN_PICK(a, b, launch(p, stream, programmatic))
   LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X

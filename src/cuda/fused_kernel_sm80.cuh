@@ -144,6 +144,182 @@ __device__ __forceinline__ void load_kv_tile(void* dst, const char* rows, int64_
   }
 }
 
+// Whether this compilation pass has the FP8-cache kernels' code: they are compiled for sm_90 only
+// (cvt from e4m3/e5m2 needs sm_89; keeping them out of the sm_80 pass halves their build time). The
+// host runs them only where the driver picked that code (backend_cuda.cpp checks the kernel's
+// arch).
+__host__ __device__ constexpr bool fp8_kernels_compiled() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Two FP8 codes (the low 16 bits of `codes`, kind LONGATTN_FLOAT8_E4M3 = 3 or _E5M2 = 4) as a pair
+// of the MMA type, exactly: every e4m3 and e5m2 value (NaN and infinities included) is an f16 and a
+// bf16 value.
+template <Mma16 kType>
+__device__ __forceinline__ uint32_t fp8x2_to(uint32_t codes, int kind) {
+  uint32_t h = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const uint16_t c = static_cast<uint16_t>(codes);
+  if (kind == 3)
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h) : "h"(c));
+  else
+    asm("cvt.rn.f16x2.e5m2x2 %0, %1;\n" : "=r"(h) : "h"(c));
+#else
+  (void)codes, (void)kind;
+  __trap();
+#endif
+  if constexpr (kType == Mma16::kF16) {
+    return h;
+  } else {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+    return ptx::pack2<kType>(f.x, f.y);
+  }
+}
+
+// The scale of Q K^T: args.scale, times an FP8 cache's k_scale (of this KV head).
+template <bool kFp8>
+__device__ __forceinline__ float qk_scale(const FusedParams& p, int kv_head) {
+  if constexpr (kFp8) {
+    if (p.k_scale) return p.scale * p.k_scale[p.kv_scale_per_head ? kv_head : 0];
+  }
+  return p.scale;
+}
+
+// Where key j of one (batch, KV head) of an FP8 cache starts (elements are bytes): through the
+// batch's block table row when paged, any page size.
+struct Fp8Rows {
+  const char* base;  // the tensor at this KV head
+  int64_t outer_stride, token_stride;
+  const int32_t* table;  // this batch's block table row, or null
+  int64_t page_size;
+  int b;
+  __device__ __forceinline__ const char* row(int64_t j) const {
+    if (!table) return base + b * outer_stride + j * token_stride;
+    return base + int64_t(table[j / page_size]) * outer_stride + (j % page_size) * token_stride;
+  }
+};
+
+// A K or V tile of an FP8 cache (keys j0.., `kind`, see fp8x2_to): each 8-element chunk is 8
+// codes read through registers, converted and stored as 16 bytes of the MMA type. Rows from
+// valid_rows on and columns from `cols` on are zeros. A tile inside one page (or contiguous) steps
+// rows by the token stride; one that crosses pages looks each row up. A thread issues up to 4
+// chunks' loads before it converts any, so their latencies overlap.
+template <int kRows, int kCols, int kThreads, Mma16 kType>
+__device__ __forceinline__ void load_fp8_tile(void* dst, Fp8Rows rows, int64_t j0,
+                                              int64_t valid_rows, int cols, int kind) {
+  using T = typename MmaElement<kType>::Type;
+  constexpr int kChunks = kCols / 8, kTotal = kRows * kChunks;
+  constexpr int kPer = (kTotal + kThreads - 1) / kThreads;  // chunks per thread
+  constexpr int kBatch = kPer < 4 ? kPer : 4;
+  T* tile = static_cast<T*>(dst);
+  const bool one_page = !rows.table || j0 % rows.page_size + kRows <= rows.page_size;
+  const char* first_row = rows.row(j0);
+#pragma unroll 1
+  for (int first = 0; first < kPer; first += kBatch) {
+    uint2 codes[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int idx = (first + u) * kThreads + int(threadIdx.x);
+      const int r = idx / kChunks, c = idx % kChunks, n = min(cols - c * 8, 8);
+      codes[u] = make_uint2(0, 0);
+      if (first + u >= kPer || idx >= kTotal || r >= valid_rows || n <= 0) continue;
+      const unsigned char* src = reinterpret_cast<const unsigned char*>(
+          (one_page ? first_row + r * rows.token_stride : rows.row(j0 + r)) + c * 8);
+      if (n == 8 && reinterpret_cast<uintptr_t>(src) % 8 == 0) {
+        codes[u] = __ldg(reinterpret_cast<const uint2*>(src));
+      } else {  // a partial chunk or an unaligned row: bytes, never one past the row
+        uint32_t w[2] = {0, 0};
+#pragma unroll
+        for (int e = 0; e < 8; ++e)
+          if (e < n) w[e / 4] |= uint32_t(__ldg(src + e)) << (8 * (e % 4));
+        codes[u] = make_uint2(w[0], w[1]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int idx = (first + u) * kThreads + int(threadIdx.x);
+      if (first + u >= kPer || idx >= kTotal) continue;
+      const int r = idx / kChunks, c = idx % kChunks;
+      uint32_t out[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const uint32_t w = e < 2 ? codes[u].x : codes[u].y, sh = 16 * (e % 2);
+        out[e] = fp8x2_to<kType>(w >> sh, kind);
+      }
+      *reinterpret_cast<uint4*>(tile + r * FusedTraits::pitch(kCols) + c * 8) =
+          make_uint4(out[0], out[1], out[2], out[3]);
+    }
+  }
+}
+
+// The asynchronous FP8 path (rows on 16 bytes): a tile's codes land by cp.async, 16 a chunk, at
+// the end of its K (or V) region (rows kCols bytes apart), and widen_fp8_tile turns them into the
+// MMA type in place once they have landed. In place is safe chunk by chunk in index order: the
+// 16-bit chunks written so far end below the first code not yet read (each row grows from kCols
+// to 2 kCols + 16 bytes, and the codes sit at the region's end).
+template <int kRows, int kCols>
+__device__ __forceinline__ constexpr uint32_t fp8_codes_offset() {
+  return uint32_t(kRows) * FusedTraits::pitch(kCols) * 2 - uint32_t(kRows) * kCols;
+}
+
+template <int kRows, int kCols, int kThreads>
+__device__ __forceinline__ void issue_fp8_tile(uint32_t region, Fp8Rows rows, int64_t j0,
+                                               int64_t valid_rows, int cols) {
+  constexpr int kChunks = kCols / 16, kTotal = kRows * kChunks;
+  const uint32_t codes = region + fp8_codes_offset<kRows, kCols>();
+  const bool one_page = !rows.table || j0 % rows.page_size + kRows <= rows.page_size;
+  const char* first_row = rows.row(j0);
+#pragma unroll 1
+  for (int idx = int(threadIdx.x); idx < kTotal; idx += kThreads) {
+    const int r = idx / kChunks, c = idx % kChunks;
+    const int bytes = r < valid_rows ? min(max(cols - c * 16, 0), 16) : 0;
+    const char* src =
+        bytes ? (one_page ? first_row + r * rows.token_stride : rows.row(j0 + r)) + c * 16
+              : first_row;  // read nothing (src-size 0): zeros
+    ptx::cp_async(codes + 16 * idx, src, bytes);
+  }
+}
+
+template <int kRows, int kCols, int kThreads, Mma16 kType>
+__device__ __forceinline__ void widen_fp8_tile(void* region, int kind) {
+  using T = typename MmaElement<kType>::Type;
+  constexpr int kChunks = kCols / 16, kTotal = kRows * kChunks;
+  constexpr int kPer = (kTotal + kThreads - 1) / kThreads;  // chunks per thread
+  constexpr int kBatch = kPer < 2 ? kPer : 2;
+  const unsigned char* codes =
+      static_cast<const unsigned char*>(region) + fp8_codes_offset<kRows, kCols>();
+  T* tile = static_cast<T*>(region);
+#pragma unroll 1
+  for (int first = 0; first < kPer; first += kBatch) {
+    uint4 in[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int idx = (first + u) * kThreads + int(threadIdx.x);
+      in[u] = first + u < kPer && idx < kTotal ? *reinterpret_cast<const uint4*>(codes + 16 * idx)
+                                               : make_uint4(0, 0, 0, 0);
+    }
+    __syncthreads();  // this batch's codes are read before any chunk of it is written
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int idx = (first + u) * kThreads + int(threadIdx.x);
+      if (first + u >= kPer || idx >= kTotal) continue;
+      const int r = idx / kChunks, c = idx % kChunks;
+      const uint32_t w[4] = {in[u].x, in[u].y, in[u].z, in[u].w};
+      uint32_t out[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) out[e] = fp8x2_to<kType>(w[e / 2] >> (16 * (e % 2)), kind);
+      uint4* dst = reinterpret_cast<uint4*>(tile + r * FusedTraits::pitch(kCols) + c * 16);
+      dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
+      dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
+    }
+    __syncthreads();  // (the last batch: the tile is whole before any warp reads it)
+  }
+}
+
 // acc[mt][n] += a[mt] * B over one k = 16 step, for each of the warp's kM m-tiles: B is kN / 2
 // pairs of n8 blocks, each pair one ldmatrix.x4 (.trans for V, which is stored key-major) at
 // b_addr(pair).
@@ -165,9 +341,10 @@ __device__ __forceinline__ void mma_k16(float (&acc)[kM][kN][4], const uint32_t 
   }
 }
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode>
-__global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode).threads())
-    fused_sm80_kernel(const FusedParams p) {
+// The kernel's body; kFp8: K and V are an FP8 cache (FusedParams::kv_fp8), its own instantiation
+// so that the 16-bit kernels carry none of its code or registers.
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+__device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
   using T = typename MmaElement<kType>::Type;
   constexpr FusedTraits kT = fused_traits(kDqk, kDv, compiled_smem_class(), kDecode);
   constexpr FusedTraits kT80 = fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode);
@@ -212,7 +389,7 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
   const int t_begin = wt.t_begin, n_tiles = wt.n_tiles;
   const int64_t off = int64_t(p.kv_len) - p.q_len;
   const bool input_f32 = p.input_f32 != 0, narrow = p.narrow_rows != 0;
-  const int esize = input_f32 ? 4 : 2;
+  const int esize = input_f32 ? 4 : 2, kv_esize = kFp8 ? 1 : esize;
 
   const char* q_bytes = static_cast<const char*>(p.q);
   // First row of the key tile at j0 in a K or V tensor (through the block table when paged).
@@ -223,11 +400,36 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
       slot = j0 % p.page_size;
     }
     return static_cast<const char*>(base) +
-           (outer * stride[0] + int64_t(kv_head) * stride[1] + slot * stride[2]) * esize;
+           (outer * stride[0] + int64_t(kv_head) * stride[1] + slot * stride[2]) * kv_esize;
   };
   auto load_kv = [&](int tile, int slot) {
     const int64_t j0 = int64_t(t_begin + tile) * kBK;
     T* s_k = s_kv + slot * kT.stage_elems();
+    if constexpr (kFp8) {
+      auto rows_of = [&](const void* base, const int64_t* stride) {
+        return Fp8Rows{static_cast<const char*>(base) + int64_t(kv_head) * stride[1],
+                       stride[0],
+                       stride[2],
+                       p.block_table ? p.block_table + b * p.block_table_stride : nullptr,
+                       p.page_size,
+                       b};
+      };
+      if (p.kv_fp8_async) {  // widened by widen_fp8_tile in the tile's iteration
+        issue_fp8_tile<kBK, kDqk, kThreads>(ptx::smem_addr(s_k), rows_of(p.k, p.k_stride), j0,
+                                            p.kv_len - j0, p.head_dim_qk);
+        if (!p.kv_shared)
+          issue_fp8_tile<kBK, kDv, kThreads>(ptx::smem_addr(s_k + kT.k_elems()),
+                                             rows_of(p.v, p.v_stride), j0, p.kv_len - j0,
+                                             p.head_dim_v);
+        return;
+      }
+      load_fp8_tile<kBK, kDqk, kThreads, kType>(s_k, rows_of(p.k, p.k_stride), j0, p.kv_len - j0,
+                                                p.head_dim_qk, p.kv_fp8);
+      if (!p.kv_shared)
+        load_fp8_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), rows_of(p.v, p.v_stride), j0,
+                                                 p.kv_len - j0, p.head_dim_v, p.kv_fp8);
+      return;
+    }
     load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, tile_rows(p.k, p.k_stride, j0),
                                              p.k_stride[2] * esize, p.kv_len - j0, p.head_dim_qk,
                                              input_f32, narrow);
@@ -285,7 +487,8 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
       ((lane % 8 + ((lane / 8) % 2) * 8) * kVP + part * kDvPerWarp + (lane / 16) * 8) * 2;
   const uint32_t p_lane =
       ptx::smem_addr(s_p) + ((group * kGroupRows + lane % 16) * kPP + (lane / 16) * 8) * 2;
-  const float scale_log2 = p.scale * kLog2e;
+  // An FP8 cache's k_scale joins the score scale (its v_scale, O's factor in the epilogue).
+  const float scale_log2 = qk_scale<kFp8>(p, kv_head) * kLog2e;
 
   for (int t = 0; t < n_tiles; ++t) {
     if constexpr (kStages > 1) {
@@ -301,6 +504,13 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
       }
       ptx::cp_async_wait<0>();
       __syncthreads();
+    }
+    if constexpr (kFp8) {
+      if (p.kv_fp8_async) {
+        T* slot = s_kv + (t % kStages) * kT.stage_elems();
+        widen_fp8_tile<kBK, kDqk, kThreads, kType>(slot, p.kv_fp8);
+        if (!p.kv_shared) widen_fp8_tile<kBK, kDv, kThreads, kType>(slot + kT.k_elems(), p.kv_fp8);
+      }
     }
     const T* s_k = s_kv + (t % kStages) * kT.stage_elems();
     const uint32_t k_base = ptx::smem_addr(s_k);
@@ -336,6 +546,7 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
           for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale_log2;
     } else {
       const bool elementwise = p.mask_kind != 0 || p.softcap > 0.f;
+      const float scale = qk_scale<kFp8>(p, kv_head);
 #pragma unroll
       for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
@@ -358,7 +569,7 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
               if (col < c_lo || col >= c_hi) {
                 x = -CUDART_INF_F;
               } else if (elementwise) {
-                x = capped_masked(p, x * p.scale, mask_row + (j0 + col) * p.mask_stride[3]) *
+                x = capped_masked<true>(p, x * scale, mask_row + (j0 + col) * p.mask_stride[3]) *
                     kLog2e;
               } else {
                 x *= scale_log2;
@@ -493,6 +704,9 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
       if (i >= p.q_len) continue;
       float inv, lse;
       finish_row(p, head, m[mt][h], l[mt][h], &inv, &lse);
+      if constexpr (kFp8) {
+        if (p.v_scale) inv *= p.v_scale[p.kv_scale_per_head ? kv_head : 0];
+      }
       const int64_t row = (int64_t(b) * p.q_heads + head) * p.q_len + i;  // [B, Hq, Lq]
       if (p.splits > 1) {
         // A partial result over this block's keys, float32; merge_kernel adds sinks and combines.
@@ -518,10 +732,19 @@ __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDec
     }
 }
 
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+__global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode).threads())
+    fused_sm80_kernel(const FusedParams p) {
+  if constexpr (kFp8 && !fp8_kernels_compiled())
+    __trap();  // never launched (see fp8_kernels_compiled)
+  else
+    fused_sm80_body<kDqk, kDv, kType, kDecode, kFp8>(p);
+}
+
 // What the driver says about one kernel on `device`, and the shared-memory opt-in it needs.
-template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
 cudaError_t query_fused_kernel(int device, FusedKernelInfo* info) {
-  auto kernel = fused_sm80_kernel<kDqk, kDv, kType, kDecode>;
+  auto kernel = fused_sm80_kernel<kDqk, kDv, kType, kDecode, kFp8>;
   cudaFuncAttributes attr;
   cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
   if (e != cudaSuccess) return e;
@@ -546,25 +769,25 @@ cudaError_t query_fused_kernel(int device, FusedKernelInfo* info) {
       &info->blocks_per_sm, kernel, info->traits.threads(), size_t(info->smem_bytes));
 }
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode>
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
 struct FusedQuery {
   static cudaError_t query(int device, FusedKernelInfo* info) {
-    return query_fused_kernel<kDqk, kDv, kType, kDecode>(device, info);
+    return query_fused_kernel<kDqk, kDv, kType, kDecode, kFp8>(device, info);
   }
 };
-template <int kDqk, int kDv, Mma16 kType, bool kDecode>
-using FusedInfoCache = KernelInfoCache<FusedQuery<kDqk, kDv, kType, kDecode>>;
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+using FusedInfoCache = KernelInfoCache<FusedQuery<kDqk, kDv, kType, kDecode, kFp8>>;
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode>
-cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::info(FusedKernelInfo* info) {
-  return FusedInfoCache<kDqk, kDv, kType, kDecode>::get().lookup(info);
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+cudaError_t FusedInstance<kDqk, kDv, kType, kDecode, kFp8>::info(FusedKernelInfo* info) {
+  return FusedInfoCache<kDqk, kDv, kType, kDecode, kFp8>::get().lookup(info);
 }
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode>
-cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& p,
-                                                             cudaStream_t stream,
-                                                             bool programmatic) {
-  auto& cache = FusedInfoCache<kDqk, kDv, kType, kDecode>::get();
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+cudaError_t FusedInstance<kDqk, kDv, kType, kDecode, kFp8>::launch(const FusedParams& p,
+                                                                   cudaStream_t stream,
+                                                                   bool programmatic) {
+  auto& cache = FusedInfoCache<kDqk, kDv, kType, kDecode, kFp8>::get();
   cudaError_t e = cudaSuccess;
   for (int attempt = 0; attempt < 2; ++attempt) {
     FusedKernelInfo ki;
@@ -579,8 +802,8 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode>::launch(const FusedParams& 
     const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
     const LaunchConfig lc(grid, dim3(unsigned(ki.traits.threads())), size_t(ki.smem_bytes), stream,
                           programmatic);
-    if ((e = cudaLaunchKernelEx(&lc.config, fused_sm80_kernel<kDqk, kDv, kType, kDecode>, p)) ==
-        cudaSuccess)
+    if ((e = cudaLaunchKernelEx(&lc.config, fused_sm80_kernel<kDqk, kDv, kType, kDecode, kFp8>,
+                                p)) == cudaSuccess)
       return e;
     cudaGetLastError();
     cache.forget();  // query again (and set the opt-in again) before the one retry

@@ -126,6 +126,7 @@ cudaError_t launch_fused(const longattn_args& a, const FusedKernelInfo& ki, int 
   cudaError_t e = cudaSuccess;
   if (splits > 1) p.splits = splits, p.o_part = o_part, p.lse_part = lse_part;
   if (ki.family == 90) {
+    if (p.kv_fp8) return cudaErrorInvalidValue;  // policy_cuda.cpp keeps FP8 caches off it
     CUtensorMap k_map, v_map;
     p.kv_box_rows = kv_box_rows(a, ki.block_k);
     if ((e = make_kv_map(a, a.k, a.k_strides, a.head_dim_qk, p.kv_box_rows, &k_map)) !=

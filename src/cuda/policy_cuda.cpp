@@ -20,17 +20,20 @@ bool sm90_allowed() {
   return allowed;
 }
 
-// Whether the sm_90a kernel can run these args: 16-bit inputs on compute capability 9.0, every
+// Whether the sm_90a kernel can run these args: 16-bit inputs (K and V too) on compute capability
+// 9.0, every
 // head dim up to 512 (others padded to its compiled ones: TMA zero-fills K and V past the real
 // columns), every row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in 16-byte
-// pieces), any page size; *pad_qk, *pad_v get the compiled head dims it runs. kernel_for decides
-// whether it should.
+// pieces), an additive mask on 4 bytes, any page size; *pad_qk, *pad_v get the compiled head dims
+// it runs. kernel_for decides whether it should.
 bool sm90_applies(const longattn_args& a, int* pad_qk, int* pad_v) {
-  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 ||
+  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || kv_is_fp8(a) ||
       !fused_sm90_padded_head_dims(a.head_dim_qk, a.head_dim_v, pad_qk, pad_v))
     return false;
   for (int which = 0; which < 4; ++which)
     if (!tensor_rows_aligned(a, which, 16)) return false;
+  if (a.mask.kind == LONGATTN_MASK_ADDITIVE && reinterpret_cast<uintptr_t>(a.mask.data) % 4 != 0)
+    return false;
   int device = 0, major = 0, minor = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
@@ -52,7 +55,7 @@ constexpr int64_t kMinKeysForSplit = 1024;
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const bool decode = fused_use_decode(a);
-  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, info);
+  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, kv_is_fp8(a), info);
   const bool portable_tiles_pages =
       e == cudaSuccess && (!a.block_table || a.page_size % info->traits.block_k == 0);
   int pad_qk = 0, pad_v = 0;

@@ -70,6 +70,9 @@ class DeviceProblem {
       v_ = std::make_unique<DeviceBuffer>(
           a.v, extent_bytes(a.v_strides, c.batch, c.kv_heads, c.kv_len, c.dv, kv_es), kGuardBytes);
     if (a.sinks) sinks_ = std::make_unique<DeviceBuffer>(a.sinks, c.q_heads * 4, 0);
+    const int64_t scales = a.kv_scale_per_head ? c.kv_heads : 1;
+    if (a.k_scale) k_scale_ = std::make_unique<DeviceBuffer>(a.k_scale, scales * 4, 0);
+    if (a.v_scale) v_scale_ = std::make_unique<DeviceBuffer>(a.v_scale, scales * 4, 0);
     if (a.mask.kind != LONGATTN_MASK_NONE) {
       int64_t last = 0;
       for (int d = 0; d < 4; ++d)
@@ -83,6 +86,8 @@ class DeviceProblem {
     args_.k = k_->dev;
     args_.v = c.k_eq_v ? k_->dev : v_->dev;
     args_.sinks = sinks_ ? reinterpret_cast<const float*>(sinks_->dev) : nullptr;
+    args_.k_scale = k_scale_ ? reinterpret_cast<const float*>(k_scale_->dev) : nullptr;
+    args_.v_scale = v_scale_ ? reinterpret_cast<const float*>(v_scale_->dev) : nullptr;
     if (mask_) args_.mask.data = mask_->dev;
   }
 
@@ -134,11 +139,10 @@ class DeviceProblem {
       const DeviceBuffer* d;
       const void* host;
       int64_t guard;
-    } bufs[] = {{"q", q_.get(), h.q, kGuardBytes},
-                {"k", k_.get(), h.k, kGuardBytes},
-                {"v", v_.get(), h.v, kGuardBytes},
-                {"sinks", sinks_.get(), h.sinks, 0},
-                {"mask", mask_.get(), h.mask.data, 0}};
+    } bufs[] = {{"q", q_.get(), h.q, kGuardBytes},        {"k", k_.get(), h.k, kGuardBytes},
+                {"v", v_.get(), h.v, kGuardBytes},        {"sinks", sinks_.get(), h.sinks, 0},
+                {"mask", mask_.get(), h.mask.data, 0},    {"k_scale", k_scale_.get(), h.k_scale, 0},
+                {"v_scale", v_scale_.get(), h.v_scale, 0}};
     for (const auto& b : bufs) {
       if (!b.d) continue;
       std::vector<uint8_t> now = b.d->download();
@@ -150,7 +154,7 @@ class DeviceProblem {
 
  private:
   const Fixture& fx_;
-  std::unique_ptr<DeviceBuffer> q_, k_, v_, sinks_, mask_;
+  std::unique_ptr<DeviceBuffer> q_, k_, v_, sinks_, mask_, k_scale_, v_scale_;
   longattn_args args_{};
 };
 
@@ -175,23 +179,18 @@ TEST_P(AccuracyCuda, EveryPathMatchesFloat64Reference) {
   const DeviceProblem dev(fx);
   const int32_t paths[] = {LONGATTN_PATH_UNFUSED, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV,
                            LONGATTN_PATH_AUTO};
-  if (c.kv_dtype) {  // no CUDA kernel reads an FP8 cache yet: refused by name, nothing written
-    for (int32_t path : paths) {
-      SCOPED_TRACE(std::string("path ") + path_label(path));
-      const RunOutput out = dev.run(path, case_options(c, path));
-      EXPECT_EQ(out.status, LONGATTN_UNSUPPORTED);
-      EXPECT_NE(out.message.find("kv_dtype"), std::string::npos) << out.message;
-      EXPECT_EQ(out.guard_problem, "");
-    }
-    EXPECT_EQ(dev.inputs_changed(), "");
-    return;
-  }
   const RefResult ref = reference_attention<double>(p);
   // The fused CUDA kernels multiply float32 inputs as bf16: their yardstick rounds Q, K, V to it.
   const Errors lowp = low_precision_errors(p, ref, c.dtype == F32 ? BF16 : c.dtype);
   for (int32_t path : paths) {
     SCOPED_TRACE(std::string("path ") + path_label(path));
     const RunOutput out = dev.run(path, case_options(c, path));
+    if (c.kv_dtype && path == LONGATTN_PATH_UNFUSED) {  // an FP8 cache: the fused kernels only
+      EXPECT_EQ(out.status, LONGATTN_UNSUPPORTED);
+      EXPECT_NE(out.message.find("kv_dtype"), std::string::npos) << out.message;
+      EXPECT_EQ(out.guard_problem, "");
+      continue;
+    }
     // A head dim without a compiled kernel runs on the next compiled pair, and the plan says so.
     const bool fused_family = path == LONGATTN_PATH_FUSED || path == LONGATTN_PATH_SPLIT_KV;
     if (fused_family && !fused_compiled_dims(c)) {
@@ -630,20 +629,27 @@ TEST(ErrorsCuda, TooManyPackedRowsIsRefused) {
   EXPECT_TRUE(plan.ok) << plan.reason;
 }
 
-// An FP8 cache has no CUDA kernel yet: every path refuses it, naming kv_dtype (planning only).
-TEST(ErrorsCuda, Fp8CacheIsRefused) {
+// An FP8 cache runs on the portable fused kernel (AUTO, fused, split_kv); the unfused path
+// refuses it, naming kv_dtype and the paths that take it (planning only).
+TEST(PlanCuda, Fp8CacheTakesThePortableKernel) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   longattn_args a = planning_args(8, 2, 1, 4096, 128);
   a.kv_dtype = LONGATTN_FLOAT8_E4M3;
-  for (int32_t path :
-       {LONGATTN_PATH_AUTO, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_UNFUSED}) {
+  for (int32_t path : {LONGATTN_PATH_AUTO, LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV}) {
     longattn_options o = default_options();
     o.path = path;
     longattn_plan plan;
-    EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_UNSUPPORTED) << path_label(path);
-    EXPECT_NE(std::string(plan.reason).find("kv_dtype = float8_e4m3"), std::string::npos)
-        << plan.reason;
+    EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_OK) << path_label(path);
+    EXPECT_TRUE(plan.ok) << plan.reason;
+    EXPECT_EQ(std::string(plan.kernel).rfind("sm80", 0), 0u) << plan.kernel;
   }
+  longattn_options o = default_options();
+  o.path = LONGATTN_PATH_UNFUSED;
+  longattn_plan plan;
+  EXPECT_EQ(longattn_plan_attention(&a, &o, &plan), LONGATTN_UNSUPPORTED);
+  EXPECT_NE(std::string(plan.reason).find("kv_dtype = float8_e4m3"), std::string::npos)
+      << plan.reason;
+  EXPECT_NE(std::string(plan.reason).find("_FUSED"), std::string::npos) << plan.reason;
 }
 
 }  // namespace

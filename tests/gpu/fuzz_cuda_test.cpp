@@ -2,13 +2,15 @@
 // shapes, head dims 1-576, strides with odd pads and broadcast (stride 0) inputs, base pointers one
 // element (2 bytes for 16-bit dtypes) off alignment, k == v (also with Dv < Dqk), boolean and
 // additive masks, sinks, windows, softcap, paged K/V with pages of 1-256 tokens, rows that see no
-// key, Lq > Lk, every dtype. Each run is compared with the float64 reference, the bytes around and
-// between O's rows and LSE's are checked for writes, and the device must stay usable.
+// key, Lq > Lk, every dtype, FP8 caches (e4m3, e5m2; scales per tensor or per KV head). Each run is
+// compared with the float64 reference, the bytes around and between O's rows and LSE's are checked
+// for writes, and the device must stay usable.
 //
-// AUTO and unfused must run every case. fused and split_kv run every head dim pair here (padded to
-// a compiled pair) and every layout (rows off 16 bytes included); they may refuse only for the
-// limits their plans document (pages that split a key tile, a misaligned float32 mask). Any other
-// refusal or error is a failure. Refusals are tallied by reason at the end.
+// AUTO must run every case, and unfused every case but an FP8 cache. fused and split_kv run every
+// head dim pair here (padded to a compiled pair) and every layout (rows off 16 bytes included);
+// they may refuse only for the limits their plans document (pages that split a key tile, a
+// misaligned float32 mask). Any other refusal or error is a failure. Refusals are tallied by reason
+// at the end.
 //
 //   LONGATTN_FUZZ_CASES  number of cases (default 10000; ~300 under compute-sanitizer)
 //   LONGATTN_FUZZ_SEED   base seed (default 1); case i uses its own generator seeded (seed, i)
@@ -129,6 +131,7 @@ struct FuzzCase {
   std::vector<uint8_t> mask;
   int64_t mask_offset = 0;
   std::vector<float> sinks;
+  std::vector<float> k_scale, v_scale;  // an FP8 cache's, when given
   Problem problem;
 };
 
@@ -191,9 +194,22 @@ FuzzCase make_case(uint64_t seed) {
   if (rng() % 5 == 0) a.softcap = 5.f + 45.f * uni(rng), q_amp = 6.f;
   if (rng() % 6 == 0) a.scale = 0.05f + 0.5f * uni(rng);
 
-  // Q, K, V, O: random layouts; 16-bit tensors start 2 bytes (float32 4 bytes) off alignment now
-  // and then.
+  // An FP8 cache now and then: K and V in e4m3 or e5m2, scales (none, one, or one per KV head) of
+  // few significant bits, so code x scale is exact in float32. The unfused path refuses it.
+  const int fp8 = int(rng() % 8);
+  a.kv_dtype = fp8 == 0 ? LONGATTN_FLOAT8_E4M3 : fp8 == 1 ? LONGATTN_FLOAT8_E5M2 : 0;
+  const int64_t kv_es = a.kv_dtype ? 1 : es;
+  if (a.kv_dtype && rng() % 3) {
+    a.kv_scale_per_head = a.kv_heads > 1 && rng() % 2;
+    for (int64_t h = 0; h < (a.kv_scale_per_head ? a.kv_heads : 1); ++h) {
+      c.k_scale.push_back(float(pick(rng, {1, 2, 3, 6, 12})) / 8.f);
+      c.v_scale.push_back(float(pick(rng, {1, 2, 3, 6, 12})) / 8.f);
+    }
+  }
+  // Q, K, V, O: random layouts; tensors start one element (2 bytes for 16-bit, 4 for float32, 1
+  // for FP8) off alignment now and then.
   auto offset = [&] { return rng() % 3 == 0 ? es : int64_t(0); };
+  auto kv_offset = [&] { return rng() % 3 == 0 ? kv_es : int64_t(0); };
   const int64_t dk = a.head_dim_qk, dv = a.head_dim_v;
   a.q_strides = random_strides(rng, a.q_heads, a.q_len, dk, true);
   c.q = HostTensor(a.batch, a.q_heads, a.q_len, dk, es, a.q_strides, offset(), kInputGap);
@@ -214,12 +230,13 @@ FuzzCase make_case(uint64_t seed) {
     kv_outer = a.num_blocks, kv_tokens = a.page_size;
   }
   a.k_strides = random_strides(rng, a.kv_heads, kv_tokens, dk, !c.paged);
-  c.k = HostTensor(kv_outer, a.kv_heads, kv_tokens, dk, es, a.k_strides, offset(), kInputGap);
+  c.k = HostTensor(kv_outer, a.kv_heads, kv_tokens, dk, kv_es, a.k_strides, kv_offset(), kInputGap);
   if (c.k_eq_v) {
     a.v_strides = a.k_strides;
   } else {
     a.v_strides = random_strides(rng, a.kv_heads, kv_tokens, dv, !c.paged);
-    c.v = HostTensor(kv_outer, a.kv_heads, kv_tokens, dv, es, a.v_strides, offset(), kInputGap);
+    c.v =
+        HostTensor(kv_outer, a.kv_heads, kv_tokens, dv, kv_es, a.v_strides, kv_offset(), kInputGap);
   }
   a.o_strides = random_strides(rng, a.q_heads, a.q_len, dv, false);
   c.o = HostTensor(a.batch, a.q_heads, a.q_len, dv, es, a.o_strides, offset(), kOutputSentinel);
@@ -232,15 +249,22 @@ FuzzCase make_case(uint64_t seed) {
   Problem& p = c.problem;
   p.B = a.batch, p.Hq = a.q_heads, p.Hkv = a.kv_heads, p.Lq = a.q_len, p.Lk = a.kv_len;
   p.Dqk = dk, p.Dv = dv, p.dtype = a.dtype;
-  auto fill = [&](HostTensor& t, float amp) {
+  const int32_t kv_type = a.kv_dtype ? a.kv_dtype : a.dtype;
+  auto fill = [&](HostTensor& t, float amp, int32_t dtype, const std::vector<float>& scale) {
     for (int64_t b = 0; b < t.outer; ++b)
       for (int64_t h = 0; h < t.heads; ++h)
         for (int64_t l = 0; l < t.len; ++l)
-          for (int64_t x = 0; x < t.dim; ++x) t.set(t.at(b, h, l, x), amp * normal(rng), a.dtype);
+          for (int64_t x = 0; x < t.dim; ++x)
+            t.set(t.at(b, h, l, x), amp * normal(rng) / (scale.empty() ? 1.f : scale[0]), dtype);
   };
-  fill(c.q, q_amp);
-  fill(c.k, 1.f);
-  if (!c.k_eq_v) fill(c.v, 1.f);
+  fill(c.q, q_amp, a.dtype, {});
+  fill(c.k, 1.f, kv_type, c.k_scale);
+  if (!c.k_eq_v) fill(c.v, 1.f, kv_type, c.v_scale);
+  if (c.k_eq_v) c.v_scale = c.k_scale;  // one buffer: one scale
+  // The value of a K or V element of KV head h: the stored one times its scale.
+  auto scaled = [&](const std::vector<float>& scale, int64_t h, float x) {
+    return scale.empty() ? x : x * scale[size_t(a.kv_scale_per_head ? h : 0)];
+  };
   const HostTensor& vt = c.k_eq_v ? c.k : c.v;
   // Logical token j of batch b: its (outer, slot) in the tensor.
   auto place = [&](int64_t b, int64_t j) {
@@ -256,8 +280,10 @@ FuzzCase make_case(uint64_t seed) {
     for (int64_t h = 0; h < a.kv_heads; ++h)
       for (int64_t j = 0; j < a.kv_len; ++j) {
         const auto [blk, slot] = place(b, j);
-        for (int64_t x = 0; x < dk; ++x) p.k.push_back(c.k.get(c.k.at(blk, h, slot, x), a.dtype));
-        for (int64_t x = 0; x < dv; ++x) p.v.push_back(vt.get(vt.at(blk, h, slot, x), a.dtype));
+        for (int64_t x = 0; x < dk; ++x)
+          p.k.push_back(scaled(c.k_scale, h, c.k.get(c.k.at(blk, h, slot, x), kv_type)));
+        for (int64_t x = 0; x < dv; ++x)
+          p.v.push_back(scaled(c.v_scale, h, vt.get(vt.at(blk, h, slot, x), kv_type)));
       }
   p.scale = double(a.scale != 0 ? a.scale : 1.0f / std::sqrt(float(dk)));
   p.causal = a.causal, p.window = a.window_left, p.softcap = a.softcap;
@@ -308,14 +334,16 @@ FuzzCase make_case(uint64_t seed) {
   t << "B=" << a.batch << " Hq=" << a.q_heads << " Hkv=" << a.kv_heads << " Lq=" << a.q_len
     << " Lk=" << a.kv_len << " D=" << dk << "/" << dv << " " << dtype_label(a.dtype)
     << (a.causal ? " causal" : "") << " window=" << a.window_left << " softcap=" << a.softcap
-    << " scale=" << a.scale << (c.sinks.empty() ? "" : " sinks") << " mask=" << a.mask.kind << "+"
-    << c.mask_offset << (c.k_eq_v ? " k==v" : "") << (with_lse ? "" : " no_lse") << " q{"
-    << a.q_strides.batch << "," << a.q_strides.head << "," << a.q_strides.token << "}+"
-    << c.q.offset << " k{" << a.k_strides.batch << "," << a.k_strides.head << ","
-    << a.k_strides.token << "}+" << c.k.offset << " v{" << a.v_strides.batch << ","
-    << a.v_strides.head << "," << a.v_strides.token << "}+" << (c.k_eq_v ? c.k.offset : c.v.offset)
-    << " o{" << a.o_strides.batch << "," << a.o_strides.head << "," << a.o_strides.token << "}+"
-    << c.o.offset;
+    << " scale=" << a.scale << (a.kv_dtype ? " kv=" : "")
+    << (a.kv_dtype ? dtype_label(a.kv_dtype) : "") << (c.k_scale.empty() ? "" : " kv_scales")
+    << (a.kv_scale_per_head ? "/head" : "") << (c.sinks.empty() ? "" : " sinks")
+    << " mask=" << a.mask.kind << "+" << c.mask_offset << (c.k_eq_v ? " k==v" : "")
+    << (with_lse ? "" : " no_lse") << " q{" << a.q_strides.batch << "," << a.q_strides.head << ","
+    << a.q_strides.token << "}+" << c.q.offset << " k{" << a.k_strides.batch << ","
+    << a.k_strides.head << "," << a.k_strides.token << "}+" << c.k.offset << " v{"
+    << a.v_strides.batch << "," << a.v_strides.head << "," << a.v_strides.token << "}+"
+    << (c.k_eq_v ? c.k.offset : c.v.offset) << " o{" << a.o_strides.batch << "," << a.o_strides.head
+    << "," << a.o_strides.token << "}+" << c.o.offset;
   if (c.paged)
     t << " paged page=" << a.page_size << " blocks=" << a.num_blocks
       << " table_stride=" << a.block_table_stride;
@@ -328,7 +356,7 @@ FuzzCase make_case(uint64_t seed) {
 std::string documented_refusal(const std::string& why) {
   const char* known[][2] = {
       {"so page_size must be a multiple", "pages that split the kernel's key tile"},
-      {"additive (float32) mask must be 4-byte aligned", "an additive mask not on 4 bytes"},
+      {"the CUDA unfused path reads K and V in dtype", "an FP8 cache on the unfused path"},
   };
   for (const auto& k : known)
     if (why.find(k[0]) != std::string::npos) return k[1];
@@ -350,7 +378,7 @@ struct Tally {
 bool run_case(int64_t index, const FuzzCase& c, Tally* tally) {
   longattn_args a = c.args;
   DeviceCopy q(c.q.bytes, kGuard + c.q.offset), k(c.k.bytes, kGuard + c.k.offset);
-  std::unique_ptr<DeviceCopy> v, mask, sinks, table;
+  std::unique_ptr<DeviceCopy> v, mask, sinks, table, k_scale, v_scale;
   if (!c.k_eq_v) v = std::make_unique<DeviceCopy>(c.v.bytes, kGuard + c.v.offset);
   if (!c.mask.empty()) mask = std::make_unique<DeviceCopy>(c.mask, c.mask_offset);
   if (!c.sinks.empty()) {
@@ -358,6 +386,12 @@ bool run_case(int64_t index, const FuzzCase& c, Tally* tally) {
     std::memcpy(bytes.data(), c.sinks.data(), bytes.size());
     sinks = std::make_unique<DeviceCopy>(bytes, 0);
   }
+  auto floats = [](const std::vector<float>& x) {
+    std::vector<uint8_t> bytes(x.size() * 4);
+    std::memcpy(bytes.data(), x.data(), bytes.size());
+    return std::make_unique<DeviceCopy>(bytes, 0);
+  };
+  if (!c.k_scale.empty()) k_scale = floats(c.k_scale), v_scale = floats(c.v_scale);
   if (c.paged) {
     std::vector<uint8_t> bytes(c.table.size() * 4);
     std::memcpy(bytes.data(), c.table.data(), bytes.size());
@@ -367,6 +401,8 @@ bool run_case(int64_t index, const FuzzCase& c, Tally* tally) {
   a.mask.data = mask ? mask->ptr : nullptr;
   a.sinks = sinks ? reinterpret_cast<const float*>(sinks->ptr) : nullptr;
   a.block_table = table ? reinterpret_cast<const int32_t*>(table->ptr) : nullptr;
+  a.k_scale = k_scale ? reinterpret_cast<const float*>(k_scale->ptr) : nullptr;
+  a.v_scale = v_scale ? reinterpret_cast<const float*>(v_scale->ptr) : nullptr;
   const bool with_lse = !c.lse.bytes.empty();
 
   const Problem& p = c.problem;
@@ -408,7 +444,8 @@ bool run_case(int64_t index, const FuzzCase& c, Tally* tally) {
     if (!guard.empty()) tally->fail(index, c, name, "O/LSE guard: " + guard);
 
     if (st == LONGATTN_UNSUPPORTED &&
-        (path == LONGATTN_PATH_FUSED || path == LONGATTN_PATH_SPLIT_KV)) {
+        (path == LONGATTN_PATH_FUSED || path == LONGATTN_PATH_SPLIT_KV ||
+         (a.kv_dtype && path == LONGATTN_PATH_UNFUSED))) {
       const std::string why = documented_refusal(message);
       if (why.empty()) {
         tally->fail(index, c, name, "undocumented refusal: " + message);
