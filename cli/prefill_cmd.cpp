@@ -483,11 +483,13 @@ int run_prefill(int argc, char** argv) {
       std::fputs(engine::stack_to_json(stack).c_str(), stdout);
       return kExitOk;
     }
-    if (opt.device ==
-        kAuto)  // an FP8 cache runs on the CPU only (the CUDA kernels read 16-bit K/V)
-      opt.device = cuda_available() && !longattn::numeric::is_fp8(opt.kv_dtype)
-                       ? LONGATTN_DEVICE_CUDA
-                       : LONGATTN_DEVICE_CPU;
+    // On the GPU an FP8 cache runs on the fused path only: with the unfused path asked for too,
+    // auto takes the CPU, which runs both.
+    if (opt.device == kAuto)
+      opt.device =
+          cuda_available() && (!longattn::numeric::is_fp8(opt.kv_dtype) || opt.paths == kFusedOnly)
+              ? LONGATTN_DEVICE_CUDA
+              : LONGATTN_DEVICE_CPU;
     const longattn_device_info info = device_info(static_cast<longattn_device>(opt.device));
     if (!info.available)  // the name says why (no CUDA backend in this build, no GPU)
       throw RunError(std::string("--device ") + device_flag_name(opt.device) +

@@ -459,8 +459,8 @@ def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None,
     (True = visible) or additive float32, broadcastable to [B, Hq, Lq, Lk]. `sinks` is float32
     [Hq]. Paged K/V: k and v are block pools ([num_blocks, Hkv, page_size, D] for "bhld"),
     block_table int32 [B, blocks], kv_len keys (default: every block full). An FP8 cache: k and v
-    float8_e4m3fn or float8_e5m2 (q and o stay q's dtype; the CPU runs it, CUDA refuses it for
-    now), their values k * k_scale and v * v_scale; a scale is None (1), a float, or float32 of 1
+    float8_e4m3fn or float8_e5m2 (q and o stay q's dtype; the CPU runs it, and CUDA on its fused and
+    split_kv paths), their values k * k_scale and v * v_scale; a scale is None (1), a float, or float32 of 1
     or Hkv values (one per KV head). num_splits fixes split_kv's slices per row (1 to 1024; with
     path "auto", 1 never splits and 2 and up split); None lets the library choose.
     The result is of q's kind and device; torch CUDA tensors run on torch's current stream and

@@ -323,35 +323,43 @@ def test_requires_grad_refused():
         longattn.attention(q, k, k)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fmt", ["float8_e4m3fn", "float8_e5m2"])
 @pytest.mark.parametrize("scales", ["none", "float", "tensor", "head"])
 @pytest.mark.parametrize("lq", [1, 37])
-def test_fp8_cache(fmt, scales, lq):
-    """An FP8 KV cache on the CPU: k and v in float8 with scales, against the float64 reference on
-    the dequantized values (the library computes in float32 from them)."""
+def test_fp8_cache(fmt, scales, lq, device):
+    """An FP8 KV cache: k and v in float8 with scales, against the float64 reference on the
+    dequantized values (the CPU computes in float32 from them; CUDA's fused kernel converts K and V
+    exactly to q's bf16 and folds the scales in)."""
     if not hasattr(torch, fmt):
         pytest.skip(f"this torch has no {fmt}")
     gen = torch.Generator().manual_seed(5)
     Hkv = 2
-    q = torch.randn(2, 8, lq, 128, generator=gen)
-    k = (torch.randn(2, Hkv, 300, 128, generator=gen) * 4).to(getattr(torch, fmt))
-    v = (torch.randn(2, Hkv, 300, 128, generator=gen) * 4).to(getattr(torch, fmt))
+    dt = torch.float32 if device == "cpu" else torch.bfloat16
+    q = torch.randn(2, 8, lq, 128, generator=gen).to(device, dt)
+    k = (torch.randn(2, Hkv, 300, 128, generator=gen) * 4).to(getattr(torch, fmt)).to(device)
+    v = (torch.randn(2, Hkv, 300, 128, generator=gen) * 4).to(getattr(torch, fmt)).to(device)
     ks = {"none": None, "float": 0.25, "tensor": torch.tensor([0.5]),
           "head": torch.tensor([0.5, 0.125])}[scales]
     vs = {"none": None, "float": 1.5, "tensor": torch.tensor([2.0]),
           "head": torch.tensor([0.75, 3.0])}[scales]
+    ks, vs = (s.to(device) if isinstance(s, torch.Tensor) else s for s in (ks, vs))
     o = longattn.attention(q, k, v, causal=True, k_scale=ks, v_scale=vs)
 
     def values(x, s):
         x = to_np64(x)
         if s is None:
             return x
-        s = np.asarray([s] if isinstance(s, float) else s.numpy(), dtype=np.float64)
+        s = np.asarray([s] if isinstance(s, float) else s.cpu().numpy(), dtype=np.float64)
         return x * (s.reshape(1, -1, 1, 1) if s.size > 1 else s.reshape(()))
 
     ref, _ = attention_ref(to_np64(q), values(k, ks), values(v, vs), causal=True)
-    assert rel_err(o, ref) < TOL["float32"]
-    assert longattn.plan(q, k, v, causal=True, k_scale=ks, v_scale=vs).kernel.startswith("cpu ")
+    assert rel_err(o, ref) < TOL["float32" if device == "cpu" else "bfloat16"]
+    kernel = longattn.plan(q, k, v, causal=True, k_scale=ks, v_scale=vs).kernel
+    assert kernel.startswith("cpu " if device == "cpu" else "sm80 "), kernel
+    if device == "cuda":  # the unfused path reads K and V in q's dtype: refused by name
+        with pytest.raises(longattn.UnsupportedError, match="kv_dtype"):
+            longattn.attention(q, k, v, path="unfused")
 
 
 def test_fp8_errors():

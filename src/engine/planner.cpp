@@ -65,9 +65,11 @@ void validate_dtypes(const PlannerConfig& config) {
   if (config.kv_dtype != 0 && config.kv_dtype != config.dtype && !numeric::is_fp8(config.kv_dtype))
     invalid("kv_dtype = " + std::to_string(config.kv_dtype) +
             ": allowed values are 0 or dtype (the cache in dtype), float8_e4m3, float8_e5m2");
-  if (numeric::is_fp8(config.kv_dtype) && config.device != LONGATTN_DEVICE_CPU)
+  if (numeric::is_fp8(config.kv_dtype) && config.device != LONGATTN_DEVICE_CPU &&
+      config.path == LONGATTN_PATH_UNFUSED)
     invalid(std::string("kv_dtype = ") + longattn_dtype_name(config.kv_dtype) +
-            ": an FP8 KV cache runs on the CPU; the CUDA kernels do not read FP8 K/V yet");
+            ": the CUDA unfused path reads K and V in dtype; an FP8 cache on the GPU runs on the "
+            "fused path (path = fused)");
 }
 
 const char* cache_kind_name(CacheKind kind) {

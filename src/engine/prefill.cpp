@@ -99,6 +99,11 @@ struct DeviceBuffer {
 void validate_config(const PrefillConfig& c) {
   validate_stack(c.stack);
   validate_dtypes(c.planner);
+  for (longattn_path path : c.paths) {  // the dtype rules of each path asked for
+    PlannerConfig each = c.planner;
+    each.path = path;
+    validate_dtypes(each);
+  }
   check_at_least("tokens", c.tokens, 1);
   check_at_least("turns", c.turns, 1);
   check_at_least("turn_tokens", c.turn_tokens, 0);

@@ -328,10 +328,11 @@ TEST(PrefillEngine, BadConfigNamesTheSetting) {
   c = small_config();
   c.planner.dtype = LONGATTN_FLOAT8_E4M3;
   EXPECT_NE(msg(c).find("dtype = float8_e4m3"), std::string::npos) << msg(c);
-  c = small_config();
+  c = small_config();  // both paths: the GPU's unfused path reads K and V in dtype
   c.planner.kv_dtype = LONGATTN_FLOAT8_E4M3;
   c.planner.device = LONGATTN_DEVICE_CUDA;
-  EXPECT_NE(msg(c).find("kv_dtype = float8_e4m3"), std::string::npos) << msg(c);
+  EXPECT_NE(msg(c).find("kv_dtype = float8_e4m3: the CUDA unfused path"), std::string::npos)
+      << msg(c);
 }
 
 // An FP8 cache (issue 18): half the bytes of a bf16 one, memory as predicted, the paged cache gives
@@ -361,6 +362,45 @@ TEST(PrefillEngine, Fp8CacheHalvesTheBytesAndRunsBothCaches) {
       for (const auto& k : f.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
       for (const auto& k : p.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
     }
+  }
+}
+
+// An FP8 cache on the GPU: the fused path runs it (paged reads give the contiguous bits, memory as
+// predicted, half the cache bytes); the unfused path, which reads K and V in dtype, is refused
+// naming kv_dtype. Skips without a GPU.
+TEST(PrefillEngine, Fp8CacheOnTheGpu) {
+  longattn_device_info info;
+  if (longattn_device_query(LONGATTN_DEVICE_CUDA, &info) != LONGATTN_OK || !info.available)
+    GTEST_SKIP() << "no CUDA device: " << info.name;
+  PrefillConfig c = small_config();
+  c.planner.device = LONGATTN_DEVICE_CUDA;
+  c.stack = {"global", {layer(64, 4, 2), layer(128, 4, 1, -1, true)}, ""};
+  c.tokens = 300;
+  c.planner.block_size = 128;  // a multiple of the portable kernel's key tiles
+  c.checksum_outputs = true;
+  c.paths = {LONGATTN_PATH_FUSED};
+  const PrefillReport bf16 = run_prefill(c);
+  c.planner.kv_dtype = LONGATTN_FLOAT8_E4M3;
+  c.planner.cache = CacheKind::kPaged;
+  const PrefillReport paged = run_prefill(c);
+  c.planner.cache = CacheKind::kContiguous;
+  const PrefillReport flat = run_prefill(c);
+  ASSERT_EQ(flat.paths.size(), 1u);
+  const PathReport &f = flat.paths[0], &p = paged.paths[0], &b = bf16.paths[0];
+  ASSERT_TRUE(f.ok) << f.error;
+  ASSERT_TRUE(p.ok) << p.error;
+  ASSERT_TRUE(b.ok) << b.error;
+  EXPECT_EQ(2 * f.chunks[0].cache_bytes, b.chunks[0].cache_bytes);
+  EXPECT_EQ(p.output_checksum, f.output_checksum);
+  EXPECT_NE(f.output_checksum, b.output_checksum);
+  for (const auto& k : f.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
+  for (const auto& k : p.chunks) EXPECT_EQ(k.transient_bytes, k.predicted_transient_bytes);
+  c.paths = {LONGATTN_PATH_UNFUSED};
+  try {
+    run_prefill(c);
+    ADD_FAILURE() << "the unfused path ran an FP8 cache on the GPU";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kv_dtype = float8_e4m3"), std::string::npos) << e.what();
   }
 }
 
