@@ -186,6 +186,13 @@ bool cuda_available() {
   return longattn_device_query(LONGATTN_DEVICE_CUDA, &info) == LONGATTN_OK && info.available;
 }
 
+// The CUDA kernels read FP8 caches on compute capability 9.0 only (features "sm_90, ...").
+bool cuda_reads_fp8() {
+  longattn_device_info info;
+  return longattn_device_query(LONGATTN_DEVICE_CUDA, &info) == LONGATTN_OK && info.available &&
+         std::strncmp(info.features, "sm_90,", 6) == 0;
+}
+
 // Flags whose defaults depend on the device are filled in once the device is known.
 engine::PrefillConfig make_config(const PrefillOptions& o, engine::ModelPreset stack) {
   engine::PrefillConfig c;
@@ -483,13 +490,13 @@ int run_prefill(int argc, char** argv) {
       std::fputs(engine::stack_to_json(stack).c_str(), stdout);
       return kExitOk;
     }
-    // On the GPU an FP8 cache runs on the fused path only: with the unfused path asked for too,
-    // auto takes the CPU, which runs both.
+    // On the GPU an FP8 cache runs on the fused path only, and on Hopper: otherwise auto takes
+    // the CPU, which runs every path.
     if (opt.device == kAuto)
-      opt.device =
-          cuda_available() && (!longattn::numeric::is_fp8(opt.kv_dtype) || opt.paths == kFusedOnly)
-              ? LONGATTN_DEVICE_CUDA
-              : LONGATTN_DEVICE_CPU;
+      opt.device = !longattn::numeric::is_fp8(opt.kv_dtype)
+                       ? (cuda_available() ? LONGATTN_DEVICE_CUDA : LONGATTN_DEVICE_CPU)
+                   : opt.paths == kFusedOnly && cuda_reads_fp8() ? LONGATTN_DEVICE_CUDA
+                                                                 : LONGATTN_DEVICE_CPU;
     const longattn_device_info info = device_info(static_cast<longattn_device>(opt.device));
     if (!info.available)  // the name says why (no CUDA backend in this build, no GPU)
       throw RunError(std::string("--device ") + device_flag_name(opt.device) +

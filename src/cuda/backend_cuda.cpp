@@ -246,9 +246,9 @@ std::string fused_check(const longattn_args& a, const DeviceContext& ctx, Backen
   // The FP8-cache kernels hold sm_90 code only (fused_kernel_sm80.cuh, fp8_kernels_compiled).
   if (is_fp8(a.kv_dtype) && ki.arch < 90)
     return format(
-        "kv_dtype = %s: the CUDA kernels read FP8 caches on compute capability 9.0 (Hopper) "
-        "with this build's sm_90a code; %s is sm_%d%d and runs code for sm_%d",
-        longattn_dtype_name(a.kv_dtype), prop.name, prop.major, prop.minor, ki.arch / 10);
+        "kv_dtype = %s: the CUDA kernels read FP8 caches with sm_90a code, on compute "
+        "capability 9.0 (Hopper) in a build for 90a; %s is sm_%d%d and runs code for sm_%d",
+        longattn_dtype_name(a.kv_dtype), prop.name, prop.major, prop.minor, ki.arch);
   if (ki.blocks_per_sm == 0)
     return format(
         "head_dim %lld/%lld: the CUDA fused kernel needs %lld bytes of shared memory per "
