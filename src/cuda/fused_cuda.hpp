@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "core/numeric.hpp"  // is_fp8
 #include "cuda/fused_traits_cuda.hpp"
 #include "cuda/score_fields_cuda.hpp"
 #include "longattn/longattn.h"
@@ -67,11 +68,6 @@ struct FusedParams {
   int32_t kv_fp8_async;    // an FP8 cache whose rows start on 16 bytes: codes land by cp.async
 };
 
-// An FP8 KV cache (kv_dtype E4M3 or E5M2): one-byte K and V elements.
-inline bool kv_is_fp8(const longattn_args& a) {
-  return a.kv_dtype == LONGATTN_FLOAT8_E4M3 || a.kv_dtype == LONGATTN_FLOAT8_E5M2;
-}
-
 // Whether every row of a [outer, heads, len, dim] tensor starts on a multiple of `bytes`: the
 // base and every stride of an axis longer than 1 (a paged K/V steps its outer stride between
 // blocks and its token stride within a page).
@@ -87,7 +83,7 @@ inline bool rows_aligned(const void* base, const longattn_strides& s, int64_t ou
 // Which of Q, K, V, O have every row on `bytes` (0: q, 1: k, 2: v, 3: o).
 inline bool tensor_rows_aligned(const longattn_args& a, int which, int64_t bytes) {
   const int64_t es = a.dtype == LONGATTN_FLOAT32 ? 4 : 2;
-  const int64_t kv_es = kv_is_fp8(a) ? 1 : es;
+  const int64_t kv_es = numeric::is_fp8(a.kv_dtype) ? 1 : es;
   const bool paged = a.block_table != nullptr;
   const int64_t kv_outer = paged ? a.num_blocks : a.batch,
                 kv_tokens = paged ? a.page_size : a.kv_len;
@@ -118,9 +114,9 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.head_dim_qk = int32_t(a.head_dim_qk), p.head_dim_v = int32_t(a.head_dim_v);
   p.input_f32 = a.dtype == LONGATTN_FLOAT32;
   // (An FP8 cache's K and V have a loader of their own.)
-  p.narrow_rows =
-      !(tensor_rows_aligned(a, 0, 16) &&
-        (kv_is_fp8(a) || (tensor_rows_aligned(a, 1, 16) && tensor_rows_aligned(a, 2, 16))));
+  p.narrow_rows = !(tensor_rows_aligned(a, 0, 16) &&
+                    (numeric::is_fp8(a.kv_dtype) ||
+                     (tensor_rows_aligned(a, 1, 16) && tensor_rows_aligned(a, 2, 16))));
   p.o_paired = tensor_rows_aligned(a, 3, 2 * (p.input_f32 ? 4 : 2));
   p.kv_shared = a.k == a.v && a.head_dim_qk == a.head_dim_v &&
                 a.k_strides.batch == a.v_strides.batch && a.k_strides.head == a.v_strides.head &&
@@ -132,7 +128,7 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.page_size = a.page_size;
   p.mask_unaligned =
       a.mask.kind == LONGATTN_MASK_ADDITIVE && reinterpret_cast<uintptr_t>(a.mask.data) % 4 != 0;
-  if (kv_is_fp8(a)) {
+  if (numeric::is_fp8(a.kv_dtype)) {
     p.kv_fp8 = a.kv_dtype, p.kv_scale_per_head = a.kv_scale_per_head;
     p.k_scale = a.k_scale, p.v_scale = a.v_scale;
     p.kv_fp8_async = tensor_rows_aligned(a, 1, 16) && tensor_rows_aligned(a, 2, 16);

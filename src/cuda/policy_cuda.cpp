@@ -27,7 +27,7 @@ bool sm90_allowed() {
 // pieces), an additive mask on 4 bytes, any page size; *pad_qk, *pad_v get the compiled head dims
 // it runs. kernel_for decides whether it should.
 bool sm90_applies(const longattn_args& a, int* pad_qk, int* pad_v) {
-  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || kv_is_fp8(a) ||
+  if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || numeric::is_fp8(a.kv_dtype) ||
       !fused_sm90_padded_head_dims(a.head_dim_qk, a.head_dim_v, pad_qk, pad_v))
     return false;
   for (int which = 0; which < 4; ++which)
@@ -55,7 +55,8 @@ constexpr int64_t kMinKeysForSplit = 1024;
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const bool decode = fused_use_decode(a);
-  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, kv_is_fp8(a), info);
+  cudaError_t e =
+      fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, numeric::is_fp8(a.kv_dtype), info);
   const bool portable_tiles_pages =
       e == cudaSuccess && (!a.block_table || a.page_size % info->traits.block_k == 0);
   int pad_qk = 0, pad_v = 0;

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "accuracy_grid.hpp"
+#include "gpu/cuda_test_util.hpp"
 #include "longattn/attention.hpp"
 
 namespace longattn_test {
@@ -19,11 +20,6 @@ namespace {
 constexpr int32_t F32 = LONGATTN_FLOAT32, F16 = LONGATTN_FLOAT16, BF16 = LONGATTN_BFLOAT16;
 constexpr int32_t kBool = LONGATTN_MASK_BOOLEAN;
 using L = Layout;
-
-bool have_gpu() {
-  longattn_device_info info;
-  return longattn_device_query(LONGATTN_DEVICE_CUDA, &info) == LONGATTN_OK && info.available;
-}
 
 #define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
 
@@ -157,14 +153,6 @@ class DeviceProblem {
   std::unique_ptr<DeviceBuffer> q_, k_, v_, sinks_, mask_, k_scale_, v_scale_;
   longattn_args args_{};
 };
-
-bool hopper() {
-  int device = 0, major = 0, minor = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-         major == 9 && minor == 0;
-}
 
 // The portable fused kernel runs every head dim pair up to 512/512 (padded to a compiled pair)
 // in any layout whose elements are aligned; its FP8-cache instantiations have fewer pairs.

@@ -23,6 +23,7 @@
 #include <memory>
 #include <utility>
 
+#include "gpu/cuda_test_util.hpp"
 #include "reference_test_util.hpp"
 
 namespace longattn_test {
@@ -36,20 +37,6 @@ constexpr double kMaxWork = 4e6;
 int64_t env_int(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::strtoll(v, nullptr, 10) : fallback;
-}
-
-bool have_gpu() {
-  longattn_device_info info;
-  return longattn_device_query(LONGATTN_DEVICE_CUDA, &info) == LONGATTN_OK && info.available;
-}
-
-// Compute capability 9.0: the CUDA kernels read FP8 caches there only.
-bool hopper() {
-  int device = 0, major = 0, minor = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-         major == 9 && minor == 0;
 }
 
 // A [outer, heads, len, dim] tensor in host memory with kGuard bytes around it, starting

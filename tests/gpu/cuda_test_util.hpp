@@ -1,0 +1,24 @@
+// What the GPU tests ask of the machine: a usable CUDA device, and whether it is Hopper
+// (compute capability 9.0: the sm_90a kernels and the FP8-cache kernels run there only).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "longattn/longattn.h"
+
+namespace longattn_test {
+
+inline bool have_gpu() {
+  longattn_device_info info;
+  return longattn_device_query(LONGATTN_DEVICE_CUDA, &info) == LONGATTN_OK && info.available;
+}
+
+inline bool hopper() {
+  int device = 0, major = 0, minor = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+         major == 9 && minor == 0;
+}
+
+}  // namespace longattn_test
