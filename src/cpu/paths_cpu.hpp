@@ -54,6 +54,7 @@ struct CpuIsa {
   const char* name;
   int width;  // floats per vector
   int mr;     // rows of the GEMM micro-kernel
+  // Null where this build left the instruction set out (LONGATTN_CPU_ISAS=host).
   void (*fused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*split_kv)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
   void (*unfused)(const longattn_args&, const longattn_plan&, const CpuLayout&, detail::Arena&);
