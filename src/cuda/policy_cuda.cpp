@@ -21,8 +21,7 @@ bool sm90_allowed() {
 }
 
 // Whether the sm_90a kernel can run these args: 16-bit inputs (K and V too) on compute capability
-// 9.0, every
-// head dim up to 512 (others padded to its compiled ones: TMA zero-fills K and V past the real
+// 9.0, every head dim up to 512 (others padded to its compiled ones: TMA zero-fills K and V past the real
 // columns), every row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in 16-byte
 // pieces), an additive mask on 4 bytes, any page size; *pad_qk, *pad_v get the compiled head dims
 // it runs. kernel_for decides whether it should.
@@ -51,7 +50,8 @@ constexpr int64_t kMinKeysForSplit = 1024;
 }  // namespace
 
 // The sm_90a kernel runs prefill wherever it can; decode shapes stay on the portable kernel's
-// decode tiles (sized for a few query rows), unless their pages split its key tile.
+// decode tiles (sized for a few query rows), unless their pages split its key tile: the sm_90a
+// kernel loads those in TMA boxes where the portable one would look each row up.
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const bool decode = fused_use_decode(a);

@@ -4,6 +4,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "longattn/longattn.h"
 
 namespace longattn_test {
@@ -19,6 +22,13 @@ inline bool hopper() {
          cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
          cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
          major == 9 && minor == 0;
+}
+
+// Hopper, with the router free to pick the sm_90a kernel (LONGATTN_CUDA_KERNEL=sm80 keeps it on the
+// portable kernel: scripts/device_run.sh runs the suite both ways).
+inline bool sm90a_expected() {
+  const char* forced = std::getenv("LONGATTN_CUDA_KERNEL");
+  return hopper() && !(forced && std::strcmp(forced, "sm80") == 0);
 }
 
 }  // namespace longattn_test
