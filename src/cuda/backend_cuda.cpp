@@ -255,6 +255,13 @@ std::string fused_check(const longattn_args& a, const DeviceContext& ctx, Backen
         "block; %s allows %zu",
         (long long)a.head_dim_qk, (long long)a.head_dim_v, (long long)ki.smem_bytes, prop.name,
         prop.sharedMemPerBlockOptin);
+  // (An FP8 cache's rows are looked up one by one where a tile crosses pages.)
+  if (a.block_table && ki.family == 80 && a.page_size % ki.block_k != 0 && !is_fp8(a.kv_dtype))
+    return format(
+        "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged 16-bit "
+        "K/V in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
+        "Hopper takes any page size for 16-bit inputs with rows on 16 bytes)",
+        (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
   // The kernels number their (query tile, split, kv head, batch) blocks in 31 bits.
   const int32_t fixed_splits = ctx.options ? std::max(1, ctx.options->num_splits) : 1;
   const int64_t tiles = ceil_div(a.q_len * (a.q_heads / a.kv_heads), int64_t(ki.block_q));

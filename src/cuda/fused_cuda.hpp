@@ -50,9 +50,9 @@ struct FusedParams {
   float* o_part;
   float* lse_part;
   // Paged K/V (see longattn_args): token j of batch b is in block
-  // block_table[b * block_table_stride + j / page_size]. The portable kernel looks each row of a
-  // key tile that crosses blocks up; the sm90a kernel loads K/V tiles in TMA boxes of kv_box_rows
-  // rows, gcd(page_size, block_k) (block_k when contiguous).
+  // block_table[b * block_table_stride + j / page_size]. The portable kernel needs page_size a
+  // multiple of block_k (a key tile inside one block); the sm90a kernel loads K/V tiles in TMA
+  // boxes of kv_box_rows rows, gcd(page_size, block_k) (block_k when contiguous).
   const int32_t* block_table;
   int64_t block_table_stride, page_size;
   int32_t kv_box_rows;

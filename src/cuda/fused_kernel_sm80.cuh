@@ -189,9 +189,9 @@ __device__ __forceinline__ float qk_scale(const FusedParams& p, int kv_head) {
   return p.scale;
 }
 
-// Where key j of one (batch, KV head) of K or V starts (strides in bytes): through the batch's
-// block table row when paged, any page size.
-struct KvRows {
+// Where key j of one (batch, KV head) of an FP8 cache starts (elements are bytes): through the
+// batch's block table row when paged, any page size.
+struct Fp8Rows {
   const char* base;  // the tensor at this KV head
   int64_t outer_stride, token_stride;
   const int32_t* table;  // this batch's block table row, or null
@@ -201,45 +201,7 @@ struct KvRows {
     if (!table) return base + b * outer_stride + j * token_stride;
     return base + int64_t(table[j / page_size]) * outer_stride + (j % page_size) * token_stride;
   }
-  // Whether the `rows` keys from j0 lie in more than one page (their rows are then looked up one
-  // by one, not stepped by the token stride).
-  __device__ __forceinline__ bool crosses_page(int64_t j0, int rows) const {
-    return table && j0 % page_size + rows > page_size;
-  }
 };
-
-// A 16-bit or float32 K or V tile (keys j0.. of batch b, KV head h in `base`, strides in
-// elements) whose keys cross pages: each row looked up in the block table, then loaded as
-// load_tile does (cp.async for 16-bit rows on 16 bytes). Not unrolled, and reading the params
-// where it uses them: a side path that should add no registers to the kernel's main loop.
-template <int kRows, int kCols, int kThreads, Mma16 kType>
-__device__ __forceinline__ void load_kv_tile_rows(void* dst, const FusedParams& p,
-                                                  const void* base, const int64_t* stride, int b,
-                                                  int h, int64_t j0, int cols, int esize,
-                                                  bool narrow) {
-  using T = typename MmaElement<kType>::Type;
-  auto row_ptr = [&](int r) -> const char* {
-    const int64_t j = j0 + r;
-    if (j >= p.kv_len) return nullptr;
-    const int64_t block = p.block_table[b * p.block_table_stride + j / p.page_size];
-    return static_cast<const char*>(base) +
-           (block * stride[0] + int64_t(h) * stride[1] + (j % p.page_size) * stride[2]) * esize;
-  };
-  if (esize == 4 || narrow) {
-    load_tile<kRows, kCols, kThreads, kType>(dst, row_ptr, base, cols, esize == 4, narrow);
-    return;
-  }
-  constexpr int kChunks = kCols / 8;
-  T* tile = static_cast<T*>(dst);
-#pragma unroll 1
-  for (int idx = int(threadIdx.x); idx < kRows * kChunks; idx += kThreads) {
-    const int r = idx / kChunks, c = idx % kChunks;
-    const char* src = row_ptr(r);
-    const int bytes = src ? min(max(2 * (cols - c * 8), 0), 16) : 0;
-    ptx::cp_async(ptx::smem_addr(tile + r * FusedTraits::pitch(kCols) + c * 8),
-                  bytes ? src + c * 16 : base, bytes);
-  }
-}
 
 // A K or V tile of an FP8 cache (keys j0.., `kind`, see fp8x2_to): each 8-element chunk is 8
 // codes read through registers, converted and stored as 16 bytes of the MMA type. Rows from
@@ -247,14 +209,14 @@ __device__ __forceinline__ void load_kv_tile_rows(void* dst, const FusedParams& 
 // rows by the token stride; one that crosses pages looks each row up. A thread issues up to 4
 // chunks' loads before it converts any, so their latencies overlap.
 template <int kRows, int kCols, int kThreads, Mma16 kType>
-__device__ __forceinline__ void load_fp8_tile(void* dst, KvRows rows, int64_t j0,
+__device__ __forceinline__ void load_fp8_tile(void* dst, Fp8Rows rows, int64_t j0,
                                               int64_t valid_rows, int cols, int kind) {
   using T = typename MmaElement<kType>::Type;
   constexpr int kChunks = kCols / 8, kTotal = kRows * kChunks;
   constexpr int kPer = (kTotal + kThreads - 1) / kThreads;  // chunks per thread
   constexpr int kBatch = kPer < 4 ? kPer : 4;
   T* tile = static_cast<T*>(dst);
-  const bool one_page = !rows.crosses_page(j0, kRows);
+  const bool one_page = !rows.table || j0 % rows.page_size + kRows <= rows.page_size;
   const char* first_row = rows.row(j0);
 #pragma unroll 1
   for (int first = 0; first < kPer; first += kBatch) {
@@ -305,11 +267,11 @@ __device__ __forceinline__ constexpr uint32_t fp8_codes_offset() {
 }
 
 template <int kRows, int kCols, int kThreads>
-__device__ __forceinline__ void issue_fp8_tile(uint32_t region, KvRows rows, int64_t j0,
+__device__ __forceinline__ void issue_fp8_tile(uint32_t region, Fp8Rows rows, int64_t j0,
                                                int64_t valid_rows, int cols) {
   constexpr int kChunks = kCols / 16, kTotal = kRows * kChunks;
   const uint32_t codes = region + fp8_codes_offset<kRows, kCols>();
-  const bool one_page = !rows.crosses_page(j0, kRows);
+  const bool one_page = !rows.table || j0 % rows.page_size + kRows <= rows.page_size;
   const char* first_row = rows.row(j0);
 #pragma unroll 1
   for (int idx = int(threadIdx.x); idx < kTotal; idx += kThreads) {
@@ -440,48 +402,39 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
     return static_cast<const char*>(base) +
            (outer * stride[0] + int64_t(kv_head) * stride[1] + slot * stride[2]) * kv_esize;
   };
-  auto rows_of = [&](const void* base, const int64_t* stride) {
-    return KvRows{static_cast<const char*>(base) + int64_t(kv_head) * stride[1] * kv_esize,
-                  stride[0] * kv_esize,
-                  stride[2] * kv_esize,
-                  p.block_table ? p.block_table + b * p.block_table_stride : nullptr,
-                  p.page_size,
-                  b};
-  };
   auto load_kv = [&](int tile, int slot) {
     const int64_t j0 = int64_t(t_begin + tile) * kBK;
     T* s_k = s_kv + slot * kT.stage_elems();
-    T* s_v = s_k + kT.k_elems();
     if constexpr (kFp8) {
-      const KvRows k_rows = rows_of(p.k, p.k_stride), v_rows = rows_of(p.v, p.v_stride);
+      auto rows_of = [&](const void* base, const int64_t* stride) {
+        return Fp8Rows{static_cast<const char*>(base) + int64_t(kv_head) * stride[1],
+                       stride[0],
+                       stride[2],
+                       p.block_table ? p.block_table + b * p.block_table_stride : nullptr,
+                       p.page_size,
+                       b};
+      };
       if (p.kv_fp8_async) {  // widened by widen_fp8_tile in the tile's iteration
-        issue_fp8_tile<kBK, kDqk, kThreads>(ptx::smem_addr(s_k), k_rows, j0, p.kv_len - j0,
-                                            p.head_dim_qk);
+        issue_fp8_tile<kBK, kDqk, kThreads>(ptx::smem_addr(s_k), rows_of(p.k, p.k_stride), j0,
+                                            p.kv_len - j0, p.head_dim_qk);
         if (!p.kv_shared)
-          issue_fp8_tile<kBK, kDv, kThreads>(ptx::smem_addr(s_v), v_rows, j0, p.kv_len - j0,
+          issue_fp8_tile<kBK, kDv, kThreads>(ptx::smem_addr(s_k + kT.k_elems()),
+                                             rows_of(p.v, p.v_stride), j0, p.kv_len - j0,
                                              p.head_dim_v);
         return;
       }
-      load_fp8_tile<kBK, kDqk, kThreads, kType>(s_k, k_rows, j0, p.kv_len - j0, p.head_dim_qk,
-                                                p.kv_fp8);
+      load_fp8_tile<kBK, kDqk, kThreads, kType>(s_k, rows_of(p.k, p.k_stride), j0, p.kv_len - j0,
+                                                p.head_dim_qk, p.kv_fp8);
       if (!p.kv_shared)
-        load_fp8_tile<kBK, kDv, kThreads, kType>(s_v, v_rows, j0, p.kv_len - j0, p.head_dim_v,
-                                                 p.kv_fp8);
-      return;
-    }
-    if (p.block_table && j0 % p.page_size + kBK > p.page_size) {  // the tile crosses pages
-      load_kv_tile_rows<kBK, kDqk, kThreads, kType>(s_k, p, p.k, p.k_stride, b, kv_head, j0,
-                                                    p.head_dim_qk, esize, narrow);
-      if (!p.kv_shared)
-        load_kv_tile_rows<kBK, kDv, kThreads, kType>(s_v, p, p.v, p.v_stride, b, kv_head, j0,
-                                                     p.head_dim_v, esize, narrow);
+        load_fp8_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), rows_of(p.v, p.v_stride), j0,
+                                                 p.kv_len - j0, p.head_dim_v, p.kv_fp8);
       return;
     }
     load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, tile_rows(p.k, p.k_stride, j0),
                                              p.k_stride[2] * esize, p.kv_len - j0, p.head_dim_qk,
                                              input_f32, narrow);
     if (!p.kv_shared)
-      load_kv_tile<kBK, kDv, kThreads, kType>(s_v, tile_rows(p.v, p.v_stride, j0),
+      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), tile_rows(p.v, p.v_stride, j0),
                                               p.v_stride[2] * esize, p.kv_len - j0, p.head_dim_v,
                                               input_f32, narrow);
   };

@@ -50,8 +50,7 @@ constexpr int64_t kMinKeysForSplit = 1024;
 }  // namespace
 
 // The sm_90a kernel runs prefill wherever it can; decode shapes stay on the portable kernel's
-// decode tiles (sized for a few query rows), unless their pages split its key tile: the sm_90a
-// kernel loads those in TMA boxes where the portable one would look each row up.
+// decode tiles (sized for a few query rows), unless their pages split its key tile.
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const bool decode = fused_use_decode(a);
