@@ -146,8 +146,8 @@ const CpuIsa& active_isa() {
     const char* want = std::getenv("LONGATTN_CPU_ISA");
     bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl") && kIsaAvx512.fused;
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                cpu_has_f16c() && kIsaAvx2.fused;
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
+                kIsaAvx2.fused;
     bool bf16 = avx512 && cpu_has_avx512bf16() && kIsaAvx512Bf16.fused;
     if (want && std::strcmp(want, "generic") == 0) return &kIsaGeneric;
     if (want && std::strcmp(want, "avx2") == 0) avx512 = bf16 = false;

@@ -21,10 +21,10 @@ bool sm90_allowed() {
 }
 
 // Whether the sm_90a kernel can run these args: 16-bit inputs (K and V too) on compute capability
-// 9.0, every head dim up to 512 (others padded to its compiled ones: TMA zero-fills K and V past the real
-// columns), every row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in 16-byte
-// pieces), an additive mask on 4 bytes, any page size; *pad_qk, *pad_v get the compiled head dims
-// it runs. kernel_for decides whether it should.
+// 9.0, every head dim up to 512 (others padded to its compiled ones: TMA zero-fills K and V past
+// the real columns), every row of Q, K, V and O on 16 bytes (TMA's stride rule; Q is copied in
+// 16-byte pieces), an additive mask on 4 bytes, any page size; *pad_qk, *pad_v get the compiled
+// head dims it runs. kernel_for decides whether it should.
 bool sm90_applies(const longattn_args& a, int* pad_qk, int* pad_v) {
   if (!sm90_allowed() || a.dtype == LONGATTN_FLOAT32 || numeric::is_fp8(a.kv_dtype) ||
       !fused_sm90_padded_head_dims(a.head_dim_qk, a.head_dim_v, pad_qk, pad_v))

@@ -266,9 +266,9 @@ TEST(PagedCuda, MatchesContiguousBitForBit) {
     int32_t dtype;
     int64_t dim, batch, q_len;
   };
-  for (const Shape& sh : {Shape{BF16, 128, 2, 100}, Shape{F16, 128, 2, 100},
-                          Shape{BF16, 72, 2, 100}, Shape{BF16, 128, 8, 1},
-                          Shape{F32, 64, 2, 100}}) {
+  for (const Shape& sh :
+       {Shape{BF16, 128, 2, 100}, Shape{F16, 128, 2, 100}, Shape{BF16, 72, 2, 100},
+        Shape{BF16, 128, 8, 1}, Shape{F32, 64, 2, 100}}) {
     SCOPED_TRACE("head dim " + std::to_string(sh.dim) + ", q_len " + std::to_string(sh.q_len));
     const bool decode = sh.q_len == 1;
     const Fixture fx(Case("paged")
