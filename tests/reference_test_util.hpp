@@ -33,6 +33,18 @@ inline bool small_scale() {
 }
 inline int64_t scaled_len(int64_t len) { return small_scale() && len > 1100 ? 1100 : len; }
 
+// LONGATTN_CPU_ISA=NAME asks for one instruction set's kernels (the accuracy_isa_* tests); a CPU
+// without it runs its best one instead, which the unforced run covers. Says so, or "" when the CPU
+// runs what was asked (or nothing was).
+inline std::string requested_cpu_isa_missing() {
+  const char* want = std::getenv("LONGATTN_CPU_ISA");
+  longattn_device_info info;
+  if (!want || longattn_device_query(LONGATTN_DEVICE_CPU, &info) != LONGATTN_OK) return "";
+  const std::string features = info.features;  // "kernels=NAME flag flag..."
+  const std::string active = features.substr(8, features.find(' ') - 8);
+  return active == want ? "" : "LONGATTN_CPU_ISA=" + std::string(want) + ": this CPU runs " + active;
+}
+
 // ---- dtype conversions: the library's own (core/numeric.hpp), which numeric_test.cpp checks
 // code by code against a reference written from the format definitions.
 

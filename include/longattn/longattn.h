@@ -153,7 +153,8 @@ typedef struct longattn_device_info {
   int32_t device;                    /* longattn_device */
   int32_t available;                 /* 1 if this build and machine can run on it */
   char name[128];                    /* CPU model or GPU name */
-  char features[128];                /* CPU: "avx512f avx512bf16 avx2 fma"; CUDA: "sm_90" */
+  char features[128];                /* CPU: the kernels it runs, then its flags, e.g.
+                                        "kernels=avx2 avx2 fma f16c"; CUDA: "sm_90" */
   int32_t cores;                     /* CPU cores or CUDA SMs */
   int64_t memory_total, memory_free; /* bytes; 0 if unknown */
 } longattn_device_info;
