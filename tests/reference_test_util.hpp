@@ -42,7 +42,8 @@ inline std::string requested_cpu_isa_missing() {
   if (!want || longattn_device_query(LONGATTN_DEVICE_CPU, &info) != LONGATTN_OK) return "";
   const std::string features = info.features;  // "kernels=NAME flag flag..."
   const std::string active = features.substr(8, features.find(' ') - 8);
-  return active == want ? "" : "LONGATTN_CPU_ISA=" + std::string(want) + ": this CPU runs " + active;
+  return active == want ? ""
+                        : "LONGATTN_CPU_ISA=" + std::string(want) + ": this CPU runs " + active;
 }
 
 // ---- dtype conversions: the library's own (core/numeric.hpp), which numeric_test.cpp checks
