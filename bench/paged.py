@@ -1,7 +1,10 @@
 """Paged K/V against contiguous K/V on the same shapes: the kernel reads the cache in place through
 a block table whose blocks are shuffled across the pool, at several page sizes.
 
-    python bench/paged.py [--pages 1,16,64,256] [--rounds 3] [--out FILE.md]
+    python bench/paged.py [--pages 1,16,64,256] [--rounds 3] [--blocks shuffled|ordered]
+                          [--lib build/liblongattn.so] [--out FILE.md]
+
+With --lib, a build's C library through ctypes (bench/peers.py's bindings) instead of the package.
 
 Each time is the median of --rounds rounds of CUDA-event timing; speed is contiguous time / paged
 time (1.0: no cost for paging). Two contiguous baselines: head-major [B, H, L, D] and token-major
@@ -14,10 +17,8 @@ import sys
 
 import torch
 
-import longattn
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import time_rounds_ms  # noqa: E402
+from peers import Longattn, time_rounds_ms  # noqa: E402
 
 # (name, batch, q heads, kv heads, q_len, kv_len, head dim)
 SHAPES = [
@@ -47,14 +48,41 @@ def paged_copy(k, v, page, gen, shuffled=True):
     return pools[0], pools[1], table
 
 
+def package_runner(q, k, v, o, paged=None):
+    """(run, kernel and path) through the longattn package; paged = (table, page, kv_len)."""
+    import longattn
+
+    kw = {} if paged is None else dict(block_table=paged[0], page_size=paged[1], kv_len=paged[2])
+    plan = longattn.plan(q, k, v, causal=True, out=o, **kw)
+    if not plan.ok:
+        return None, plan.reason
+    return (lambda: longattn.attention(q, k, v, causal=True, out=o, **kw)), \
+        f"{plan.kernel} ({plan.path})"
+
+
+def c_api_runner(path):
+    lib = Longattn(path)
+
+    def prepare(q, k, v, o, paged=None):
+        try:
+            run, note, workspace = lib.prepare(q, k, v, o, True, paged)
+        except RuntimeError as e:
+            return None, str(e)
+        return (lambda: (workspace, run())[1]), f"{lib.kernel} ({note.split()[0]})"
+
+    return prepare
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", default="1,16,64,256")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--blocks", choices=["shuffled", "ordered"], default="shuffled",
                     help="the pool's blocks in random or in table order")
+    ap.add_argument("--lib", help="a liblongattn.so to time instead of the longattn package")
     ap.add_argument("--out")
     args = ap.parse_args()
+    prepare = c_api_runner(args.lib) if args.lib else package_runner
     pages = [int(x) for x in args.pages.split(",")]
     gen = torch.Generator().manual_seed(0)
     lines = [
@@ -70,30 +98,24 @@ def main():
         v = torch.randn(b, hkv, lk, d, dtype=torch.bfloat16, device="cuda")
         o = torch.empty_like(q)
         calls = 200 if lq == 1 else 10
-        base = time_rounds_ms(lambda: longattn.attention(q, k, v, causal=True, out=o), args.rounds,
-                              calls)
-        plan = longattn.plan(q, k, v, causal=True, out=o)
-        lines.append(f"| {name} | contiguous head-major | {plan.kernel} ({plan.path}) | {base:.3f} "
-                     "| 1.00 | |")
+        run, kernel = prepare(q, k, v, o)
+        base = time_rounds_ms(run, args.rounds, calls)
+        lines.append(f"| {name} | contiguous head-major | {kernel} | {base:.3f} | 1.00 | |")
         kt, vt = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (k, v))
-        tok = time_rounds_ms(lambda: longattn.attention(q, kt, vt, causal=True, out=o),
-                             args.rounds, calls)
-        plan = longattn.plan(q, kt, vt, causal=True, out=o)
-        lines.append(f"| {name} | contiguous token-major | {plan.kernel} ({plan.path}) | {tok:.3f} "
+        run, kernel = prepare(q, kt, vt, o)
+        tok = time_rounds_ms(run, args.rounds, calls)
+        lines.append(f"| {name} | contiguous token-major | {kernel} | {tok:.3f} "
                      f"| {base / tok:.2f} | 1.00 |")
-        del kt, vt
+        del kt, vt, run
         for page in pages:
             kp, vp, table = paged_copy(k, v, page, gen, args.blocks == "shuffled")
-            run = lambda: longattn.attention(q, kp, vp, causal=True, out=o, block_table=table,
-                                             page_size=page, kv_len=lk)
-            plan = longattn.plan(q, kp, vp, causal=True, out=o, block_table=table, page_size=page,
-                                 kv_len=lk)
-            if not plan.ok:
-                lines.append(f"| {name} | page {page} | refused: {plan.reason[:80]} | - | - | - |")
+            run, kernel = prepare(q, kp, vp, o, (table, page, lk))
+            if run is None:
+                lines.append(f"| {name} | page {page} | refused: {kernel[:80]} | - | - | - |")
                 continue
             ms = time_rounds_ms(run, args.rounds, calls)
-            lines.append(f"| {name} | page {page} | {plan.kernel} ({plan.path}) | {ms:.3f} | "
-                         f"{base / ms:.2f} | {tok / ms:.2f} |")
+            lines.append(f"| {name} | page {page} | {kernel} | {ms:.3f} | {base / ms:.2f} | "
+                         f"{tok / ms:.2f} |")
             del kp, vp
         print("\n".join(lines[-len(pages) - 2:]), flush=True)
     text = "\n".join(lines) + "\n"

@@ -100,14 +100,20 @@ class Longattn:
     def error(self):
         return self.lib.longattn_last_error().decode()
 
-    def prepare(self, q, k, v, o, causal):
-        """Plans once; returns a callable running attention with a torch-allocated workspace."""
+    def prepare(self, q, k, v, o, causal, paged=None):
+        """Plans once; returns a callable running attention with a torch-allocated workspace, a
+        note on the plan and the workspace. paged = (block table [B, pages] int32, page size,
+        kv_len) with k, v the pools [blocks, H, page, D]."""
         args = Args()
         self.lib.longattn_args_init(ctypes.byref(args))
         args.q, args.k, args.v, args.o = q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr()
         args.dtype, args.device = DTYPES[q.dtype], 1
         (args.batch, args.q_heads, args.q_len, args.head_dim_qk) = q.shape
         args.kv_heads, args.kv_len, args.head_dim_v = k.shape[1], k.shape[2], v.shape[3]
+        if paged is not None:
+            table, args.page_size, args.kv_len = paged
+            args.block_table, args.block_table_stride = table.data_ptr(), table.stride(0)
+            args.num_blocks = k.shape[0]
         for name, t in (("q_strides", q), ("k_strides", k), ("v_strides", v), ("o_strides", o)):
             setattr(args, name, Strides(*t.stride()[:3]))
         args.causal = int(causal)
@@ -128,6 +134,7 @@ class Longattn:
             raise RuntimeError(self.error())
         note = (f"{PATHS[plan.path]}" + (f" x{plan.splits}" if plan.splits > 1 else "") +
                 (f" {plan.block_q}x{plan.block_k}" if plan.block_k > 0 else ""))
+        self.kernel = plan.kernel.decode()
 
         def run():
             # The stream of the moment: a graph capture runs on torch's capture stream.
