@@ -159,8 +159,8 @@ struct Sm90Smem {
 // The producer, warpgroup 0. Thread 0 takes the work items and loads each K/V tile in one TMA box
 // per panel. Paged K/V whose pages split a tile (kBoxes) comes in boxes of kv_box_rows keys (pieces
 // inside one page), one lane of warp 0 per box; lane 0 takes the items. The two modes are compiled
-// apart (sm90_produce): in one loop they share the producer's 24 registers and spill, 0.85x of
-// contiguous against 0.90x at 256-key pages, 0.49x against 0.58x at 16 (d = 128, NOTES v0.21).
+// apart (sm90_produce): sharing one loop, they overflow the producer's 24 registers and the spills
+// slow every paged shape (bench/NOTES.md).
 // Ring entry e is K tile e (K and V shared) or K tile e/2 / V tile e/2 of the block's items.
 template <int kDqk, int kDv, bool kBoxes>
 __device__ __forceinline__ void sm90_produce_tiles(const FusedParams& p, const CUtensorMap& k_map,
