@@ -2,23 +2,25 @@
 a block table whose blocks are shuffled across the pool, at several page sizes.
 
     python bench/paged.py [--pages 1,16,64,256] [--rounds 3] [--blocks shuffled|ordered]
-                          [--lib build/liblongattn.so] [--out FILE.md]
+                          [--graph] [--lib build/liblongattn.so] [--out FILE.md]
 
 With --lib, a build's C library through ctypes (bench/peers.py's bindings) instead of the package.
 
-Each time is the median of --rounds rounds of CUDA-event timing; speed is contiguous time / paged
-time (1.0: no cost for paging). Two contiguous baselines: head-major [B, H, L, D] and token-major
+Each time is the median of --rounds rounds of CUDA-event timing (--graph: decode shapes as CUDA
+graph replays, as runtimes run them); speed is contiguous time / paged time (1.0: no cost for
+paging). Two contiguous baselines: head-major [B, H, L, D] and token-major
 [B, L, H, D], the pool's own row order (its rows of one head are H * D apart, as in every page).
 """
 
 import argparse
 import os
+import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import Longattn, time_rounds_ms  # noqa: E402
+from peers import Longattn, time_graph_ms, time_rounds_ms  # noqa: E402
 
 # (name, batch, q heads, kv heads, q_len, kv_len, head dim)
 SHAPES = [
@@ -79,6 +81,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--blocks", choices=["shuffled", "ordered"], default="shuffled",
                     help="the pool's blocks in random or in table order")
+    ap.add_argument("--graph", action="store_true",
+                    help="time decode shapes as CUDA graph replays (20 calls per graph)")
     ap.add_argument("--lib", help="a liblongattn.so to time instead of the longattn package")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -98,12 +102,21 @@ def main():
         v = torch.randn(b, hkv, lk, d, dtype=torch.bfloat16, device="cuda")
         o = torch.empty_like(q)
         calls = 200 if lq == 1 else 10
+        graph = args.graph and lq == 1
+
+        def timed(run):
+            if not graph:
+                return time_rounds_ms(run, args.rounds, calls)
+            return statistics.median(time_graph_ms([run])[0] for _ in range(args.rounds))
+
+        if graph:
+            name += " (graph)"
         run, kernel = prepare(q, k, v, o)
-        base = time_rounds_ms(run, args.rounds, calls)
+        base = timed(run)
         lines.append(f"| {name} | contiguous head-major | {kernel} | {base:.3f} | 1.00 | |")
         kt, vt = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (k, v))
         run, kernel = prepare(q, kt, vt, o)
-        tok = time_rounds_ms(run, args.rounds, calls)
+        tok = timed(run)
         lines.append(f"| {name} | contiguous token-major | {kernel} | {tok:.3f} "
                      f"| {base / tok:.2f} | 1.00 |")
         del kt, vt, run
@@ -113,7 +126,11 @@ def main():
             if run is None:
                 lines.append(f"| {name} | page {page} | refused: {kernel[:80]} | - | - | - |")
                 continue
-            ms = time_rounds_ms(run, args.rounds, calls)
+            try:
+                ms = timed(run)
+            except RuntimeError as e:  # a library that refuses paged K/V under capture
+                lines.append(f"| {name} | page {page} | refused: {str(e)[:80]} | - | - | - |")
+                continue
             lines.append(f"| {name} | page {page} | {kernel} | {ms:.3f} | {base / ms:.2f} | "
                          f"{tok / ms:.2f} |")
             del kp, vp

@@ -97,7 +97,10 @@ typedef struct longattn_args {
   /* Optional paged K/V (a KV cache of fixed-size blocks). When block_table is not NULL, token j of
    * batch b lives in block block_table[b * block_table_stride + j / page_size], at slot
    * j % page_size; k and v point at the block pools, whose strides are {batch: one block,
-   * head, token: one slot}. Blocks are num_blocks; entries must be in [0, num_blocks). */
+   * head, token: one slot}. Blocks are num_blocks; entries must be in [0, num_blocks): a run
+   * refuses others (on CUDA it reads the table on options.stream and waits for it), except a CUDA
+   * run captured into a graph, which reads the table only when the graph runs: there an id out of
+   * the pool reads nothing outside it and makes all O and LSE values of its batch entry NaN. */
   const int32_t* block_table;
   int64_t block_table_stride;
   int64_t page_size;

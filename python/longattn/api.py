@@ -458,7 +458,9 @@ def attention(q, k, v, *, causal=False, window_left=-1, softcap=0.0, scale=None,
     j <= i + Lk - Lq); window_left = W also requires j >= i + Lk - Lq - W. `mask` is boolean
     (True = visible) or additive float32, broadcastable to [B, Hq, Lq, Lk]. `sinks` is float32
     [Hq]. Paged K/V: k and v are block pools ([num_blocks, Hkv, page_size, D] for "bhld"),
-    block_table int32 [B, blocks], kv_len keys (default: every block full). An FP8 cache: k and v
+    block_table int32 [B, blocks], kv_len keys (default: every block full); a block id outside the
+    pool raises, except in a CUDA graph capture, which reads the table only when the graph replays:
+    there such an id makes that sequence's o and lse NaN. An FP8 cache: k and v
     float8_e4m3fn or float8_e5m2 (q and o stay q's dtype; the CPU runs it, and CUDA on its fused and
     split_kv paths), their values k * k_scale and v * v_scale; a scale is None (1), a float, or float32 of 1
     or Hkv values (one per KV head). num_splits fixes split_kv's slices per row (1 to 1024; with

@@ -370,6 +370,46 @@ def test_op_cuda_graph_capture():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_op_cuda_graph_capture_paged():
+    """Paged decode captured into a CUDA graph, as runtimes capture their decode step: the block
+    table is read when the graph runs, so a replay after the table changed in place uses the new
+    ids; an id outside the pool turns that sequence's rows into NaN (outside a capture it raises)."""
+    B, Hq, Hkv, D, page, pages, blocks = 3, 16, 2, 128, 16, 40, 130
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(B, Hq, 1, D, generator=g).to("cuda", torch.bfloat16)
+    kp = torch.randn(blocks, Hkv, page, D, generator=g).to("cuda", torch.bfloat16)
+    vp = torch.randn(blocks, Hkv, page, D, generator=g).to("cuda", torch.bfloat16)
+    ids = torch.randperm(blocks, generator=g)[:B * pages].to(torch.int32).view(B, pages)
+    table = ids.cuda()
+    kv_len = pages * page - 5
+    op = torch.ops.longattn.attention
+    call = lambda t: op(q, kp, vp, block_table=t, kv_len=kv_len)  # noqa: E731
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        call(table)  # warm up on the capture stream
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = call(table)
+    for rows in (ids, ids.roll(1, dims=0)):
+        table.copy_(rows)
+        graph.replay()
+        torch.cuda.synchronize()
+        want, want_lse = call(rows.cuda())
+        assert torch.equal(out, want) and torch.equal(lse, want_lse)
+    bad = ids.roll(1, dims=0).clone()
+    bad[1, -1] = blocks
+    with pytest.raises(longattn.InvalidArgumentError, match="block_table"):
+        call(bad.cuda())
+    table.copy_(bad)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert out[1].isnan().all() and lse[1].isnan().all()
+    assert torch.equal(out[[0, 2]], want[[0, 2]]) and torch.equal(lse[[0, 2]], want_lse[[0, 2]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_op_cuda_current_stream_and_device():
     q, k, v = inputs("cuda", torch.float16, Lq=64, Lk=4096, D=128)
     s = torch.cuda.Stream()

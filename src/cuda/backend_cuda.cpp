@@ -13,6 +13,7 @@
 
 #include "core/backend.hpp"
 #include "core/detail.hpp"
+#include "cuda/block_table_cuda.hpp"
 #include "cuda/launch_cuda.hpp"
 #include "cuda/unfused_cuda.hpp"
 
@@ -87,8 +88,35 @@ void check_cuda(cudaError_t e, const char* what, const longattn_args& a) {
        cudaGetErrorString(e));
 }
 
-// The pointers must be memory the current device can read: device or managed memory.
-void check_device_pointers(const longattn_args& a, const longattn_options& o) {
+// A block id out of the pool is refused, as validate.cpp does for CPU runs: the table (B x pages
+// int32, small) is read on the caller's stream, so the host sees what the kernel will. A captured
+// run cannot wait for it (and a graph's replays read other ids): then the kernels map such ids
+// into the pool and poison_bad_blocks_launch marks the batch entries that hold one. Returns
+// whether the host checked.
+bool check_block_table(const longattn_args& a, const longattn_options& o) {
+  if (cuda_stream_capturing(o.stream)) return false;
+  const int64_t pages = ceil_div(a.kv_len, a.page_size);
+  std::vector<int32_t> table(static_cast<size_t>(pages * a.batch));
+  for (int64_t b = 0; b < a.batch; ++b) {
+    cudaError_t e =
+        cudaMemcpyAsync(table.data() + b * pages, a.block_table + b * a.block_table_stride,
+                        size_t(pages) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_of(o));
+    if (e == cudaSuccess && b + 1 == a.batch) e = cudaStreamSynchronize(stream_of(o));
+    if (e != cudaSuccess)
+      fail(LONGATTN_DEVICE_ERROR, "reading block_table: %s", cudaGetErrorString(e));
+  }
+  for (int64_t b = 0; b < a.batch; ++b)
+    for (int64_t p = 0; p < pages; ++p)
+      if (const int32_t id = table[size_t(b * pages + p)]; id < 0 || id >= a.num_blocks)
+        fail(LONGATTN_INVALID_ARGUMENT,
+             "block_table[%lld][%lld] = %d: block ids must be in [0, num_blocks = %lld)",
+             (long long)b, (long long)p, id, (long long)a.num_blocks);
+  return true;
+}
+
+// The pointers must be memory the current device can read: device or managed memory. Returns
+// whether the block table is left to the device (see check_block_table).
+bool check_device_pointers(const longattn_args& a, const longattn_options& o) {
   const struct {
     const char* name;
     const void* p;
@@ -124,28 +152,7 @@ void check_device_pointers(const longattn_args& a, const longattn_options& o) {
            "%s = %p lives on CUDA device %d, but the current device is %d", x.name, x.p,
            attr.device, device);
   }
-  // A block id out of the pool would make the kernel read outside K/V: the table (B x pages
-  // int32, small) is copied to the host and checked, as validate.cpp does for CPU runs.
-  if (a.block_table) {
-    if (cuda_stream_capturing(o.stream))
-      fail(LONGATTN_INVALID_ARGUMENT,
-           "block_table: paged K/V is checked on the host (a synchronous copy of the table) "
-           "before each run, which CUDA graph capture does not allow; run paged attention "
-           "outside a capture");
-    const int64_t pages = ceil_div(a.kv_len, a.page_size);
-    std::vector<int32_t> table(static_cast<size_t>(pages));
-    for (int64_t b = 0; b < a.batch; ++b) {
-      cudaError_t e = cudaMemcpy(table.data(), a.block_table + b * a.block_table_stride,
-                                 table.size() * sizeof(int32_t), cudaMemcpyDeviceToHost);
-      if (e != cudaSuccess)
-        fail(LONGATTN_DEVICE_ERROR, "reading block_table: %s", cudaGetErrorString(e));
-      for (int64_t p = 0; p < pages; ++p)
-        if (table[p] < 0 || table[p] >= a.num_blocks)
-          fail(LONGATTN_INVALID_ARGUMENT,
-               "block_table[%lld][%lld] = %d: block ids must be in [0, num_blocks = %lld)",
-               (long long)b, (long long)p, table[p], (long long)a.num_blocks);
-    }
-  }
+  return a.block_table && !check_block_table(a, o);
 }
 
 // The typed arrays every CUDA kernel reads or writes with their natural alignment: a float32 or
@@ -308,11 +315,19 @@ int64_t fused_blocks(const longattn_args& a, const Decision& d) {
   return a.batch * a.kv_heads * ceil_div(a.q_len * g, std::max(1, p.block_q)) * p.splits;
 }
 
+// After a run's kernels: the rows of any batch entry whose table the host did not check and that
+// holds a block id out of the pool become NaN.
+void poison_unchecked_table(const longattn_args& a, const longattn_options& o, bool unchecked) {
+  if (unchecked)
+    check_cuda(cuda::poison_bad_blocks_launch(a, stream_of(o)), "block_table check launch", a);
+}
+
 void fused_run(const longattn_args& a, const Decision& d, Arena&, const longattn_options& o) {
   RelaxedCapture relaxed;
-  check_device_pointers(a, o);
+  const bool unchecked = check_device_pointers(a, o);
   check_cuda(cuda::launch_fused(a, choice_of(d).kernel, 1, nullptr, nullptr, stream_of(o)),
              "fused kernel launch", a);
+  poison_unchecked_table(a, o, unchecked);
 }
 
 void split_configure(const longattn_args& a, const DeviceContext& ctx, Decision* d) {
@@ -341,7 +356,7 @@ int64_t split_workspace(const longattn_args& a, const Decision& d) {
 void split_run(const longattn_args& a, const Decision& d, Arena& arena, const longattn_options& o) {
   const longattn_plan& p = d.plan;
   RelaxedCapture relaxed;
-  check_device_pointers(a, o);
+  const bool unchecked = check_device_pointers(a, o);
   float *o_part = nullptr, *lse_part = nullptr;
   if (p.splits > 1) {
     o_part = arena.take<float>(cuda::split_o_floats(a, p.splits));
@@ -349,6 +364,7 @@ void split_run(const longattn_args& a, const Decision& d, Arena& arena, const lo
   }
   check_cuda(cuda::launch_fused(a, choice_of(d).kernel, p.splits, o_part, lse_part, stream_of(o)),
              "split_kv launch", a);
+  poison_unchecked_table(a, o, unchecked);
 }
 
 // ---- unfused (cuBLAS)
@@ -391,7 +407,7 @@ std::string unfused_kernel_name(const longattn_args&, const Decision&) {
 
 void unfused_run(const longattn_args& a, const Decision&, Arena& arena, const longattn_options& o) {
   RelaxedCapture relaxed;
-  check_device_pointers(a, o);
+  const bool unchecked = check_device_pointers(a, o);
   const cuda::UnfusedLayout u = cuda::unfused_layout(a);
   cuda::UnfusedBuffers buf;
   buf.scores = arena.take<char>(u.scores_bytes);
@@ -401,6 +417,7 @@ void unfused_run(const longattn_args& a, const Decision&, Arena& arena, const lo
   for (int t = 0; t < 4; ++t) buf.staged[t] = arena.take<char>(u.staged_bytes[t]);
   std::string error = cuda::unfused_run(a, buf, stream_of(o));
   if (!error.empty()) fail(LONGATTN_DEVICE_ERROR, "CUDA unfused path: %s", error.c_str());
+  poison_unchecked_table(a, o, unchecked);
 }
 
 bool split_pays(const longattn_args& a, const DeviceContext&, const Decision& fused,

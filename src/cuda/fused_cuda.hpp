@@ -52,9 +52,10 @@ struct FusedParams {
   // Paged K/V (see longattn_args): token j of batch b is in block
   // block_table[b * block_table_stride + j / page_size]. The portable kernel needs page_size a
   // multiple of block_k (a key tile inside one block); the sm90a kernel loads K/V tiles in TMA
-  // boxes of kv_box_rows rows, gcd(page_size, block_k) (block_k when contiguous).
+  // boxes of kv_box_rows rows, gcd(page_size, block_k) (block_k when contiguous). Ids outside
+  // [0, num_blocks) read block 0 (pool_block).
   const int32_t* block_table;
-  int64_t block_table_stride, page_size;
+  int64_t block_table_stride, page_size, num_blocks;
   int32_t kv_box_rows;
   // An FP8 KV cache (LONGATTN_FLOAT8_E4M3 or _E5M2; 0: K and V are the input type), portable
   // kernel only: one-byte elements (strides still count elements), converted exactly to the MMA
@@ -126,6 +127,7 @@ inline FusedParams make_fused_params(const longattn_args& a) {
   p.block_table = a.block_table;
   p.block_table_stride = a.block_table_stride;
   p.page_size = a.page_size;
+  p.num_blocks = a.num_blocks;
   p.mask_unaligned =
       a.mask.kind == LONGATTN_MASK_ADDITIVE && reinterpret_cast<uintptr_t>(a.mask.data) % 4 != 0;
   if (numeric::is_fp8(a.kv_dtype)) {

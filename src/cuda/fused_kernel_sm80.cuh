@@ -26,6 +26,7 @@
 
 #include <cstdint>
 
+#include "cuda/block_table_cuda.hpp"
 #include "cuda/fused_common_cuda.cuh"
 #include "cuda/fused_cuda.hpp"
 #include "cuda/kernel_info_cache_cuda.hpp"
@@ -195,11 +196,12 @@ struct Fp8Rows {
   const char* base;  // the tensor at this KV head
   int64_t outer_stride, token_stride;
   const int32_t* table;  // this batch's block table row, or null
-  int64_t page_size;
+  int64_t page_size, num_blocks;
   int b;
   __device__ __forceinline__ const char* row(int64_t j) const {
     if (!table) return base + b * outer_stride + j * token_stride;
-    return base + int64_t(table[j / page_size]) * outer_stride + (j % page_size) * token_stride;
+    return base + pool_block(table[j / page_size], num_blocks) * outer_stride +
+           (j % page_size) * token_stride;
   }
 };
 
@@ -396,7 +398,7 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
   auto tile_rows = [&](const void* base, const int64_t* stride, int64_t j0) {
     int64_t outer = b, slot = j0;
     if (p.block_table) {
-      outer = p.block_table[b * p.block_table_stride + j0 / p.page_size];
+      outer = pool_block(p.block_table[b * p.block_table_stride + j0 / p.page_size], p.num_blocks);
       slot = j0 % p.page_size;
     }
     return static_cast<const char*>(base) +
@@ -412,6 +414,7 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
                        stride[2],
                        p.block_table ? p.block_table + b * p.block_table_stride : nullptr,
                        p.page_size,
+                       p.num_blocks,
                        b};
       };
       if (p.kv_fp8_async) {  // widened by widen_fp8_tile in the tile's iteration

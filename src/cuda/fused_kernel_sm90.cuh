@@ -200,7 +200,7 @@ __device__ __forceinline__ void sm90_produce_tiles(const FusedParams& p, const C
       if constexpr (!kBoxes) {
         if (use > 0) ptx::mbar_wait(sm.empty_bar(slot), uint32_t(use - 1) & 1);
         int token = int(j0), outer = wt.b;
-        if (p.block_table) {  // pages hold whole tiles
+        if (p.block_table) {  // pages hold whole tiles; TMA zero-fills an id outside the pool
           outer = p.block_table[wt.b * p.block_table_stride + j0 / p.page_size];
           token = int(j0 % p.page_size);
         }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/block_table_cuda.hpp"
 #include "cuda/unfused_cuda.hpp"
 
 namespace longattn::cuda {
@@ -111,7 +112,7 @@ __global__ void copy_kernel(const CopyParams p) {
     }
     int64_t outer = b, slot = t;
     if (p.block_table) {
-      outer = p.block_table[b * p.table_stride + t / p.page_size];
+      outer = pool_block(p.block_table[b * p.table_stride + t / p.page_size], p.num_blocks);
       slot = t % p.page_size;
     }
     Unit* strided = reinterpret_cast<Unit*>(p.strided + outer * p.stride[0] + h * p.stride[1] +

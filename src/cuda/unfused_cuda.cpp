@@ -155,7 +155,7 @@ std::string unfused_run(const longattn_args& a, const UnfusedBuffers& buf, cudaS
     c.elem_bytes = int32_t(es);
     if (v.paged)
       c.block_table = a.block_table, c.table_stride = a.block_table_stride,
-      c.page_size = a.page_size;
+      c.page_size = a.page_size, c.num_blocks = a.num_blocks;
     c.gather = true;
     cudaError_t e = copy_launch(c, stream);
     if (e != cudaSuccess) return std::string("gather copy: ") + cudaGetErrorString(e);

@@ -82,7 +82,7 @@ struct CopyParams {
   int64_t outer, heads, len, dim, ld;
   int32_t elem_bytes;
   const int32_t* block_table;  // paged: b's token t in block table[b * table_stride + t / page]
-  int64_t table_stride, page_size;
+  int64_t table_stride, page_size, num_blocks;  // ids outside [0, num_blocks) read block 0
   bool gather;
 };
 cudaError_t copy_launch(const CopyParams& p, cudaStream_t stream);

@@ -114,6 +114,77 @@ class DeviceProblem {
       out.status = LONGATTN_DEVICE_ERROR;
       out.message = std::string("after the run: ") + cudaGetErrorString(e);
     }
+    download(o, lse, &out);
+    return out;
+  }
+
+  // Captures one run of `path` on `inputs` into a CUDA graph (global mode, as torch.cuda.graph
+  // captures) and replays it once per entry of `tables`, each first copied to `table_dev` (the
+  // block table the inputs point at): the outputs of each replay, on sentinel-filled buffers.
+  std::vector<RunOutput> replay(int32_t path, longattn_options options, const longattn_args& inputs,
+                                void* table_dev,
+                                const std::vector<std::vector<int32_t>>& tables) const {
+    const Case& c = fx_.kase();
+    RunOutput blank;
+    blank.o = fx_.new_output();
+    blank.lse = fx_.new_lse();
+    const longattn_strides os = make_strides(c.out_layout, c.q_heads, c.q_len, c.dv);
+    DeviceBuffer o(blank.o.data(),
+                   extent_bytes(os, c.batch, c.q_heads, c.q_len, c.dv, dtype_size(c.dtype)),
+                   kGuardBytes);
+    DeviceBuffer lse(blank.lse.data(), c.batch * c.q_heads * c.q_len * 4, kGuardBytes);
+    longattn_args args = inputs;
+    args.o = o.dev;
+    args.lse = c.lse ? reinterpret_cast<float*>(lse.dev) : nullptr;
+    options.path = path;
+    std::vector<RunOutput> outs;
+    int64_t bytes = 0;
+    void* ws = nullptr;
+    if (longattn_transient_bytes(&args, path, &options, &bytes) != LONGATTN_OK ||
+        (bytes > 0 && cudaMalloc(&ws, size_t(bytes)) != cudaSuccess))
+      return outs;
+    options.workspace = ws, options.workspace_bytes = bytes;
+    cudaStream_t st = nullptr;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+    options.stream = st;
+    cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal);
+    longattn_plan plan{};
+    const longattn_status status = longattn_attention(&args, &options, &plan);
+    const std::string message = longattn_last_error();
+    const bool captured = cudaStreamEndCapture(st, &graph) == cudaSuccess &&
+                          cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    for (const std::vector<int32_t>& table : tables) {
+      RunOutput out;
+      out.status = status, out.message = message, out.plan = plan;
+      out.o = fx_.new_output();
+      out.lse = fx_.new_lse();
+      cudaMemcpy(o.base, static_cast<const char*>(out.o.data()) - kGuardBytes, size_t(o.bytes),
+                 cudaMemcpyHostToDevice);
+      cudaMemcpy(lse.base, static_cast<const char*>(out.lse.data()) - kGuardBytes,
+                 size_t(lse.bytes), cudaMemcpyHostToDevice);
+      cudaMemcpy(table_dev, table.data(), table.size() * 4, cudaMemcpyHostToDevice);
+      cudaError_t e = captured ? cudaGraphLaunch(exec, st) : cudaErrorStreamCaptureInvalidated;
+      if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+      if (status == LONGATTN_OK && e != cudaSuccess) {
+        out.status = LONGATTN_DEVICE_ERROR;
+        out.message = std::string("graph replay: ") + cudaGetErrorString(e);
+      }
+      download(o, lse, &out);
+      outs.push_back(std::move(out));
+    }
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    cudaStreamDestroy(st);
+    cudaFree(ws);
+    return outs;
+  }
+
+  // Brings a run's device outputs (guards included) back into `out` and checks the guards.
+  void download(const DeviceBuffer& o, const DeviceBuffer& lse, RunOutput* out_ptr) const {
+    const Case& c = fx_.kase();
+    RunOutput& out = *out_ptr;
     std::vector<uint8_t> ob = o.download(), lb = lse.download();
     std::memcpy(static_cast<uint8_t*>(out.o.data()) - kGuardBytes, ob.data(), ob.size());
     std::memcpy(static_cast<uint8_t*>(out.lse.data()) - kGuardBytes, lb.data(), lb.size());
@@ -124,7 +195,6 @@ class DeviceProblem {
         if (byte != kOutputSentinel) out.guard_problem = "LSE written although args.lse was NULL";
     out.o_dense = out.o.dense();
     out.lse_dense = out.lse.dense();
-    return out;
   }
 
   // "" when the device inputs (guards included) still hold what was uploaded.
@@ -541,6 +611,92 @@ TEST(GraphCuda, CapturedDecodeMatchesEagerBitForBit) {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(st);
   cudaFree(o), cudaFree(lse), cudaFree(ws);
+}
+
+// A paged run captured into a CUDA graph reads the block table when the graph runs: a replay after
+// the table changed gives the eager result of the new table. An id outside the pool there (the
+// host cannot check it) reads nothing outside the pool and turns all of its batch entry's O and
+// LSE into NaN; the other entries keep their results and nothing outside the outputs is written.
+// (Outside a capture such an id is refused: PagedCuda.) Pages of 64 run on the portable kernel
+// (decode tiles included), pages of 16 on the sm90a kernel's boxes on Hopper, and every page size
+// on the unfused path's gather.
+TEST(GraphCuda, CapturedPagedRunReadsTheTableWhenReplayed) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Shape {
+    int64_t q_len, page;
+  };
+  for (const Shape& sh : {Shape{1, 64}, Shape{1, 16}, Shape{37, 64}, Shape{37, 16}}) {
+    SCOPED_TRACE("q_len " + std::to_string(sh.q_len) + ", page " + std::to_string(sh.page));
+    const int64_t batch = 3, kv_len = 700, pages = (kv_len + sh.page - 1) / sh.page;
+    const Fixture fx(
+        Case("graph_paged").shape(batch, 16, 2, sh.q_len, kv_len).dims(128).type(BF16).is_causal());
+    const DeviceProblem dev(fx);
+    const PagedCopy host = make_paged(fx.args(), sh.page, false, uint32_t(sh.page));
+    // A second valid table (the entries' rows rotated), then two with one id out of the pool.
+    std::vector<int32_t> rotated(host.table.size());
+    for (int64_t b = 0; b < batch; ++b)
+      std::copy_n(host.table.begin() + ((b + 1) % batch) * pages, pages,
+                  rotated.begin() + b * pages);
+    std::vector<int32_t> past_end = rotated, negative = rotated;
+    past_end[size_t(2 * pages - 1)] = int32_t(host.args.num_blocks);  // entry 1, its last page
+    negative[size_t(2 * pages)] = -1;                                 // entry 2, its first page
+    DeviceBuffer k(host.k_pool.data(), int64_t(host.k_pool.size()), 0);
+    DeviceBuffer v(host.v_pool.data(), int64_t(host.v_pool.size()), 0);
+    DeviceBuffer table(host.table.data(), int64_t(host.table.size() * 4), 0);
+    DeviceBuffer rotated_table(rotated.data(), int64_t(rotated.size() * 4), 0);
+    longattn_args a = dev.args();
+    a.k = k.dev, a.v = v.dev, a.k_strides = host.args.k_strides, a.v_strides = host.args.v_strides;
+    a.block_table = reinterpret_cast<const int32_t*>(table.dev);
+    a.block_table_stride = host.args.block_table_stride;
+    a.page_size = sh.page, a.num_blocks = host.args.num_blocks;
+    longattn_args a_rotated = a;
+    a_rotated.block_table = reinterpret_cast<const int32_t*>(rotated_table.dev);
+    const int64_t entry_o = 16 * sh.q_len * 128, entry_lse = 16 * sh.q_len;
+    for (int32_t path : {LONGATTN_PATH_FUSED, LONGATTN_PATH_SPLIT_KV, LONGATTN_PATH_UNFUSED}) {
+      SCOPED_TRACE(path_label(path));
+      const RunOutput first = dev.run(path, default_options(), &a);
+      const RunOutput second = dev.run(path, default_options(), &a_rotated);
+      const std::vector<RunOutput> replays = dev.replay(path, default_options(), a, table.dev,
+                                                        {host.table, rotated, past_end, negative});
+      ASSERT_EQ(replays.size(), 4u);
+      if (first.status == LONGATTN_UNSUPPORTED) {  // the portable kernel and pages of 16
+        EXPECT_EQ(replays[0].status, LONGATTN_UNSUPPORTED) << replays[0].message;
+        continue;
+      }
+      ASSERT_EQ(first.status, LONGATTN_OK) << first.message;
+      for (const RunOutput& r : replays) {
+        ASSERT_EQ(r.status, LONGATTN_OK) << r.message;
+        EXPECT_EQ(r.guard_problem, "");
+      }
+      expect_same_result(replays[0], first);
+      expect_same_result(replays[1], second);
+      const struct {
+        const RunOutput& out;
+        int64_t bad_entry;
+      } poisoned[] = {{replays[2], 1}, {replays[3], 2}};
+      for (const auto& x : poisoned) {
+        for (int64_t b = 0; b < batch; ++b) {
+          SCOPED_TRACE("batch entry " + std::to_string(b));
+          int64_t nan_o = 0, nan_lse = 0, same_o = 0, same_lse = 0;
+          for (int64_t i = b * entry_o; i < (b + 1) * entry_o; ++i) {
+            nan_o += std::isnan(x.out.o_dense[size_t(i)]);
+            same_o += x.out.o_dense[size_t(i)] == second.o_dense[size_t(i)];
+          }
+          for (int64_t i = b * entry_lse; i < (b + 1) * entry_lse; ++i) {
+            nan_lse += std::isnan(x.out.lse_dense[size_t(i)]);
+            same_lse += x.out.lse_dense[size_t(i)] == second.lse_dense[size_t(i)];
+          }
+          if (b == x.bad_entry) {
+            EXPECT_EQ(nan_o, entry_o);
+            EXPECT_EQ(nan_lse, entry_lse);
+          } else {  // the same kernel on the same keys: the same bits
+            EXPECT_EQ(same_o, entry_o);
+            EXPECT_EQ(same_lse, entry_lse);
+          }
+        }
+      }
+    }
+  }
 }
 
 // A prepared plan gives longattn_attention's bits on the GPU too: reused for other buffers of the
