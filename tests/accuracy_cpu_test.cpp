@@ -57,7 +57,7 @@ std::string check_library_reference(const Problem& p, const RefResult& ref, cons
 class AccuracyCpu : public ::testing::TestWithParam<Case> {};
 
 TEST_P(AccuracyCpu, EveryPathMatchesFloat64Reference) {
-  if (const std::string why = requested_cpu_isa_missing(); !why.empty()) GTEST_SKIP() << why;
+  if (const std::string why = forced_cpu_isa_repeats_unforced(); !why.empty()) GTEST_SKIP() << why;
   const Fixture fx(GetParam());
   const Case& c = fx.kase();
   const Problem& p = fx.problem();

@@ -16,7 +16,7 @@ namespace {
 class PagedCpu : public ::testing::TestWithParam<Case> {};
 
 TEST_P(PagedCpu, EveryPathMatchesContiguousBitForBit) {
-  if (const std::string why = requested_cpu_isa_missing(); !why.empty()) GTEST_SKIP() << why;
+  if (const std::string why = forced_cpu_isa_repeats_unforced(); !why.empty()) GTEST_SKIP() << why;
   const Fixture fx(GetParam());
   for (int64_t page : {16, 64, 100}) {
     const PagedCopy paged = make_paged(fx.args(), page, GetParam().k_eq_v, uint32_t(page));

@@ -33,17 +33,23 @@ inline bool small_scale() {
 }
 inline int64_t scaled_len(int64_t len) { return small_scale() && len > 1100 ? 1100 : len; }
 
-// LONGATTN_CPU_ISA=NAME asks for one instruction set's kernels (the accuracy_isa_* tests); a CPU
-// without it runs its best one instead, which the unforced run covers. Says so, or "" when the CPU
-// runs what was asked (or nothing was).
-inline std::string requested_cpu_isa_missing() {
+// LONGATTN_CPU_ISA=NAME asks for one instruction set's kernels (the accuracy_isa_* tests, a
+// small-scale rerun of the grid). Why such a run repeats the unforced one, which runs the best
+// kernels: the CPU lacks NAME (and runs its best instead), or offers nothing above NAME. "" when
+// the forced run covers kernels the unforced one does not (or nothing was forced).
+inline std::string forced_cpu_isa_repeats_unforced() {
   const char* want = std::getenv("LONGATTN_CPU_ISA");
   longattn_device_info info;
   if (!want || longattn_device_query(LONGATTN_DEVICE_CPU, &info) != LONGATTN_OK) return "";
-  const std::string features = info.features;  // "kernels=NAME flag flag..."
+  const std::string features = std::string(info.features) + " ";  // "kernels=NAME flag flag..."
   const std::string active = features.substr(8, features.find(' ') - 8);
-  return active == want ? ""
-                        : "LONGATTN_CPU_ISA=" + std::string(want) + ": this CPU runs " + active;
+  if (active != want) return "LONGATTN_CPU_ISA=" + std::string(want) + ": this CPU runs " + active;
+  // The CPU flag the next instruction set up needs (cpu_info.cpp names them).
+  const char* next = active == "generic" ? "avx2" : active == "avx2" ? "avx512f" : "avx512bf16";
+  if (active != "amx" && features.find(std::string(" ") + next + " ") == std::string::npos)
+    return "LONGATTN_CPU_ISA=" + std::string(want) +
+           ": the best this CPU runs, as the unforced run";
+  return "";
 }
 
 // ---- dtype conversions: the library's own (core/numeric.hpp), which numeric_test.cpp checks

@@ -141,22 +141,33 @@ const Fp8Table& fp8_table() {
   return table;
 }
 
+// The best instruction set the CPU runs whose kernels were compiled (LONGATTN_CPU_ISAS=host leaves
+// some out), at most LONGATTN_CPU_ISA's when it names one; the best compiled one the CPU runs when
+// none at or below it was compiled.
 const CpuIsa& active_isa() {
   static const CpuIsa* const isa = []() -> const CpuIsa* {
+    const bool avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    const bool bf16 = avx512 && cpu_has_avx512bf16();
+    const struct {
+      const CpuIsa* isa;
+      const char* name;
+      bool runs;
+    } best_first[] = {{&kIsaAmx, "amx", bf16 && cpu_amx_granted()},
+                      {&kIsaAvx512Bf16, "avx512bf16", bf16},
+                      {&kIsaAvx512, "avx512", avx512},
+                      {&kIsaAvx2, "avx2", avx2},
+                      {&kIsaGeneric, "generic", true}};
     const char* want = std::getenv("LONGATTN_CPU_ISA");
-    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                  __builtin_cpu_supports("avx512vl") && kIsaAvx512.fused;
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
-                kIsaAvx2.fused;
-    bool bf16 = avx512 && cpu_has_avx512bf16() && kIsaAvx512Bf16.fused;
-    if (want && std::strcmp(want, "generic") == 0) return &kIsaGeneric;
-    if (want && std::strcmp(want, "avx2") == 0) avx512 = bf16 = false;
-    if (want && std::strcmp(want, "avx512") == 0) bf16 = false;
-    const bool lowered = want && std::strcmp(want, "amx") != 0;
-    if (bf16 && !lowered && kIsaAmx.fused && cpu_amx_granted()) return &kIsaAmx;
-    if (bf16) return &kIsaAvx512Bf16;
-    if (avx512) return &kIsaAvx512;
-    if (avx2) return &kIsaAvx2;
+    bool allowed = !want || std::strcmp(want, "amx") == 0;  // "amx": the default order
+    for (const auto& c : best_first) {
+      allowed = allowed || std::strcmp(want, c.name) == 0;
+      if (allowed && c.runs && c.isa->fused) return c.isa;
+    }
+    for (const auto& c : best_first)
+      if (c.runs && c.isa->fused) return c.isa;
     return &kIsaGeneric;
   }();
   return *isa;
