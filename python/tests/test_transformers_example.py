@@ -25,3 +25,13 @@ def test_hf_prefill_cpu(tmp_path, capsys):
     assert [(r["impl"], r["tokens"], r["ok"]) for r in result["runs"]] == [
         ("longattn", 512, True), ("sdpa", 512, True)]
     assert "longattn" in capsys.readouterr().out
+
+
+def test_attention_bytes_are_the_peak_over_no_attention():
+    def run(impl, tokens, peak, ok=True):
+        return {"impl": impl, "tokens": tokens, "ok": ok, "peak_bytes": peak}
+
+    runs = [run("longattn", 8, 100), run("sdpa", 8, 400), run("no_attention", 8, 100),
+            run("sdpa", 16, None, ok=False), run("longattn", 16, 300), run("flex", 32, 5)]
+    hf_prefill.add_attention_bytes(runs)
+    assert [r["attention_bytes"] for r in runs] == [0, 300, 0, None, None, None]

@@ -8,9 +8,10 @@ The model is built from transformers' default config of the named family (gemma4
 gpt-oss, llama) with `--layers` decoder layers and random weights, or loaded from a local
 checkpoint directory (`--model PATH`). It prefills a random prompt of each length in one forward
 pass (`--chunk C`: in chunks against a KV cache, as generate does) with each attention
-implementation, and reports time, tokens/s and peak memory. First it checks longattn's logits
-against eager attention on a short prefix. An implementation that fails (out of memory, no kernel
-for the head dim, flex_attention not compiling) is reported with its error; the run goes on.
+implementation, and reports time, tokens/s and peak memory (with no_attention among them, also
+each peak over no_attention's: the memory attention itself adds). First it checks longattn's
+logits against eager attention on a short prefix. An implementation that fails (out of memory, no
+kernel for the head dim, flex_attention not compiling) is reported with its error; the run goes on.
 """
 
 import argparse
@@ -284,17 +285,29 @@ def gib(b):
     return "-" if b is None else f"{b / 2**30:.2f}"
 
 
+def add_attention_bytes(runs):
+    """Each run's peak over no_attention's at the same length (CUDA, both measured): the memory
+    attention itself adds, as the model's own activations bound the peak from below."""
+    floor = {r["tokens"]: r["peak_bytes"] for r in runs
+             if r["impl"] == "no_attention" and r["ok"] and r["peak_bytes"] is not None}
+    for r in runs:
+        ok = r["ok"] and r["peak_bytes"] is not None and r["tokens"] in floor
+        r["attention_bytes"] = r["peak_bytes"] - floor[r["tokens"]] if ok else None
+
+
 def print_table(runs, weights_bytes):
+    add_attention_bytes(runs)
     print(f"\n{'impl':>15} {'tokens':>8} {'seconds':>9} {'tokens/s':>10} {'peak GiB':>9} "
-          f"{'over weights':>12}  note")
+          f"{'over weights':>12} {'attention':>9}  note")
     for r in runs:
         if r["ok"]:
             over = None if r["peak_bytes"] is None else r["peak_bytes"] - weights_bytes
             print(f"{r['impl']:>15} {r['tokens']:>8} {r['seconds']:>9.3f} "
-                  f"{r['tokens_per_s']:>10.0f} {gib(r['peak_bytes']):>9} {gib(over):>12}")
+                  f"{r['tokens_per_s']:>10.0f} {gib(r['peak_bytes']):>9} {gib(over):>12} "
+                  f"{gib(r['attention_bytes']):>9}")
         else:
-            print(f"{r['impl']:>15} {r['tokens']:>8} {'-':>9} {'-':>10} {'-':>9} {'-':>12}  "
-                  f"{r['error']}")
+            print(f"{r['impl']:>15} {r['tokens']:>8} {'-':>9} {'-':>10} {'-':>9} {'-':>12} "
+                  f"{'-':>9}  {r['error']}")
     by = {(r["impl"], r["tokens"]): r for r in runs}
     for r in runs:
         base = by.get(("longattn", r["tokens"]))
