@@ -373,7 +373,8 @@ def test_op_cuda_graph_capture():
 def test_op_cuda_graph_capture_paged():
     """Paged decode captured into a CUDA graph, as runtimes capture their decode step: the block
     table is read when the graph runs, so a replay after the table changed in place uses the new
-    ids; an id outside the pool turns that sequence's rows into NaN (outside a capture it raises)."""
+    ids; an id outside the pool turns that sequence's rows into NaN (outside a capture it
+    raises)."""
     B, Hq, Hkv, D, page, pages, blocks = 3, 16, 2, 128, 16, 40, 130
     g = torch.Generator().manual_seed(3)
     q = torch.randn(B, Hq, 1, D, generator=g).to("cuda", torch.bfloat16)

@@ -89,28 +89,31 @@ void check_cuda(cudaError_t e, const char* what, const longattn_args& a) {
 }
 
 // A block id out of the pool is refused, as validate.cpp does for CPU runs: the table (B x pages
-// int32, small) is read on the caller's stream, so the host sees what the kernel will. A captured
-// run cannot wait for it (and a graph's replays read other ids): then the kernels map such ids
-// into the pool and poison_bad_blocks_launch marks the batch entries that hold one. Returns
-// whether the host checked.
+// int32) is read on the caller's stream, so the host sees what the kernel will, in groups of
+// entries of at most 1M ids (4 MB) with one wait each. A captured run cannot wait for it (and a
+// graph's replays read other ids): then the kernels map such ids into the pool and
+// poison_bad_blocks_launch marks the batch entries that hold one. Returns whether the host checked.
 bool check_block_table(const longattn_args& a, const longattn_options& o) {
   if (cuda_stream_capturing(o.stream)) return false;
   const int64_t pages = ceil_div(a.kv_len, a.page_size);
-  std::vector<int32_t> table(static_cast<size_t>(pages * a.batch));
-  for (int64_t b = 0; b < a.batch; ++b) {
-    cudaError_t e =
-        cudaMemcpyAsync(table.data() + b * pages, a.block_table + b * a.block_table_stride,
-                        size_t(pages) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_of(o));
-    if (e == cudaSuccess && b + 1 == a.batch) e = cudaStreamSynchronize(stream_of(o));
+  const int64_t group = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(pages, 1));
+  std::vector<int32_t> table(static_cast<size_t>(pages * std::min(group, a.batch)));
+  for (int64_t b0 = 0; b0 < a.batch; b0 += group) {
+    const int64_t n = std::min(group, a.batch - b0);
+    cudaError_t e = cudaSuccess;
+    for (int64_t b = 0; b < n && e == cudaSuccess; ++b)
+      e = cudaMemcpyAsync(table.data() + b * pages, a.block_table + (b0 + b) * a.block_table_stride,
+                          size_t(pages) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_of(o));
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_of(o));
     if (e != cudaSuccess)
       fail(LONGATTN_DEVICE_ERROR, "reading block_table: %s", cudaGetErrorString(e));
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t p = 0; p < pages; ++p)
+        if (const int32_t id = table[size_t(b * pages + p)]; id < 0 || id >= a.num_blocks)
+          fail(LONGATTN_INVALID_ARGUMENT,
+               "block_table[%lld][%lld] = %d: block ids must be in [0, num_blocks = %lld)",
+               (long long)(b0 + b), (long long)p, id, (long long)a.num_blocks);
   }
-  for (int64_t b = 0; b < a.batch; ++b)
-    for (int64_t p = 0; p < pages; ++p)
-      if (const int32_t id = table[size_t(b * pages + p)]; id < 0 || id >= a.num_blocks)
-        fail(LONGATTN_INVALID_ARGUMENT,
-             "block_table[%lld][%lld] = %d: block ids must be in [0, num_blocks = %lld)",
-             (long long)b, (long long)p, id, (long long)a.num_blocks);
   return true;
 }
 
