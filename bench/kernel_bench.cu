@@ -402,7 +402,8 @@ int main(int argc, char** argv) {
 #define LONGATTN_X(a, b)                                                                      \
   {                                                                                           \
     FusedKernelInfo ki;                                                                       \
-    CHECK_CUDA(longattn::cuda::fused_kernel_info(a, b, type, decode, false, &ki));            \
+    CHECK_CUDA(longattn::cuda::fused_kernel_info(a, b, type, decode,                          \
+                                                 longattn::cuda::KvRead::kTiles, &ki));       \
     std::printf(                                                                              \
         "kernel d%d/%d %s: sm_%d code, tiles %dx%d, %d warps, %d stages, %lld B smem, "       \
         "%d regs, %d B local, %d blocks/SM\n",                                                \

@@ -210,7 +210,7 @@ std::string fused_check(const longattn_args& a, const DeviceContext& ctx, Backen
   if (std::string why = typed_pointers_unsupported(a); !why.empty()) return why;
   int pad_qk = 0, pad_v = 0;
   if (!cuda::fused_padded_head_dims(a.head_dim_qk, a.head_dim_v, &pad_qk, &pad_v,
-                                    is_fp8(a.kv_dtype)))
+                                    is_fp8(a.kv_dtype) ? cuda::KvRead::kFp8 : cuda::KvRead::kTiles))
     return format(
         "head_dim_qk = %lld, head_dim_v = %lld: the CUDA fused kernel runs head dims up to "
         "those of its widest compiled pair (compiled: %s; others are padded to one of them)",
@@ -265,13 +265,6 @@ std::string fused_check(const longattn_args& a, const DeviceContext& ctx, Backen
         "block; %s allows %zu",
         (long long)a.head_dim_qk, (long long)a.head_dim_v, (long long)ki.smem_bytes, prop.name,
         prop.sharedMemPerBlockOptin);
-  // (An FP8 cache's rows are looked up one by one where a tile crosses pages.)
-  if (a.block_table && ki.family == 80 && a.page_size % ki.block_k != 0 && !is_fp8(a.kv_dtype))
-    return format(
-        "page_size = %lld: the portable CUDA fused kernel for head_dim %lld reads paged 16-bit "
-        "K/V in tiles of %d keys, so page_size must be a multiple of %d (the sm90a kernel on "
-        "Hopper takes any page size for 16-bit inputs with rows on 16 bytes)",
-        (long long)a.page_size, (long long)a.head_dim_qk, ki.block_k, ki.block_k);
   // The kernels number their (query tile, split, kv head, batch) blocks in 31 bits.
   const int32_t fixed_splits = ctx.options ? std::max(1, ctx.options->num_splits) : 1;
   const int64_t tiles = ceil_div(a.q_len * (a.q_heads / a.kv_heads), int64_t(ki.block_q));
@@ -306,6 +299,7 @@ std::string fused_kernel_name(const longattn_args& a, const Decision& d) {
                      : ki.decode     ? "sm80 mma.sync (decode tiles)"
                                      : "sm80 mma.sync";
   if (is_fp8(a.kv_dtype)) name += ", FP8 K/V";
+  if (ki.family == 80 && ki.kv_read == cuda::KvRead::kPagedRows) name += ", paged rows";
   if (ki.head_dim_qk != a.head_dim_qk || ki.head_dim_v != a.head_dim_v)
     name += format(", padded to %d/%d", ki.head_dim_qk, ki.head_dim_v);  // fits plan.kernel
   return name;

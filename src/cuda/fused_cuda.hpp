@@ -18,6 +18,13 @@ namespace longattn::cuda {
 // rounded to bf16 as it is loaded (bf16 keeps float32's range, so nothing overflows).
 enum class Mma16 : int { kBf16 = 0, kF16 = 1 };
 
+// How a portable kernel reads its K and V tiles, each way its own instantiation. kTiles: 16-bit or
+// float32 rows a stride apart (contiguous K/V, or pages that hold whole key tiles). kPagedRows: the
+// same rows looked up one by one in the block table (pages that split the key tile); a fallback,
+// compiled with the prefill tiles only, which decode shapes run too. kFp8: an FP8 cache's codes
+// (FusedParams::kv_fp8; rows looked up where a tile crosses pages).
+enum class KvRead : int { kTiles = 0, kPagedRows = 1, kFp8 = 2 };
+
 // Everything the kernel reads, in elements unless named bytes. Plain data, passed by value.
 struct FusedParams {
   const void* q;
@@ -50,8 +57,9 @@ struct FusedParams {
   float* o_part;
   float* lse_part;
   // Paged K/V (see longattn_args): token j of batch b is in block
-  // block_table[b * block_table_stride + j / page_size]. The portable kernel needs page_size a
-  // multiple of block_k (a key tile inside one block); the sm90a kernel loads K/V tiles in TMA
+  // block_table[b * block_table_stride + j / page_size]. The portable kernel steps a key tile's
+  // rows by the token stride where page_size is a multiple of block_k (a tile inside one block),
+  // else looks each row up (KvRead::kPagedRows); the sm90a kernel loads K/V tiles in TMA
   // boxes of kv_box_rows rows, gcd(page_size, block_k) (block_k when contiguous). Ids outside
   // [0, num_blocks) read block 0 (pool_block).
   const int32_t* block_table;
@@ -147,6 +155,7 @@ inline Mma16 mma_type_for(int32_t dtype) {
 struct FusedKernelInfo {
   int family = 80;      // 80: the portable kernel (fused_kernel_sm80.cuh); 90: the sm_90a kernel
   bool decode = false;  // family 80: the decode tile shapes (fused_use_decode)
+  KvRead kv_read = KvRead::kTiles;            // family 80: its K/V loader
   int head_dim_qk = 0, head_dim_v = 0;        // the compiled dims: the real ones, padded
   int block_q = 0, block_k = 0, threads = 0;  // packed query rows and keys per tile, per block
   FusedTraits traits;                         // family 80 only
@@ -160,8 +169,8 @@ struct FusedKernelInfo {
 };
 
 // One compiled kernel; the generated files in instantiations/ instantiate it. kDecode selects the
-// decode tile shapes (fused_traits); kFp8 reads an FP8 cache (FusedParams::kv_fp8).
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8 = false>
+// decode tile shapes (fused_traits).
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv = KvRead::kTiles>
 struct FusedInstance {
   static cudaError_t info(FusedKernelInfo* info);
   // programmatic: launch as a programmatic dependent of the kernel before it on the stream (sm_90+)
@@ -184,15 +193,15 @@ constexpr int kSchedCounterSlots = 256;
 int sched_counter_slot(cudaStream_t stream);
 
 // Dispatch over the compiled (head_dim_qk, head_dim_v) pairs (fused_dispatch_cuda.cpp).
-// fused_padded_head_dims: the compiled pair that runs real head dims (dqk, dv), the cheapest with
-// both dims at least as wide; false when none is (dims over 512); fp8: among the FP8-cache
-// kernels' pairs. fused_kernel_info and fused_launch (fp8 from p.kv_fp8) take the real dims and use
-// this pair.
-bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v, bool fp8 = false);
+// fused_padded_head_dims: the compiled pair that runs real head dims (dqk, dv) with K/V read as
+// `kv`, the cheapest with both dims at least as wide; false when none is (dims over 576/512).
+// fused_kernel_info and fused_launch take the real dims and use this pair.
+bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v,
+                            KvRead kv = KvRead::kTiles);
 const char* fused_head_dims_list();  // "64/64, 80/80, ..." for messages
-cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, bool fp8,
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, KvRead kv,
                               FusedKernelInfo* info);
-cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
+cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, KvRead kv, const FusedParams& p,
                          cudaStream_t stream, bool programmatic = false);
 // The same for the sm_90a kernels (fused_sm90_head_dims.inc); the sm90 entry points below take
 // the real dims too.

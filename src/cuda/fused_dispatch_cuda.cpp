@@ -21,6 +21,11 @@ constexpr HeadDims kFp8Dims[] = {
     LONGATTN_FUSED_FP8_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
 };
+constexpr HeadDims kPagedRowsDims[] = {
+#define LONGATTN_X(a, b) {a, b},
+    LONGATTN_FUSED_PAGED_ROWS_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+};
 constexpr HeadDims kSm90Dims[] = {
 #define LONGATTN_X(a, b) {a, b},
     LONGATTN_FUSED_SM90_HEAD_DIMS(LONGATTN_X)
@@ -41,9 +46,15 @@ bool cheapest_cover(const HeadDims (&list)[N], int64_t dqk, int64_t dv, int* pad
 }
 }  // namespace
 
-bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v, bool fp8) {
-  return fp8 ? cheapest_cover(kFp8Dims, dqk, dv, pad_qk, pad_v)
-             : cheapest_cover(kSm80Dims, dqk, dv, pad_qk, pad_v);
+bool fused_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v, KvRead kv) {
+  switch (kv) {
+    case KvRead::kFp8:
+      return cheapest_cover(kFp8Dims, dqk, dv, pad_qk, pad_v);
+    case KvRead::kPagedRows:
+      return cheapest_cover(kPagedRowsDims, dqk, dv, pad_qk, pad_v);
+    default:
+      return cheapest_cover(kSm80Dims, dqk, dv, pad_qk, pad_v);
+  }
 }
 
 bool fused_sm90_padded_head_dims(int64_t dqk, int64_t dv, int* pad_qk, int* pad_v) {
@@ -61,57 +72,63 @@ const char* fused_head_dims_list() {
   return list.c_str();
 }
 
-// One (head dims) entry: the four compiled kernels (type x decode), for the padded pair.
-#define LONGATTN_PICK(a, b, call)                                    \
-  if (pad_qk == a && pad_v == b) {                                   \
-    if (type == Mma16::kF16)                                         \
-      return decode ? FusedInstance<a, b, Mma16::kF16, true>::call   \
-                    : FusedInstance<a, b, Mma16::kF16, false>::call; \
-    return decode ? FusedInstance<a, b, Mma16::kBf16, true>::call    \
-                  : FusedInstance<a, b, Mma16::kBf16, false>::call;  \
+namespace {
+// Calls fn(FusedInstance<...>{}) with the compiled kernel of the padded pair, type, tile shapes
+// and K/V loader; an error when there is none.
+template <class Fn>
+cudaError_t with_kernel(int pad_qk, int pad_v, Mma16 type, bool decode, KvRead kv, Fn&& fn) {
+#define LONGATTN_PICK(a, b, kKv)                                          \
+  if (pad_qk == a && pad_v == b) {                                        \
+    if (type == Mma16::kF16)                                              \
+      return decode ? fn(FusedInstance<a, b, Mma16::kF16, true, kKv>{})   \
+                    : fn(FusedInstance<a, b, Mma16::kF16, false, kKv>{}); \
+    return decode ? fn(FusedInstance<a, b, Mma16::kBf16, true, kKv>{})    \
+                  : fn(FusedInstance<a, b, Mma16::kBf16, false, kKv>{});  \
   }
-
-// The same over the FP8-cache kernels.
-#define LONGATTN_PICK_FP8(a, b, call)                                      \
-  if (pad_qk == a && pad_v == b) {                                         \
-    if (type == Mma16::kF16)                                               \
-      return decode ? FusedInstance<a, b, Mma16::kF16, true, true>::call   \
-                    : FusedInstance<a, b, Mma16::kF16, false, true>::call; \
-    return decode ? FusedInstance<a, b, Mma16::kBf16, true, true>::call    \
-                  : FusedInstance<a, b, Mma16::kBf16, false, true>::call;  \
-  }
-
-cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, bool fp8,
-                              FusedKernelInfo* info) {
-  int pad_qk = 0, pad_v = 0;
-  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v, fp8)) return cudaErrorInvalidValue;
-  if (fp8) {
-#define LONGATTN_X(a, b) LONGATTN_PICK_FP8(a, b, info(info))
-    LONGATTN_FUSED_FP8_HEAD_DIMS(LONGATTN_X)
+  switch (kv) {
+    case KvRead::kTiles: {
+#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, KvRead::kTiles)
+      LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
-    return cudaErrorInvalidValue;
-  }
-#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, info(info))
-  LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
+      break;
+    }
+    case KvRead::kPagedRows: {  // prefill tiles only
+#define LONGATTN_X(a, b)                                                           \
+  if (pad_qk == a && pad_v == b)                                                   \
+    return type == Mma16::kF16                                                     \
+               ? fn(FusedInstance<a, b, Mma16::kF16, false, KvRead::kPagedRows>{}) \
+               : fn(FusedInstance<a, b, Mma16::kBf16, false, KvRead::kPagedRows>{});
+      LONGATTN_FUSED_PAGED_ROWS_HEAD_DIMS(LONGATTN_X)
 #undef LONGATTN_X
+      break;
+    }
+    case KvRead::kFp8: {
+#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, KvRead::kFp8)
+      LONGATTN_FUSED_FP8_HEAD_DIMS(LONGATTN_X)
+#undef LONGATTN_X
+      break;
+    }
+  }
+#undef LONGATTN_PICK
   return cudaErrorInvalidValue;
 }
+}  // namespace
 
-cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, const FusedParams& p,
+cudaError_t fused_kernel_info(int dqk, int dv, Mma16 type, bool decode, KvRead kv,
+                              FusedKernelInfo* info) {
+  int pad_qk = 0, pad_v = 0;
+  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v, kv)) return cudaErrorInvalidValue;
+  return with_kernel(pad_qk, pad_v, type, decode, kv,
+                     [&](auto kernel) { return decltype(kernel)::info(info); });
+}
+
+cudaError_t fused_launch(int dqk, int dv, Mma16 type, bool decode, KvRead kv, const FusedParams& p,
                          cudaStream_t stream, bool programmatic) {
   int pad_qk = 0, pad_v = 0;
-  const bool fp8 = p.kv_fp8 != 0;
-  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v, fp8)) return cudaErrorInvalidValue;
-  if (fp8) {
-#define LONGATTN_X(a, b) LONGATTN_PICK_FP8(a, b, launch(p, stream, programmatic))
-    LONGATTN_FUSED_FP8_HEAD_DIMS(LONGATTN_X)
-#undef LONGATTN_X
-    return cudaErrorInvalidValue;
-  }
-#define LONGATTN_X(a, b) LONGATTN_PICK(a, b, launch(p, stream, programmatic))
-  LONGATTN_FUSED_HEAD_DIMS(LONGATTN_X)
-#undef LONGATTN_X
-  return cudaErrorInvalidValue;
+  if (!fused_padded_head_dims(dqk, dv, &pad_qk, &pad_v, kv)) return cudaErrorInvalidValue;
+  return with_kernel(pad_qk, pad_v, type, decode, kv, [&](auto kernel) {
+    return decltype(kernel)::launch(p, stream, programmatic);
+  });
 }
 
 #define LONGATTN_PICK90(a, b, call)                                    \

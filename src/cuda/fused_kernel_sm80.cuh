@@ -190,12 +190,12 @@ __device__ __forceinline__ float qk_scale(const FusedParams& p, int kv_head) {
   return p.scale;
 }
 
-// Where key j of one (batch, KV head) of an FP8 cache starts (elements are bytes): through the
-// batch's block table row when paged, any page size.
-struct Fp8Rows {
-  const char* base;  // the tensor at this KV head
-  int64_t outer_stride, token_stride;
-  const int32_t* table;  // this batch's block table row, or null
+// Where key j of one (batch, KV head) starts: through the batch's block table row when paged, any
+// page size.
+struct KvRows {
+  const char* base;                    // the tensor at this KV head
+  int64_t outer_stride, token_stride;  // bytes
+  const int32_t* table;                // this batch's block table row, or null
   int64_t page_size, num_blocks;
   int b;
   __device__ __forceinline__ const char* row(int64_t j) const {
@@ -211,7 +211,7 @@ struct Fp8Rows {
 // rows by the token stride; one that crosses pages looks each row up. A thread issues up to 4
 // chunks' loads before it converts any, so their latencies overlap.
 template <int kRows, int kCols, int kThreads, Mma16 kType>
-__device__ __forceinline__ void load_fp8_tile(void* dst, Fp8Rows rows, int64_t j0,
+__device__ __forceinline__ void load_fp8_tile(void* dst, KvRows rows, int64_t j0,
                                               int64_t valid_rows, int cols, int kind) {
   using T = typename MmaElement<kType>::Type;
   constexpr int kChunks = kCols / 8, kTotal = kRows * kChunks;
@@ -269,7 +269,7 @@ __device__ __forceinline__ constexpr uint32_t fp8_codes_offset() {
 }
 
 template <int kRows, int kCols, int kThreads>
-__device__ __forceinline__ void issue_fp8_tile(uint32_t region, Fp8Rows rows, int64_t j0,
+__device__ __forceinline__ void issue_fp8_tile(uint32_t region, KvRows rows, int64_t j0,
                                                int64_t valid_rows, int cols) {
   constexpr int kChunks = kCols / 16, kTotal = kRows * kChunks;
   const uint32_t codes = region + fp8_codes_offset<kRows, kCols>();
@@ -343,11 +343,12 @@ __device__ __forceinline__ void mma_k16(float (&acc)[kM][kN][4], const uint32_t 
   }
 }
 
-// The kernel's body; kFp8: K and V are an FP8 cache (FusedParams::kv_fp8), its own instantiation
-// so that the 16-bit kernels carry none of its code or registers.
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+// The kernel's body; kKv: how it reads K and V tiles (KvRead), each its own instantiation so that
+// the strided 16-bit kernels carry none of the other loaders' code or registers.
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv>
 __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
   using T = typename MmaElement<kType>::Type;
+  constexpr bool kFp8 = kKv == KvRead::kFp8;
   constexpr FusedTraits kT = fused_traits(kDqk, kDv, compiled_smem_class(), kDecode);
   constexpr FusedTraits kT80 = fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode);
   constexpr int kThreads = kT.threads(), kSplit = kT.split, kM = kT.m_tiles;
@@ -392,35 +393,40 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
   const int64_t off = int64_t(p.kv_len) - p.q_len;
   const bool input_f32 = p.input_f32 != 0, narrow = p.narrow_rows != 0;
   const int esize = input_f32 ? 4 : 2, kv_esize = kFp8 ? 1 : esize;
+  // V read from K's tile needs K's row pitch: a kernel padded to unequal dims loads V apart.
+  const bool kv_shared = kDqk == kDv && p.kv_shared != 0;
 
   const char* q_bytes = static_cast<const char*>(p.q);
-  // First row of the key tile at j0 in a K or V tensor (through the block table when paged).
-  auto tile_rows = [&](const void* base, const int64_t* stride, int64_t j0) {
-    int64_t outer = b, slot = j0;
-    if (p.block_table) {
-      outer = pool_block(p.block_table[b * p.block_table_stride + j0 / p.page_size], p.num_blocks);
-      slot = j0 % p.page_size;
-    }
-    return static_cast<const char*>(base) +
-           (outer * stride[0] + int64_t(kv_head) * stride[1] + slot * stride[2]) * kv_esize;
+  // Where the rows of a K or V tensor are, for this (batch, KV head).
+  auto rows_of = [&](const void* base, const int64_t* stride) {
+    return KvRows{static_cast<const char*>(base) + int64_t(kv_head) * stride[1] * kv_esize,
+                  stride[0] * kv_esize,
+                  stride[2] * kv_esize,
+                  p.block_table ? p.block_table + b * p.block_table_stride : nullptr,
+                  p.page_size,
+                  p.num_blocks,
+                  b};
   };
   auto load_kv = [&](int tile, int slot) {
     const int64_t j0 = int64_t(t_begin + tile) * kBK;
     T* s_k = s_kv + slot * kT.stage_elems();
+    if constexpr (kKv == KvRead::kPagedRows) {  // pages split the key tile: rows one by one
+      const KvRows k_rows = rows_of(p.k, p.k_stride), v_rows = rows_of(p.v, p.v_stride);
+      load_tile<kBK, kDqk, kThreads, kType>(
+          s_k, [&](int r) { return j0 + r < p.kv_len ? k_rows.row(j0 + r) : nullptr; },
+          k_rows.row(j0), p.head_dim_qk, input_f32, narrow);
+      if (!kv_shared)
+        load_tile<kBK, kDv, kThreads, kType>(
+            s_k + kT.k_elems(),
+            [&](int r) { return j0 + r < p.kv_len ? v_rows.row(j0 + r) : nullptr; }, v_rows.row(j0),
+            p.head_dim_v, input_f32, narrow);
+      return;
+    }
     if constexpr (kFp8) {
-      auto rows_of = [&](const void* base, const int64_t* stride) {
-        return Fp8Rows{static_cast<const char*>(base) + int64_t(kv_head) * stride[1],
-                       stride[0],
-                       stride[2],
-                       p.block_table ? p.block_table + b * p.block_table_stride : nullptr,
-                       p.page_size,
-                       p.num_blocks,
-                       b};
-      };
       if (p.kv_fp8_async) {  // widened by widen_fp8_tile in the tile's iteration
         issue_fp8_tile<kBK, kDqk, kThreads>(ptx::smem_addr(s_k), rows_of(p.k, p.k_stride), j0,
                                             p.kv_len - j0, p.head_dim_qk);
-        if (!p.kv_shared)
+        if (!kv_shared)
           issue_fp8_tile<kBK, kDv, kThreads>(ptx::smem_addr(s_k + kT.k_elems()),
                                              rows_of(p.v, p.v_stride), j0, p.kv_len - j0,
                                              p.head_dim_v);
@@ -428,16 +434,16 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
       }
       load_fp8_tile<kBK, kDqk, kThreads, kType>(s_k, rows_of(p.k, p.k_stride), j0, p.kv_len - j0,
                                                 p.head_dim_qk, p.kv_fp8);
-      if (!p.kv_shared)
+      if (!kv_shared)
         load_fp8_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), rows_of(p.v, p.v_stride), j0,
                                                  p.kv_len - j0, p.head_dim_v, p.kv_fp8);
       return;
     }
-    load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, tile_rows(p.k, p.k_stride, j0),
+    load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, rows_of(p.k, p.k_stride).row(j0),
                                              p.k_stride[2] * esize, p.kv_len - j0, p.head_dim_qk,
                                              input_f32, narrow);
-    if (!p.kv_shared)
-      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), tile_rows(p.v, p.v_stride, j0),
+    if (!kv_shared)
+      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), rows_of(p.v, p.v_stride).row(j0),
                                               p.v_stride[2] * esize, p.kv_len - j0, p.head_dim_v,
                                               input_f32, narrow);
   };
@@ -512,12 +518,12 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
       if (p.kv_fp8_async) {
         T* slot = s_kv + (t % kStages) * kT.stage_elems();
         widen_fp8_tile<kBK, kDqk, kThreads, kType>(slot, p.kv_fp8);
-        if (!p.kv_shared) widen_fp8_tile<kBK, kDv, kThreads, kType>(slot + kT.k_elems(), p.kv_fp8);
+        if (!kv_shared) widen_fp8_tile<kBK, kDv, kThreads, kType>(slot + kT.k_elems(), p.kv_fp8);
       }
     }
     const T* s_k = s_kv + (t % kStages) * kT.stage_elems();
     const uint32_t k_base = ptx::smem_addr(s_k);
-    const uint32_t v_base = p.kv_shared ? k_base : ptx::smem_addr(s_k + kT.k_elems());
+    const uint32_t v_base = kv_shared ? k_base : ptx::smem_addr(s_k + kT.k_elems());
     const int64_t j0 = int64_t(t_begin + t) * kBK;
 
     // S = Q K^T for this warp's rows and keys.
@@ -735,19 +741,19 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
     }
 }
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv>
 __global__ void __launch_bounds__(fused_traits(kDqk, kDv, SmemClass::kSm80, kDecode).threads())
     fused_sm80_kernel(const FusedParams p) {
-  if constexpr (kFp8 && !fp8_kernels_compiled())
+  if constexpr (kKv == KvRead::kFp8 && !fp8_kernels_compiled())
     __trap();  // never launched (see fp8_kernels_compiled)
   else
-    fused_sm80_body<kDqk, kDv, kType, kDecode, kFp8>(p);
+    fused_sm80_body<kDqk, kDv, kType, kDecode, kKv>(p);
 }
 
 // What the driver says about one kernel on `device`, and the shared-memory opt-in it needs.
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv>
 cudaError_t query_fused_kernel(int device, FusedKernelInfo* info) {
-  auto kernel = fused_sm80_kernel<kDqk, kDv, kType, kDecode, kFp8>;
+  auto kernel = fused_sm80_kernel<kDqk, kDv, kType, kDecode, kKv>;
   cudaFuncAttributes attr;
   cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
   if (e != cudaSuccess) return e;
@@ -772,25 +778,25 @@ cudaError_t query_fused_kernel(int device, FusedKernelInfo* info) {
       &info->blocks_per_sm, kernel, info->traits.threads(), size_t(info->smem_bytes));
 }
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv>
 struct FusedQuery {
   static cudaError_t query(int device, FusedKernelInfo* info) {
-    return query_fused_kernel<kDqk, kDv, kType, kDecode, kFp8>(device, info);
+    return query_fused_kernel<kDqk, kDv, kType, kDecode, kKv>(device, info);
   }
 };
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
-using FusedInfoCache = KernelInfoCache<FusedQuery<kDqk, kDv, kType, kDecode, kFp8>>;
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv>
+using FusedInfoCache = KernelInfoCache<FusedQuery<kDqk, kDv, kType, kDecode, kKv>>;
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
-cudaError_t FusedInstance<kDqk, kDv, kType, kDecode, kFp8>::info(FusedKernelInfo* info) {
-  return FusedInfoCache<kDqk, kDv, kType, kDecode, kFp8>::get().lookup(info);
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv>
+cudaError_t FusedInstance<kDqk, kDv, kType, kDecode, kKv>::info(FusedKernelInfo* info) {
+  return FusedInfoCache<kDqk, kDv, kType, kDecode, kKv>::get().lookup(info);
 }
 
-template <int kDqk, int kDv, Mma16 kType, bool kDecode, bool kFp8>
-cudaError_t FusedInstance<kDqk, kDv, kType, kDecode, kFp8>::launch(const FusedParams& p,
-                                                                   cudaStream_t stream,
-                                                                   bool programmatic) {
-  auto& cache = FusedInfoCache<kDqk, kDv, kType, kDecode, kFp8>::get();
+template <int kDqk, int kDv, Mma16 kType, bool kDecode, KvRead kKv>
+cudaError_t FusedInstance<kDqk, kDv, kType, kDecode, kKv>::launch(const FusedParams& p,
+                                                                  cudaStream_t stream,
+                                                                  bool programmatic) {
+  auto& cache = FusedInfoCache<kDqk, kDv, kType, kDecode, kKv>::get();
   cudaError_t e = cudaSuccess;
   for (int attempt = 0; attempt < 2; ++attempt) {
     FusedKernelInfo ki;
@@ -805,7 +811,7 @@ cudaError_t FusedInstance<kDqk, kDv, kType, kDecode, kFp8>::launch(const FusedPa
     const dim3 grid(unsigned(tiles * p.splits), unsigned(p.kv_heads), unsigned(p.batch));
     const LaunchConfig lc(grid, dim3(unsigned(ki.traits.threads())), size_t(ki.smem_bytes), stream,
                           programmatic);
-    if ((e = cudaLaunchKernelEx(&lc.config, fused_sm80_kernel<kDqk, kDv, kType, kDecode, kFp8>,
+    if ((e = cudaLaunchKernelEx(&lc.config, fused_sm80_kernel<kDqk, kDv, kType, kDecode, kKv>,
                                 p)) == cudaSuccess)
       return e;
     cudaGetLastError();

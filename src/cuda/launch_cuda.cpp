@@ -137,7 +137,8 @@ cudaError_t launch_fused(const longattn_args& a, const FusedKernelInfo& ki, int 
   } else {
     const bool programmatic = fused == MergeLaunch::kDefault ? programmatic_fused(ki)
                                                              : fused == MergeLaunch::kProgrammatic;
-    e = fused_launch(dqk, dv, type, ki.decode, p, stream, programmatic && ki.arch >= 90);
+    e = fused_launch(dqk, dv, type, ki.decode, ki.kv_read, p, stream,
+                     programmatic && ki.arch >= 90);
   }
   if (e != cudaSuccess || splits <= 1) return e;
   MergeParams m{};

@@ -50,16 +50,18 @@ constexpr int64_t kMinKeysForSplit = 1024;
 }  // namespace
 
 // The sm_90a kernel runs prefill wherever it can; decode shapes stay on the portable kernel's
-// decode tiles (sized for a few query rows), unless their pages split its key tile.
+// decode tiles (sized for a few query rows), unless their pages split its key tile. Pages that
+// split the portable kernel's key tile make it look each row up (KvRead::kPagedRows).
 cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
   const int dqk = int(a.head_dim_qk), dv = int(a.head_dim_v);
   const bool decode = fused_use_decode(a);
-  cudaError_t e =
-      fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, numeric::is_fp8(a.kv_dtype), info);
-  const bool portable_tiles_pages =
-      e == cudaSuccess && (!a.block_table || a.page_size % info->traits.block_k == 0);
+  KvRead kv = numeric::is_fp8(a.kv_dtype) ? KvRead::kFp8 : KvRead::kTiles;
+  cudaError_t e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode, kv, info);
+  if (e == cudaSuccess && a.block_table && kv == KvRead::kTiles &&
+      a.page_size % info->traits.block_k != 0)
+    kv = KvRead::kPagedRows;
   int pad_qk = 0, pad_v = 0;
-  if ((!decode || !portable_tiles_pages) && sm90_applies(a, &pad_qk, &pad_v) &&
+  if ((!decode || kv == KvRead::kPagedRows) && sm90_applies(a, &pad_qk, &pad_v) &&
       kv_maps_encode(a, fused_sm90_traits(pad_qk, pad_v).block_k)) {
     FusedKernelInfo sm90;
     if (fused_sm90_kernel_info(dqk, dv, mma_type_for(a.dtype), &sm90) == cudaSuccess &&
@@ -69,8 +71,13 @@ cudaError_t kernel_for(const longattn_args& a, FusedKernelInfo* info) {
     }
     cudaGetLastError();  // no sm_90a code in this build: the portable kernel runs
   }
+  // The row-lookup kernels come in prefill tiles only (a fallback): decode shapes run them too.
+  const bool decode_tiles = decode && kv != KvRead::kPagedRows;
+  if (kv == KvRead::kPagedRows)
+    e = fused_kernel_info(dqk, dv, mma_type_for(a.dtype), decode_tiles, kv, info);
   info->family = 80;
-  info->decode = decode;
+  info->decode = decode_tiles;
+  info->kv_read = kv;
   info->head_dim_qk = info->traits.head_dim_qk, info->head_dim_v = info->traits.head_dim_v;
   info->block_q = info->traits.block_q();
   info->block_k = info->traits.block_k;

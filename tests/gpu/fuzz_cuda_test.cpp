@@ -8,10 +8,9 @@
 //
 // AUTO must run every case (an FP8 cache on Hopper only), and unfused every case but an FP8 cache.
 // fused and split_kv run every head dim pair here (padded to a compiled pair) and every layout
-// (rows off 16 bytes included); they may refuse only for the limits their plans document (pages
-// that split the portable kernel's key tile, for inputs the sm90a kernel does not take; an FP8
-// cache off Hopper). Any other refusal or error is a failure. Refusals are tallied by reason at
-// the end.
+// (rows off 16 bytes included) at every page size; they may refuse only for the limits their plans
+// document (an FP8 cache off Hopper). Any other refusal or error is a failure. Refusals are tallied
+// by reason at the end.
 //
 //   LONGATTN_FUZZ_CASES  number of cases (default 10000; ~300 under compute-sanitizer)
 //   LONGATTN_FUZZ_SEED   base seed (default 1); case i uses its own generator seeded (seed, i)
@@ -354,7 +353,6 @@ FuzzCase make_case(uint64_t seed) {
 // Refusals the fused paths document (their plans' reasons); anything else is a failure.
 std::string documented_refusal(const std::string& why) {
   const char* known[][2] = {
-      {"so page_size must be a multiple", "pages that split the kernel's key tile"},
       {"the CUDA unfused path reads K and V in dtype", "an FP8 cache on the unfused path"},
       {"the CUDA kernels read FP8 caches with sm_90a code", "an FP8 cache off Hopper"},
   };

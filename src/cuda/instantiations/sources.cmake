@@ -4,10 +4,12 @@ set(LONGATTN_CUDA_INSTANCES
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_bf16_decode_fp8kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_bf16_prefill_fp8kv.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_bf16_prefill_pagedrows.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_f16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_f16_decode_fp8kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_f16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_f16_prefill_fp8kv.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d128x128_f16_prefill_pagedrows.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d192x128_bf16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d192x128_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d192x128_f16_decode.cu
@@ -20,10 +22,12 @@ set(LONGATTN_CUDA_INSTANCES
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_bf16_decode_fp8kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_bf16_prefill_fp8kv.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_bf16_prefill_pagedrows.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_f16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_f16_decode_fp8kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_f16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_f16_prefill_fp8kv.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d256x256_f16_prefill_pagedrows.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d32x32_bf16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d32x32_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d32x32_f16_decode.cu
@@ -40,10 +44,12 @@ set(LONGATTN_CUDA_INSTANCES
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_bf16_decode_fp8kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_bf16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_bf16_prefill_fp8kv.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_bf16_prefill_pagedrows.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_f16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_f16_decode_fp8kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_f16_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_f16_prefill_fp8kv.cu
+  ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d576x512_f16_prefill_pagedrows.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d64x64_bf16_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d64x64_bf16_decode_fp8kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/fused_sm80_d64x64_bf16_prefill.cu
