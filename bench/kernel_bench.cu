@@ -349,8 +349,8 @@ int decode_sweep() {
               [&](cudaStream_t st, int call) {
                 FusedParams p = longattn::cuda::make_fused_params(args_for(call));
                 if (sp > 1) p.splits = sp, p.o_part = o_part, p.lse_part = lse_part;
-                CHECK_CUDA(
-                    longattn::cuda::fused_launch(d, d, longattn::cuda::Mma16::kBf16, true, p, st));
+                CHECK_CUDA(longattn::cuda::fused_launch(d, d, longattn::cuda::Mma16::kBf16, true,
+                                                        longattn::cuda::KvRead::kTiles, p, st));
               },
               kCalls);
           const double gbps = (kv_bytes + 4.0 * nq) / (total * 1e-6) / 1e9;
