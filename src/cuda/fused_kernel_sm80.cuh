@@ -393,11 +393,24 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
   const int64_t off = int64_t(p.kv_len) - p.q_len;
   const bool input_f32 = p.input_f32 != 0, narrow = p.narrow_rows != 0;
   const int esize = input_f32 ? 4 : 2, kv_esize = kFp8 ? 1 : esize;
-  // V read from K's tile needs K's row pitch: a kernel padded to unequal dims loads V apart.
-  const bool kv_shared = kDqk == kDv && p.kv_shared != 0;
+  // V read from K's tile needs K's row pitch, so a kernel padded to unequal dims loads V apart.
+  // Only the row-lookup list pads equal dims to an unequal pair (576/512; the others hold 512/512,
+  // a test checks it), and only there is the guard compiled: the other kernels read p.kv_shared
+  // where used, as they always did (a hoisted copy moves their registers).
+  auto kv_shared = [&] { return (kKv != KvRead::kPagedRows || kDqk == kDv) && p.kv_shared != 0; };
 
   const char* q_bytes = static_cast<const char*>(p.q);
-  // Where the rows of a K or V tensor are, for this (batch, KV head).
+  // First row of the key tile at j0 in a K or V tensor (through the block table when paged).
+  auto tile_rows = [&](const void* base, const int64_t* stride, int64_t j0) {
+    int64_t outer = b, slot = j0;
+    if (p.block_table) {
+      outer = pool_block(p.block_table[b * p.block_table_stride + j0 / p.page_size], p.num_blocks);
+      slot = j0 % p.page_size;
+    }
+    return static_cast<const char*>(base) +
+           (outer * stride[0] + int64_t(kv_head) * stride[1] + slot * stride[2]) * kv_esize;
+  };
+  // Where the rows of a K or V tensor are, for this (batch, KV head): the row lookups.
   auto rows_of = [&](const void* base, const int64_t* stride) {
     return KvRows{static_cast<const char*>(base) + int64_t(kv_head) * stride[1] * kv_esize,
                   stride[0] * kv_esize,
@@ -415,7 +428,7 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
       load_tile<kBK, kDqk, kThreads, kType>(
           s_k, [&](int r) { return j0 + r < p.kv_len ? k_rows.row(j0 + r) : nullptr; },
           k_rows.row(j0), p.head_dim_qk, input_f32, narrow);
-      if (!kv_shared)
+      if (!kv_shared())
         load_tile<kBK, kDv, kThreads, kType>(
             s_k + kT.k_elems(),
             [&](int r) { return j0 + r < p.kv_len ? v_rows.row(j0 + r) : nullptr; }, v_rows.row(j0),
@@ -426,7 +439,7 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
       if (p.kv_fp8_async) {  // widened by widen_fp8_tile in the tile's iteration
         issue_fp8_tile<kBK, kDqk, kThreads>(ptx::smem_addr(s_k), rows_of(p.k, p.k_stride), j0,
                                             p.kv_len - j0, p.head_dim_qk);
-        if (!kv_shared)
+        if (!kv_shared())
           issue_fp8_tile<kBK, kDv, kThreads>(ptx::smem_addr(s_k + kT.k_elems()),
                                              rows_of(p.v, p.v_stride), j0, p.kv_len - j0,
                                              p.head_dim_v);
@@ -434,16 +447,16 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
       }
       load_fp8_tile<kBK, kDqk, kThreads, kType>(s_k, rows_of(p.k, p.k_stride), j0, p.kv_len - j0,
                                                 p.head_dim_qk, p.kv_fp8);
-      if (!kv_shared)
+      if (!kv_shared())
         load_fp8_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), rows_of(p.v, p.v_stride), j0,
                                                  p.kv_len - j0, p.head_dim_v, p.kv_fp8);
       return;
     }
-    load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, rows_of(p.k, p.k_stride).row(j0),
+    load_kv_tile<kBK, kDqk, kThreads, kType>(s_k, tile_rows(p.k, p.k_stride, j0),
                                              p.k_stride[2] * esize, p.kv_len - j0, p.head_dim_qk,
                                              input_f32, narrow);
-    if (!kv_shared)
-      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), rows_of(p.v, p.v_stride).row(j0),
+    if (!kv_shared())
+      load_kv_tile<kBK, kDv, kThreads, kType>(s_k + kT.k_elems(), tile_rows(p.v, p.v_stride, j0),
                                               p.v_stride[2] * esize, p.kv_len - j0, p.head_dim_v,
                                               input_f32, narrow);
   };
@@ -518,12 +531,12 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
       if (p.kv_fp8_async) {
         T* slot = s_kv + (t % kStages) * kT.stage_elems();
         widen_fp8_tile<kBK, kDqk, kThreads, kType>(slot, p.kv_fp8);
-        if (!kv_shared) widen_fp8_tile<kBK, kDv, kThreads, kType>(slot + kT.k_elems(), p.kv_fp8);
+        if (!kv_shared()) widen_fp8_tile<kBK, kDv, kThreads, kType>(slot + kT.k_elems(), p.kv_fp8);
       }
     }
     const T* s_k = s_kv + (t % kStages) * kT.stage_elems();
     const uint32_t k_base = ptx::smem_addr(s_k);
-    const uint32_t v_base = kv_shared ? k_base : ptx::smem_addr(s_k + kT.k_elems());
+    const uint32_t v_base = kv_shared() ? k_base : ptx::smem_addr(s_k + kT.k_elems());
     const int64_t j0 = int64_t(t_begin + t) * kBK;
 
     // S = Q K^T for this warp's rows and keys.

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "accuracy_grid.hpp"
+#include "cuda/fused_cuda.hpp"
 #include "gpu/cuda_test_util.hpp"
 #include "longattn/attention.hpp"
 
@@ -317,6 +318,19 @@ void expect_same_result(const RunOutput& got, const RunOutput& want) {
     lse_diff = std::max(lse_diff, std::fabs(got.lse_dense[i] - want.lse_dense[i]));
   EXPECT_LE(diff, 2e-2f * peak) << got.plan.kernel << " vs " << want.plan.kernel;
   EXPECT_LE(lse_diff, 1e-3f) << got.plan.kernel << " vs " << want.plan.kernel;
+}
+
+// The strided and FP8 portable kernels read V from K's tile when k == v without checking that
+// their compiled dims are equal (fused_kernel_sm80.cuh): equal real dims must pad to an equal pair
+// in their lists. (The row-lookup kernels check, and pad 257-512 to 576/512.) No GPU needed.
+TEST(FusedDispatch, EqualHeadDimsPadToEqualPairs) {
+  using longattn::cuda::KvRead;
+  for (KvRead kv : {KvRead::kTiles, KvRead::kFp8, KvRead::kPagedRows})
+    for (int64_t d = 1; d <= 512; ++d) {
+      int qk = 0, v = 0;
+      ASSERT_TRUE(longattn::cuda::fused_padded_head_dims(d, d, &qk, &v, kv)) << "head dim " << d;
+      if (kv != KvRead::kPagedRows) EXPECT_EQ(qk, v) << "head dim " << d;
+    }
 }
 
 // Paged K/V read through a device block table gives the contiguous result bit for bit when the
