@@ -396,7 +396,7 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
   // V read from K's tile needs K's row pitch, so a kernel padded to unequal dims loads V apart.
   // Only the row-lookup list pads equal dims to an unequal pair (576/512; the others hold 512/512,
   // a test checks it), and only there is the guard compiled: the other kernels read p.kv_shared
-  // where used, as they always did (a hoisted copy moves their registers).
+  // where used (a hoisted copy changes ptxas's register allocation of every strided kernel).
   auto kv_shared = [&] { return (kKv != KvRead::kPagedRows || kDqk == kDv) && p.kv_shared != 0; };
 
   const char* q_bytes = static_cast<const char*>(p.q);
