@@ -395,9 +395,14 @@ __device__ __forceinline__ void fused_sm80_body(const FusedParams& p) {
   const int esize = input_f32 ? 4 : 2, kv_esize = kFp8 ? 1 : esize;
   // V read from K's tile needs K's row pitch, so a kernel padded to unequal dims loads V apart.
   // Only the row-lookup list pads equal dims to an unequal pair (576/512; the others hold 512/512,
-  // a test checks it), and only there is the guard compiled: the other kernels read p.kv_shared
-  // where used (a hoisted copy changes ptxas's register allocation of every strided kernel).
-  auto kv_shared = [&] { return (kKv != KvRead::kPagedRows || kDqk == kDv) && p.kv_shared != 0; };
+  // a test checks it), so only the row kernels test the dims (with the flag held in a register);
+  // the others read p.kv_shared where used (a hoisted copy changes ptxas's register allocation of
+  // every strided kernel).
+  const bool rows_kv_shared = kDqk == kDv && p.kv_shared != 0;
+  auto kv_shared = [&] {
+    if constexpr (kKv == KvRead::kPagedRows) return rows_kv_shared;
+    return p.kv_shared != 0;
+  };
 
   const char* q_bytes = static_cast<const char*>(p.q);
   // First row of the key tile at j0 in a K or V tensor (through the block table when paged).
